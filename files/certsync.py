@@ -142,10 +142,12 @@ def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
             raise ValueError("empty PEM block")
         blocks.append((match.group(1).decode(), der))
         pos = match.end()
-    if data[pos:].strip():
+    if not data.strip():
+        raise ValueError("empty file")
+    if not blocks and b"-----BEGIN " not in data:
+        raise ValueError("no PEM block")
+    if not blocks or data[pos:].strip():
         raise ValueError("incomplete PEM block (truncated file?)")
-    if not blocks:
-        raise ValueError("empty file" if not data.strip() else "no PEM block")
     return blocks
 
 
@@ -180,7 +182,7 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
     try:
         decoded = [_decode_cert(der) for der in ders]
     except ssl.SSLError as error:
-        raise ValueError(f"certificate does not parse ({error.reason})") from error
+        raise ValueError(f"certificate does not parse ({ssl_reason(error)})") from error
     for index in range(1, len(decoded)):
         if decoded[index - 1].get("issuer") != decoded[index].get("subject"):
             raise ValueError("certificate chain is out of order (the leaf must come first)")
@@ -193,6 +195,10 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
         serial=leaf.get("serialNumber", "").lower(),
     )
     return info, ders
+
+
+def ssl_reason(error: ssl.SSLError) -> str:
+    return getattr(error, "reason", None) or str(error)
 
 
 def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
@@ -214,7 +220,7 @@ def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
             # NO_CERTIFICATE_ASSIGNED: a key of another type than the certificate's.
             if error.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
                 raise ValueError("private key does not match the certificate") from error
-            raise ValueError(f"private key does not load ({error.reason})") from error
+            raise ValueError(f"private key does not load ({ssl_reason(error)})") from error
 
 
 # --- files, never following links --------------------------------------------------------------
@@ -362,6 +368,8 @@ class Config:
         unknown = set(raw) - fields
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        if not isinstance(raw.get("names"), list):
+            raise ValueError(f"{path}: names: not a list")
         raw["names"] = tuple(raw["names"])
         raw["verify_ports"] = tuple(int(p) for p in raw["verify_ports"])
         config = cls(**raw)
@@ -407,7 +415,9 @@ def caddy_pair(config: Config, name: str, now: dt.datetime) -> Pair:
     for issuer in issuers:
         folder = os.path.join(certificates, issuer, stored)
         try:
-            folder_fd = open_dir(folder)
+            # Caddy's own folders may be links (a data dir moved to another disk); its files
+            # are still read without following links.
+            folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as error:
