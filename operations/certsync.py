@@ -124,8 +124,10 @@ def synced(settings: Settings):
 
     now = dt.datetime.now(dt.timezone.utc)
     plans = [plan_name(state.names[name], settings, now) for name in settings.names]
-    for plan in plans:
-        host.log(str(plan))
+    # Shown once: in the preview, or as the run goes when the preview was skipped (--yes).
+    if not host.state.is_executing or not host.state.check_for_changes:
+        for plan in plans:
+            host.log(str(plan))
     for path, (content, mode) in files.items():
         installed = state.files[path]
         if installed.sha256 == hashlib.sha256(content).hexdigest() and installed.meta.is_(

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import re
 import shlex
+from collections.abc import Iterable
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
@@ -243,6 +244,6 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def settings_of_inventory(inventory: Any) -> dict[str, Settings]:
+def settings_of_hosts(hosts: Iterable[Any]) -> dict[str, Settings]:
     """Every host's settings; raise SettingsError naming the first bad host and setting."""
-    return {host.name: settings_from_data(host.name, host.data) for host in inventory}
+    return {host.name: settings_from_data(host.name, host.data) for host in hosts}

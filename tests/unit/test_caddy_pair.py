@@ -212,18 +212,6 @@ def test_symlinked_key_file_is_not_followed(cs, ca, config, data_dir, tmp_path):
     assert LETSENCRYPT in message and "missing" in message
 
 
-def test_symlinked_key_file_is_not_followed(cs, ca, config, data_dir, tmp_path):
-    # Caddy's folders may be links (a moved data dir); its files never are.
-    issued = ca.issue([NAME])
-    real = write_caddy(tmp_path / "elsewhere", LETSENCRYPT, NAME, issued.cert_pem, issued.key_pem)
-    folder = write_caddy(data_dir, LETSENCRYPT, NAME, issued.cert_pem, issued.key_pem)
-    key = folder / f"{NAME}.key"
-    key.unlink()
-    key.symlink_to(real / f"{NAME}.key")
-    with pytest.raises(cs.Refused, match="missing"):
-        cs.caddy_pair(config, NAME, NOW)
-
-
 def test_stray_file_among_issuer_folders_is_ignored(cs, ca, config, data_dir):
     issued = ca.issue([NAME])
     write_caddy(data_dir, LETSENCRYPT, NAME, issued.cert_pem, issued.key_pem)
