@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from certs import Ca, load_certsync
+from tests.unit.certs import Ca, load_certsync
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from certs import (
+from tests.unit.certs import (
     DAY,
     HOUR,
     LETSENCRYPT,

@@ -1,0 +1,132 @@
+#!/bin/sh
+# Prepare a Debian 12 machine (as root) for certsync's tests, including the end-to-end test fleet
+# (tests/fleet): pebble, caddy, openssh, the Python tools, and a mox binary. Idempotent: each
+# step is skipped when what it provides is already there, so a second run touches nothing.
+#
+# Environment:
+#   PYTHON        interpreter to install the Python packages for (default: python3)
+#   MOX_DEST      where mox is installed (default: /usr/local/lib/certsync-test/bin; the fleet
+#                 looks there, or at $CERTSYNC_MOX)
+set -eu
+
+PYTHON=${PYTHON:-python3}
+MOX_VERSION=v0.0.17
+MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
+APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3-pip
+    ca-certificates util-linux procps iproute2 passwd"
+PIP_PACKAGES="pyinfra>=3,<4 cryptography pytest pytest-testinfra paramiko ruff mypy"
+
+log() { printf '==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: run as root" >&2
+    exit 1
+fi
+
+install_debian_packages() {
+    missing=""
+    for package in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || missing="$missing $package"
+    done
+    if [ -z "$missing" ]; then
+        log "Debian packages: all present"
+        return
+    fi
+    log "Debian packages: installing$missing"
+    # Keep the packages' services (caddy on :80, sshd on :22) from starting during the install;
+    # a system sshd on 0.0.0.0:22 would take the port the test hosts' sshd need.
+    created_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        created_policy=yes
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    # shellcheck disable=SC2086  # word splitting wanted
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+    [ -z "$created_policy" ] || rm -f /usr/sbin/policy-rc.d
+}
+
+warn_about_system_services() {
+    # The fleet's hosts listen on 127.0.0.1x:22 (sshd) and 25/465/587/993 (mox).
+    if command -v ss >/dev/null && ss -Hltn 'sport = :22' | grep -qE '(0\.0\.0\.0|\*|\[::\]):22'; then
+        log "WARNING: something listens on *:22 (a system sshd?); the test hosts need 127.0.0.11+:22."
+        log "         Stop it, or make it listen on specific addresses only (ListenAddress)."
+    fi
+}
+
+install_python_packages() {
+    if "$PYTHON" - <<'PY' 2>/dev/null
+import importlib.metadata as md
+import shutil
+assert md.version("pyinfra").startswith("3.")
+for dist in ("cryptography", "pytest", "pytest-testinfra", "paramiko", "ruff", "mypy"):
+    md.version(dist)
+PY
+    then
+        log "Python packages: all present for $PYTHON"
+        return
+    fi
+    log "Python packages: installing for $PYTHON"
+    extra=""
+    # Debian's own python3 refuses pip installs (PEP 668) unless told otherwise.
+    if "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        extra="--break-system-packages"
+    fi
+    # shellcheck disable=SC2086  # word splitting wanted
+    "$PYTHON" -m pip install $extra $PIP_PACKAGES
+}
+
+go_is_new_enough() {
+    command -v go >/dev/null || return 1
+    version=$(go env GOVERSION 2>/dev/null | sed -n 's/^go\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+    [ -n "$version" ] || return 1
+    set -- $version
+    [ "$1" -gt 1 ] || { [ "$1" -eq 1 ] && [ "$2" -ge 25 ]; }
+}
+
+use_go() {
+    PATH=$PATH:/usr/local/go/bin
+    export PATH
+    if ! go_is_new_enough; then
+        echo "setup.sh: mox $MOX_VERSION needs Go >= 1.25 on PATH (found: $(go env GOVERSION 2>/dev/null || echo none))" >&2
+        exit 1
+    fi
+    log "Go: $(go env GOVERSION) present"
+}
+
+install_mox() {
+    if "$MOX_DEST/mox" version 2>/dev/null | grep -q "^$MOX_VERSION"; then
+        log "mox: $("$MOX_DEST/mox" version | head -n1) present in $MOX_DEST"
+        return
+    fi
+    use_go
+    log "mox: building $MOX_VERSION into $MOX_DEST (about 80 s)"
+    # `go install github.com/mjl-/mox@$MOX_VERSION` fails where the module proxy refuses the
+    # @v/list lookup; installing from a throw-away module that requires mox works.
+    build=$(mktemp -d)
+    printf 'module moxbuild\n\ngo 1.25\n\nrequire github.com/mjl-/mox %s\n' "$MOX_VERSION" >"$build/go.mod"
+    mkdir -p "$MOX_DEST"
+    (cd "$build" && go mod download github.com/mjl-/mox \
+        && GOFLAGS=-mod=mod GOBIN="$MOX_DEST" go install github.com/mjl-/mox)
+    rm -rf "$build"
+    "$MOX_DEST/mox" version
+}
+
+ensure_mox_user() {
+    if id mox >/dev/null 2>&1; then
+        log "user mox: present"
+    else
+        log "user mox: creating"
+        useradd --system --user-group --home-dir /home/mox --no-create-home \
+            --shell /usr/sbin/nologin mox
+    fi
+}
+
+install_debian_packages
+warn_about_system_services
+install_python_packages
+install_mox
+ensure_mox_user
+log "done. Run: CERTSYNC_REQUIRE_E2E=1 $PYTHON -m pytest"

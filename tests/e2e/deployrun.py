@@ -1,0 +1,62 @@
+"""Running the deploy as an operator does, and reading a host the way an operator checks it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.fleet import Pki, TestHost, served_certificate
+from tests.fleet.x509util import sha256_fingerprint
+
+ROOT = Path(__file__).resolve().parents[2]
+PORTS = (993, 465, 587)
+MOX_CERT_DIR = "/home/mox/certs"
+BACKUP_DIR = "/var/lib/certsync/backups"
+LOG_FILE = "/var/log/certsync/certsync.log"
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class DeployRun:
+    returncode: int
+    output: str  # stdout and stderr, colours removed
+
+
+def deploy(inventory: Path, *args: str, timeout: float = 300) -> DeployRun:
+    """`pyinfra -y [args] inventory deploy.py` from the repository, as the README says."""
+    result = subprocess.run(
+        ["pyinfra", "-y", *args, str(inventory), "deploy.py"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return DeployRun(result.returncode, ANSI_RE.sub("", result.stdout + result.stderr))
+
+
+def sha256_on_host(host: TestHost, path: str) -> str:
+    return host.run(f"sha256sum {path} | cut -d' ' -f1", check=True).stdout.strip()
+
+
+def caddy_sha256(pki: Pki, name: str, suffix: str) -> str:
+    path = pki.cert_path(name) if suffix == ".crt" else pki.key_path(name)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def served_fingerprints(host: TestHost, name: str) -> dict[int, str]:
+    return {
+        port: sha256_fingerprint(served_certificate(host.address, port, name)) for port in PORTS
+    }
+
+
+def caddy_fingerprint(pki: Pki, name: str) -> str:
+    return sha256_fingerprint(pki.certificate(name))
+
+
+def backups(host: TestHost) -> list[str]:
+    result = host.run(f"ls -1 {BACKUP_DIR} 2>/dev/null")
+    return result.stdout.split()

@@ -1,0 +1,212 @@
+"""The certsync deploy on the real SSH test fleet, with certificates Caddy obtained from pebble."""
+
+from __future__ import annotations
+
+import re
+
+from tests.e2e.deployrun import (
+    BACKUP_DIR,
+    LOG_FILE,
+    MOX_CERT_DIR,
+    backups,
+    caddy_fingerprint,
+    caddy_sha256,
+    deploy,
+    served_fingerprints,
+    sha256_on_host,
+)
+
+CRON_FILE = "/etc/cron.d/certsync"
+
+
+def assert_in_sync(fleet, pki, hosts=None):
+    for host in hosts or fleet:
+        files = host.testinfra()
+        assert files.file(MOX_CERT_DIR).mode == 0o700
+        assert files.file(MOX_CERT_DIR).user == "mox"
+        for name in host.cert_names:
+            crt, key = f"{MOX_CERT_DIR}/{name}.crt", f"{MOX_CERT_DIR}/{name}.key"
+            assert sha256_on_host(host, crt) == caddy_sha256(pki, name, ".crt"), (host.name, name)
+            assert sha256_on_host(host, key) == caddy_sha256(pki, name, ".key"), (host.name, name)
+            for path, mode in ((crt, 0o644), (key, 0o600)):
+                file = files.file(path)
+                assert (file.user, file.group, file.mode) == ("mox", "mox", mode), path
+            served = served_fingerprints(host, name)
+            assert set(served.values()) == {caddy_fingerprint(pki, name)}, (host.name, name, served)
+
+
+def test_first_run_installs_caddys_certificates_and_mox_serves_them(fleet, pki, inventory):
+    first = fleet.hosts[0]
+    placeholder = sha256_on_host(first, f"{MOX_CERT_DIR}/{first.cert_names[0]}.crt")
+    assert placeholder != caddy_sha256(pki, first.cert_names[0], ".crt")
+
+    run = deploy(inventory)
+
+    assert run.returncode == 0, run.output
+    assert_in_sync(fleet, pki)
+    for host in fleet:
+        files = host.testinfra()
+        (stamp,) = backups(host)
+        backup = files.file(f"{BACKUP_DIR}/{stamp}")
+        assert (backup.user, backup.mode) == ("root", 0o700)
+        assert files.file(BACKUP_DIR).mode == 0o700
+        cron = files.file(CRON_FILE)
+        assert (cron.user, cron.mode) == ("root", 0o644)
+        assert re.search(
+            r"^\S+ \S+ \S+ \S+ \S+ root .*certsync\.py sync --config ", cron.content_string, re.M
+        )
+    # The backup holds what mox had before: the placeholder.
+    (stamp,) = backups(first)
+    backed_up = sha256_on_host(first, f"{BACKUP_DIR}/{stamp}/{first.cert_names[0]}.crt")
+    assert backed_up == placeholder
+
+
+def test_second_run_changes_nothing_and_does_not_restart_mox(fleet, pki, inventory):
+    assert deploy(inventory).returncode == 0
+    pids = {host.name: host.mox_pid() for host in fleet}
+    before = {
+        host.name: (backups(host), host.run(f"stat -c %i:%Y {MOX_CERT_DIR}/*").stdout)
+        for host in fleet
+    }
+
+    run = deploy(inventory)
+
+    assert run.returncode == 0, run.output
+    for host in fleet:
+        assert host.mox_pid() == pids[host.name]
+        assert (backups(host), host.run(f"stat -c %i:%Y {MOX_CERT_DIR}/*").stdout) == before[
+            host.name
+        ]
+        assert re.search(rf"\[{host.name}\]\s+No changes", run.output), run.output
+    assert_in_sync(fleet, pki)
+
+
+def test_owner_and_mode_drift_is_repaired_without_restart(fleet, pki, inventory):
+    assert deploy(inventory).returncode == 0
+    host = fleet.hosts[0]
+    key = f"{MOX_CERT_DIR}/{host.cert_names[0]}.key"
+    host.run(f"chmod 644 {key} && chown root {key}", check=True)
+    pid = host.mox_pid()
+
+    run = deploy(inventory)
+
+    assert run.returncode == 0, run.output
+    assert host.mox_pid() == pid
+    assert_in_sync(fleet, pki, [host])
+
+
+def test_renewed_certificate_is_installed_and_served(fleet, pki, inventory):
+    assert deploy(inventory).returncode == 0
+    host = fleet.hosts[0]
+    name = host.cert_names[0]
+    old = caddy_fingerprint(pki, name)
+    pid = host.mox_pid()
+
+    pki.renew(name)
+    fleet.copy_caddy_storage(pki)
+    run = deploy(inventory)
+
+    assert run.returncode == 0, run.output
+    assert caddy_fingerprint(pki, name) != old
+    assert host.mox_pid() != pid
+    assert_in_sync(fleet, pki)
+
+
+def test_cron_job_command_syncs_by_itself(fleet, pki, inventory):
+    assert deploy(inventory).returncode == 0
+    host = fleet.hosts[-1]
+    name = host.cert_names[0]
+    pki.renew(name)
+    host.copy_caddy_storage(pki)
+    cron_line = next(
+        line
+        for line in host.run(f"cat {CRON_FILE}", check=True).stdout.splitlines()
+        if " root " in line and not line.startswith("#")
+    )
+    command = cron_line.split(" root ", 1)[1]
+
+    result = host.run(command)
+
+    assert result.returncode == 0, result.stderr
+    assert_in_sync(fleet, pki, [host])
+    last_lines = host.run(f"tail -n {len(host.cert_names)} {LOG_FILE}", check=True).stdout
+    assert f"{name}: installed" in last_lines
+    for other in host.cert_names[1:]:
+        assert f"{other}: in sync" in last_lines
+
+
+def test_force_reinstalls_and_restarts_only_the_limited_host(fleet, pki, inventory):
+    assert deploy(inventory).returncode == 0
+    pids = {host.name: host.mox_pid() for host in fleet}
+    target = fleet.hosts[0]
+
+    run = deploy(inventory, "--limit", target.name, "--data", "certsync_force=true")
+
+    assert run.returncode == 0, run.output
+    for host in fleet:
+        restarted = host.mox_pid() != pids[host.name]
+        assert restarted == (host is target), host.name
+    assert_in_sync(fleet, pki)
+
+
+def test_name_missing_from_caddy_is_refused_and_the_others_still_sync(fleet, pki, tmp_path):
+    host = fleet.hosts[-1]
+    names = list(host.cert_names)
+    renewed = names[0]
+    pki.renew(renewed)
+    host.copy_caddy_storage(pki)
+    inventory = fleet.write_inventory(
+        tmp_path / "inventory.py",
+        extra_host_data={host.name: {"certsync_names": [*names, "nocert.h9.test"]}},
+    )
+
+    run = deploy(inventory, "--limit", host.name)
+
+    assert run.returncode != 0
+    assert re.search(rf"{host.name}.*nocert\.h9\.test: refused: .*no certificate", run.output), (
+        run.output
+    )
+    assert host.run(f"ls {MOX_CERT_DIR}/nocert.h9.test.crt").returncode != 0
+    assert_in_sync(fleet, pki, [host])
+
+
+def test_invalid_settings_are_refused_before_anything_runs(fleet, inventory):
+    host = fleet.hosts[0]
+    host.run("rm -f /tmp/pwned")
+    before = host.run(f"stat -c %Y {CRON_FILE} {MOX_CERT_DIR}/*").stdout
+
+    for data, setting in (
+        ("certsync_verify_ports=993,99999", "certsync_verify_ports"),
+        ("certsync_names=mail.h1.test;touch /tmp/pwned", "certsync_names"),
+        ("certsync_mox_cert_dir=/home/mox/../../etc", "certsync_mox_cert_dir"),
+        ("certsync_mox_cert_dir=relative/certs", "certsync_mox_cert_dir"),
+    ):
+        run = deploy(inventory, "--data", data)
+        assert run.returncode != 0, data
+        assert setting in run.output and "mail-1" in run.output, run.output
+    assert host.run("test -e /tmp/pwned").returncode != 0
+    assert host.run(f"stat -c %Y {CRON_FILE} {MOX_CERT_DIR}/*").stdout == before
+
+
+def test_private_keys_never_appear_in_output_or_log(fleet, pki, inventory):
+    host = fleet.hosts[0]
+    name = host.cert_names[0]
+    pki.renew(name)
+    fleet.copy_caddy_storage(pki)
+
+    run = deploy(inventory, "-vvv", "--debug", "--diff")
+
+    assert run.returncode == 0, run.output
+    log = host.run(f"cat {LOG_FILE}", check=True).stdout
+    for key_host in fleet:
+        for key_name in key_host.cert_names:
+            key_lines = [
+                line
+                for line in pki.key_path(key_name).read_text().splitlines()
+                if line and not line.startswith("-----")
+            ]
+            assert key_lines
+            for line in key_lines:
+                assert line not in run.output, f"key material of {key_name} in the deploy output"
+                assert line not in log, f"key material of {key_name} in the log"
+    assert_in_sync(fleet, pki)

@@ -1,0 +1,57 @@
+"""What a test host is: its name, address, certificate names and the folders it keeps to itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DOCKER_CADDY_DATA_DIR = "/var/lib/docker/volumes/docker_caddy-data/_data/caddy"
+DEBIAN_CADDY_DATA_DIR = "/var/lib/caddy/.local/share/caddy"
+
+# Folders every host has its own copy of (bind-mounted from the host's folder in its own mount
+# namespace). The host's Caddy data dir is added per host. Add paths the deploy writes here.
+PRIVATE_DIRS: tuple[str, ...] = (
+    "/home",
+    "/etc/cron.d",
+    "/etc/certsync",
+    "/usr/local/lib/certsync",
+    "/var/lib/certsync",
+    "/var/log/certsync",
+)
+
+MOX_HOME = "/home/mox"
+MOX_BINARY = f"{MOX_HOME}/mox"
+MOX_CONFIG = f"{MOX_HOME}/config/mox.conf"
+MOX_CERT_DIR = f"{MOX_HOME}/certs"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    index: int  # host i is mail-i on 127.0.0.(10+i)
+    cert_names: tuple[str, ...]
+    caddy_data_dir: str = DOCKER_CADDY_DATA_DIR
+
+    @property
+    def name(self) -> str:
+        return f"mail-{self.index}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.{10 + self.index}"
+
+    @property
+    def mail_domain(self) -> str:
+        return f"h{self.index}.test"
+
+
+def default_host_specs(count: int) -> list[HostSpec]:
+    """mail-i carries mail.hi.test, Caddy data at the Docker path; except: mail-2 uses Debian's
+    Caddy path, and mail-3 carries three names (mail., mta-sts., autoconfig.) as mox quickstart."""
+    specs = []
+    for index in range(1, count + 1):
+        domain = f"h{index}.test"
+        names: tuple[str, ...] = (f"mail.{domain}",)
+        if index == 3:
+            names = (f"mail.{domain}", f"mta-sts.{domain}", f"autoconfig.{domain}")
+        data_dir = DEBIAN_CADDY_DATA_DIR if index == 2 else DOCKER_CADDY_DATA_DIR
+        specs.append(HostSpec(index=index, cert_names=names, caddy_data_dir=data_dir))
+    return specs

@@ -1,0 +1,126 @@
+"""Certificates made with `cryptography`: mox placeholders and pebble's own HTTPS certificate."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+@dataclass(frozen=True)
+class PemPair:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    # SEC1 "EC PRIVATE KEY", as Caddy writes its ECDSA keys.
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def self_signed_placeholder(name: str) -> PemPair:
+    """ECDSA P-256, SAN = name, valid now-2d to now+30d: what mox serves before the first sync."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"placeholder {name}")])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=2))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return PemPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def local_ca_and_server(common_name: str, ip: str) -> tuple[bytes, PemPair]:
+    """A throw-away CA and a server certificate for `ip` signed by it: (ca_pem, server pair)."""
+    now = _now()
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(ip)), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = PemPair(server_cert.public_bytes(serialization.Encoding.PEM), _key_pem(server_key))
+    return ca_cert.public_bytes(serialization.Encoding.PEM), server
+
+
+def leaf_certificate(pem: bytes) -> x509.Certificate:
+    """The first certificate of a PEM chain."""
+    return x509.load_pem_x509_certificates(pem)[0]
+
+
+def sha256_fingerprint(cert: x509.Certificate | bytes) -> str:
+    """Hex SHA-256 of the DER; accepts a Certificate or DER bytes."""
+    der = (
+        cert.public_bytes(serialization.Encoding.DER)
+        if isinstance(cert, x509.Certificate)
+        else cert
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def key_matches_certificate(key_pem: bytes, cert: x509.Certificate) -> bool:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
