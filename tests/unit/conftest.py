@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from tests.unit.certs import Ca, load_certsync
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from tests.unit.certs import KEY_KINDS, caddy_key_pem, cert_pem, key_of, pem, pkcs8_key_pem
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.unit.certs import KEY_KINDS, caddy_key_pem, cert_pem, key_of, pem, pkcs8_key_pem
 
 # --- pem_blocks --------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 
 import pytest
+
 from tests.unit.certs import DAY, HOUR, NOW
 
 MINIMUM = dt.timedelta(hours=24)  # the default min_validity_hours
