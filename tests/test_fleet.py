@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 
 from tests.fleet import PRIVATE_DIRS, Fleet, Pki, served_certificate
+from tests.fleet.pki import ISSUER_FOLDER
 from tests.fleet.rundirs import RUN_ENV, pids_of_run
 from tests.fleet.waiting import port_open, wait_for
 from tests.fleet.x509util import key_matches_certificate, leaf_certificate, sha256_fingerprint
@@ -63,7 +64,7 @@ def test_each_host_has_its_own_copy_of_caddy_storage(fleet: Fleet, pki: Pki) -> 
         assert _tree(host.run(f"cd {host.caddy_data_dir} && {listing}")) == expected.stdout
     first, second = fleet.hosts[0], fleet.hosts[1]
     name = first.cert_names[0]
-    crt = f"{first.caddy_data_dir}/certificates/127.0.0.1-14000-dir/{name}/{name}.crt"
+    crt = f"{first.caddy_data_dir}/certificates/{ISSUER_FOLDER}/{name}/{name}.crt"
     _tree(first.run(f"printf broken > {crt}"))
     assert _tree(first.run(f"cat {crt}")) == "broken"
     assert _tree(second.run(f"cd {second.caddy_data_dir} && {listing}")) == expected.stdout
@@ -208,7 +209,8 @@ def test_close_leaves_no_process_mount_or_folder(pki: Pki) -> None:
 def test_a_killed_run_is_reaped_by_the_next_one(pki: Pki) -> None:
     script = (
         "import signal\nfrom tests.fleet import Fleet\n"
-        "fleet = Fleet(1)\nfleet.start()\nprint(fleet.dir, flush=True)\nsignal.pause()\n"
+        "fleet = Fleet(1)\nfleet.start()\nprint(fleet.dir, fleet.hosts[0].address, flush=True)\n"
+        "signal.pause()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop(RUN_ENV, None)
@@ -217,12 +219,13 @@ def test_a_killed_run_is_reaped_by_the_next_one(pki: Pki) -> None:
     )
     try:
         assert orphan.stdout is not None
-        stale_dir = Path(orphan.stdout.readline().strip())
-        wait_for(lambda: port_open("127.0.0.11", 22), 20, "the orphan's sshd")
+        stale, address = orphan.stdout.readline().split()
+        stale_dir = Path(stale)
+        wait_for(lambda: port_open(address, 22), 20, "the orphan's sshd")
     finally:
         orphan.send_signal(signal.SIGKILL)  # no cleanup runs: sshd and mox stay behind
         orphan.wait()
-    assert port_open("127.0.0.11", 22)
+    assert port_open(address, 22)
     with Fleet(1, pki=pki) as fleet:
         assert not stale_dir.exists()
         assert fleet.hosts[0].mox_serving()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .slot import loopback
+
 DOCKER_CADDY_DATA_DIR = "/var/lib/docker/volumes/docker_caddy-data/_data/caddy"
 DEBIAN_CADDY_DATA_DIR = "/var/lib/caddy/.local/share/caddy"
 
@@ -26,7 +28,7 @@ MOX_CERT_DIR = f"{MOX_HOME}/certs"
 
 @dataclass(frozen=True)
 class HostSpec:
-    index: int  # host i is mail-i on 127.0.0.(10+i)
+    index: int  # host i is mail-i on 127.0.s.(10+i), s the process's slot (0 when alone)
     cert_names: tuple[str, ...]
     caddy_data_dir: str = DOCKER_CADDY_DATA_DIR
 
@@ -36,7 +38,7 @@ class HostSpec:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.{10 + self.index}"
+        return loopback(10 + self.index)
 
     @property
     def mail_domain(self) -> str:

@@ -17,6 +17,7 @@ from types import TracebackType
 from cryptography import x509
 
 from . import rundirs
+from .slot import loopback
 from .waiting import port_open, wait_for
 from .x509util import (
     key_matches_certificate,
@@ -25,7 +26,7 @@ from .x509util import (
     sha256_fingerprint,
 )
 
-PEBBLE_ADDRESS = "127.0.0.1"
+PEBBLE_ADDRESS = loopback(1)
 PEBBLE_PORT = 14000  # fixed: the issuer folder name in Caddy's storage is derived from it
 PEBBLE_MANAGEMENT_PORT = 15000
 ACME_DIRECTORY = f"https://{PEBBLE_ADDRESS}:{PEBBLE_PORT}/dir"
@@ -38,7 +39,8 @@ CADDY_ORDERS_PER_START = 10
 
 
 class Pki:
-    """pebble on 127.0.0.1:14000; caddy stores certificates in `data_dir` (XDG_DATA_HOME/caddy).
+    """pebble on 127.0.s.1:14000 (s: the process's slot, tests/fleet/slot.py); caddy stores
+    certificates in `data_dir` (XDG_DATA_HOME/caddy).
 
     Use as a context manager; `close()` stops both and removes the run directory.
     """
@@ -50,8 +52,10 @@ class Pki:
         self._caddy: subprocess.Popen[bytes] | None = None
         rundirs.reap_stale_runs()
         for port in (PEBBLE_PORT, PEBBLE_MANAGEMENT_PORT, CADDY_HTTP_PORT, CADDY_HTTPS_PORT):
-            if port_open("127.0.0.1", port):
-                raise RuntimeError(f"127.0.0.1:{port} is already in use; is another Pki running?")
+            if port_open(PEBBLE_ADDRESS, port):
+                raise RuntimeError(
+                    f"{PEBBLE_ADDRESS}:{port} is already in use; is another Pki running?"
+                )
         self.run_dir = rundirs.new_run_dir("pki")
         self.data_dir = self.run_dir / "xdg" / "caddy"
         self.pebble_ca_file = self.run_dir / "pebble-https-ca.pem"
@@ -160,7 +164,7 @@ class Pki:
             f"\tacme_ca_root {self.pebble_ca_file}",
             f"\thttp_port {CADDY_HTTP_PORT}",
             f"\thttps_port {CADDY_HTTPS_PORT}",
-            "\tdefault_bind 127.0.0.1",
+            f"\tdefault_bind {PEBBLE_ADDRESS}",
             "\tskip_install_trust",
             "}",
         ]

@@ -1,0 +1,36 @@
+"""Which loopback block this test process uses, so that two test runs on one machine don't clash.
+
+Slot s uses 127.0.s.1 for pebble and Caddy and 127.0.s.(10+i) for host i. A slot is held by an
+flock on a file for the life of the process; the first free one is taken (slot 0 when alone:
+127.0.0.11, 127.0.0.12, ...).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+SLOTS_DIR = Path("/tmp/certsync-e2e-slots")
+MAX_SLOTS = 8
+
+
+def _acquire() -> int:
+    SLOTS_DIR.mkdir(mode=0o700, exist_ok=True)
+    for slot in range(MAX_SLOTS):
+        fd = os.open(SLOTS_DIR / str(slot), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot  # the fd stays open (and the lock held) until the process exits
+    raise RuntimeError(f"all {MAX_SLOTS} test slots in {SLOTS_DIR} are in use")
+
+
+SLOT = _acquire()
+
+
+def loopback(last: int) -> str:
+    """The address 127.0.<slot>.<last> of this process's block."""
+    return f"127.0.{SLOT}.{last}"
