@@ -9,6 +9,18 @@ back on any failure.
 
 Private keys are read and written here only: never printed, logged or passed on.
 The pure functions near the top (names, validity, choice) are also imported by the controller.
+
+Exit status (the last line printed says it too when it is not 0):
+  0  every name is in sync, installed or repaired
+  1  some names were refused (no valid pair in Caddy, a symlinked folder...): nothing changed for
+     them; the other names were synced
+  2  usage or settings error: nothing was done
+  3  an install or repair failed; mox's previous files were kept or restored (rolled back)
+  4  an install failed and restoring mox's previous files (or serving them again) failed too:
+     look at the host now; the previous files are in the newest backup
+
+A dropped SSH session does not stop a sync half-way: SIGHUP is ignored and output to a closed
+stdout is dropped, so the transaction ends as it would have (installed, or rolled back).
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 CERT_MODE = 0o644
 KEY_MODE = 0o600
@@ -46,6 +58,18 @@ STARTTLS_SMTP_PORTS = frozenset({25, 587})
 STARTTLS_IMAP_PORTS = frozenset({143})
 BACKUP_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 LOCK_WAIT_SECONDS = 300
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_ROLLED_BACK = 3
+EXIT_RESTORE_FAILED = 4
+EXIT_MEANINGS = {
+    EXIT_REFUSED: "some names were refused; nothing changed for them",
+    EXIT_USAGE: "usage or settings error; nothing was done",
+    EXIT_ROLLED_BACK: "an install failed; mox's previous files were kept or restored",
+    EXIT_RESTORE_FAILED: "an install failed and restoring mox's previous files failed too",
+}
 
 HOST_NAME_RE = re.compile(
     r"(\*\.)?(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
@@ -58,6 +82,27 @@ PEM_BLOCK_RE = re.compile(
 
 class Refused(Exception):
     """A name that cannot be synced; the message says why."""
+
+
+class SymlinkedFolder(OSError):
+    """A folder on the way to one certsync writes is a symlink: certsync refuses to follow it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.ELOOP, f"{path} is a symlink; refusing")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def reason(error: BaseException) -> str:
+    """A short text for an error: `strerror` of an OSError (with its file), else str()."""
+    if isinstance(error, SymlinkedFolder):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error) or type(error).__name__
 
 
 # --- names and validity (shared with the controller) ------------------------------------------
@@ -223,6 +268,41 @@ def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
             raise ValueError(f"private key does not load ({ssl_reason(error)})") from error
 
 
+def untrusted_chain_problem(ders: Sequence[bytes], ca_file: str) -> str | None:
+    """Why `openssl verify` does not trust the chain (leaf first) up to a CA of `ca_file`.
+
+    Only certificates go to openssl, in memory: the leaf on stdin, the rest of the chain as
+    -untrusted through a memfd. The private key is never involved.
+    """
+    leaf = ssl.DER_cert_to_PEM_cert(ders[0]).encode()
+    rest = "".join(ssl.DER_cert_to_PEM_cert(der) for der in ders[1:]).encode()
+    argv = ["openssl", "verify", "-CAfile", ca_file]
+    chain_fd = None
+    try:
+        if rest:
+            chain_fd = os.memfd_create("certsync-chain", 0)
+            os.write(chain_fd, rest)
+            argv += ["-untrusted", f"/proc/self/fd/{chain_fd}"]
+        result = subprocess.run(
+            argv,
+            input=leaf,
+            capture_output=True,
+            pass_fds=(chain_fd,) if chain_fd is not None else (),
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"the chain could not be checked (openssl verify: {reason(error)})"
+    finally:
+        if chain_fd is not None:
+            os.close(chain_fd)
+    if result.returncode == 0:
+        return None
+    lines = (result.stdout + result.stderr).decode(errors="replace").splitlines()
+    why = next((line for line in lines if line.startswith("error ")), lines[-1] if lines else "")
+    why = re.sub(r"^error \d+ at \d+ depth lookup: ", "", why)
+    return f"certificate chain is not trusted by {ca_file} ({why.strip()[:200]})"
+
+
 # --- files, never following links --------------------------------------------------------------
 
 
@@ -240,13 +320,27 @@ def open_dir(path: str, create_mode: int | None = None) -> int:
             if last and create_mode is not None:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, create_mode, dir_fd=fd)
-            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as error:
+                where = "/" + "/".join(parts[: index + 1])
+                if error.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(fd, part):
+                    raise SymlinkedFolder(where) from None
+                error.filename = where
+                raise
             os.close(fd)
             fd = next_fd
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,6 +453,8 @@ class Config:
     lock_file: str
     log_file: str
     alert_command: str
+    require_trusted_chain: bool = False
+    trusted_ca_file: str = "/etc/ssl/certs/ca-certificates.crt"
 
     @classmethod
     def load(cls, path: str) -> Config:
@@ -372,6 +468,11 @@ class Config:
             raise ValueError(f"{path}: names: not a list")
         raw["names"] = tuple(raw["names"])
         raw["verify_ports"] = tuple(int(p) for p in raw["verify_ports"])
+        missing = fields - set(raw) - {"require_trusted_chain", "trusted_ca_file"}
+        if missing:
+            raise ValueError(f"{path}: missing settings {sorted(missing)}")
+        if not isinstance(raw.get("require_trusted_chain", False), bool):
+            raise ValueError(f"{path}: require_trusted_chain: not true or false")
         config = cls(**raw)
         for name in config.names:
             if not is_host_name(name):
@@ -393,12 +494,23 @@ class Pair:
 @dataclasses.dataclass
 class Outcome:
     name: str
-    status: str  # in sync | installed | repaired | refused | failed | rolled back
+    # in sync | installed | repaired (exit 0) | refused (1) | failed | rolled back (3)
+    # | restore failed (4)
+    status: str
     detail: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status in ("in sync", "installed", "repaired")
+
+    @property
+    def exit_status(self) -> int:
+        return {
+            "refused": EXIT_REFUSED,
+            "failed": EXIT_ROLLED_BACK,
+            "rolled back": EXIT_ROLLED_BACK,
+            "restore failed": EXIT_RESTORE_FAILED,
+        }.get(self.status, EXIT_OK)
 
 
 def caddy_pair(config: Config, name: str, now: dt.datetime) -> Pair:
@@ -409,6 +521,8 @@ def caddy_pair(config: Config, name: str, now: dt.datetime) -> Pair:
         issuers = sorted(os.listdir(certificates))
     except FileNotFoundError:
         raise Refused(f"Caddy's storage {certificates} does not exist") from None
+    except OSError as error:
+        raise Refused(f"Caddy's storage {certificates}: {reason(error)}") from None
     min_validity = dt.timedelta(hours=config.min_validity_hours)
     best: Pair | None = None
     problems: list[str] = []
@@ -426,12 +540,15 @@ def caddy_pair(config: Config, name: str, now: dt.datetime) -> Pair:
         try:
             cert = read_file(folder_fd, stored + ".crt").data
             key = read_file(folder_fd, stored + ".key").data
+        except OSError as error:
+            problems.append(f"{issuer}: {reason(error)}")
+            continue
         finally:
             os.close(folder_fd)
         try:
             if cert is None or key is None:
                 raise ValueError("certificate or key file is missing")
-            info, _ = parse_chain(cert)
+            info, ders = parse_chain(cert)
             check_key_matches(cert, key)
         except ValueError as error:
             problems.append(f"{issuer}: {error}")
@@ -440,8 +557,14 @@ def caddy_pair(config: Config, name: str, now: dt.datetime) -> Pair:
         if problem:
             problems.append(f"{issuer}: {problem}")
             continue
-        if best is None or info.not_before > best.info.not_before:
-            best = Pair(cert, key, info, issuer)
+        if best is not None and info.not_before <= best.info.not_before:
+            continue
+        if config.require_trusted_chain:
+            problem = untrusted_chain_problem(ders, config.trusted_ca_file)
+            if problem:
+                problems.append(f"{issuer}: {problem}")
+                continue
+        best = Pair(cert, key, info, issuer)
     if best is None:
         if not problems:
             raise Refused(f"Caddy has no certificate for it under {certificates}/*/{stored}")
@@ -470,11 +593,25 @@ class Host:
         self.uid, self.gid = _user_ids(config.mox_user, config.mox_group)
 
     def sync(self, names: Sequence[str]) -> list[Outcome]:
+        """Sync `names`; every failure becomes an Outcome with its reason, never an exception."""
         now = dt.datetime.now(dt.timezone.utc)
-        dir_fd = open_dir(self.config.mox_cert_dir, create_mode=DIR_MODE)
+        folder = self.config.mox_cert_dir
         try:
-            os.fchown(dir_fd, self.uid, self.gid)
-            os.fchmod(dir_fd, DIR_MODE)
+            # Refuse early, before anything changes, when a folder certsync writes is unsafe.
+            os.close(open_dir(self.config.backup_dir, create_mode=DIR_MODE))
+            dir_fd = open_dir(folder, create_mode=DIR_MODE)
+        except (OSError, ValueError) as error:
+            return [Outcome(name, "refused", reason(error)) for name in names]
+        try:
+            try:
+                info = os.fstat(dir_fd)
+                if (info.st_uid, info.st_gid) != (self.uid, self.gid):
+                    os.fchown(dir_fd, self.uid, self.gid)
+                if stat.S_IMODE(info.st_mode) != DIR_MODE:
+                    os.fchmod(dir_fd, DIR_MODE)
+            except OSError as error:
+                detail = f"cannot set owner and mode of {folder} ({reason(error)})"
+                return [Outcome(name, "refused", detail) for name in names]
             outcomes: dict[str, Outcome] = {}
             installs: dict[str, Pair] = {}
             olds: Files = {}
@@ -482,8 +619,13 @@ class Host:
                 stored = storage_name(name)
                 try:
                     pair = caddy_pair(self.config, name, now)
-                    cert_now = read_file(dir_fd, stored + ".crt")
-                    key_now = read_file(dir_fd, stored + ".key")
+                    try:
+                        cert_now = read_file(dir_fd, stored + ".crt")
+                        key_now = read_file(dir_fd, stored + ".key")
+                    except OSError as error:
+                        raise Refused(
+                            f"cannot read mox's files in {folder} ({reason(error)})"
+                        ) from None
                     if cert_now.data == pair.cert and key_now.data == pair.key and not self.force:
                         outcomes[name] = self._repair(dir_fd, name, cert_now, key_now, pair)
                         continue
@@ -513,8 +655,16 @@ class Host:
         ]
         if not drift:
             return Outcome(name, "in sync", describe(pair.info))
-        for file, _, mode in wanted:
-            fix_owner_mode(dir_fd, file, self.uid, self.gid, mode)
+        try:
+            for file, _, mode in wanted:
+                fix_owner_mode(dir_fd, file, self.uid, self.gid, mode)
+        except OSError as error:
+            return Outcome(
+                name,
+                "failed",
+                f"repairing owner and mode of {', '.join(drift)} failed"
+                f" ({reason(error)}); the files' contents are unchanged",
+            )
         return Outcome(name, "repaired", f"owner and mode of {', '.join(drift)}")
 
     def _install(self, dir_fd: int, installs: dict[str, Pair], olds: Files) -> dict[str, Outcome]:
@@ -522,9 +672,9 @@ class Host:
             return {name: Outcome(name, status, detail) for name in installs}
 
         try:
-            backup = self._backup(olds)
+            backup, note = self._backup(olds)
         except OSError as error:
-            return all_names("failed", f"backup failed ({error}); nothing changed")
+            return all_names("failed", f"backup failed ({reason(error)}); mox's files unchanged")
         new_files = {}
         for name, pair in installs.items():
             stored = storage_name(name)
@@ -533,69 +683,96 @@ class Host:
         try:
             replace_files(dir_fd, new_files)
         except OSError as error:
-            return all_names("failed", f"install failed ({error}); mox's files unchanged")
+            why = f"install failed ({reason(error)})"
+            if self._unchanged(dir_fd, olds):
+                return all_names("failed", f"{why}; mox's files unchanged")
+            return self._rolled_back(why, self._restore(dir_fd, olds, restart=False), installs)
+        mox_test = [self.config.mox_binary, "-config", self.config.mox_config, "config", "test"]
         try:
-            self._run(
-                "mox config test",
-                [
-                    self.config.mox_binary,
-                    "-config",
-                    self.config.mox_config,
-                    "config",
-                    "test",
-                ],
-            )
+            self._run("mox config test", mox_test)
         except RuntimeError as error:
-            return all_names("failed", f"{error}; {self._restore(dir_fd, olds, restart=False)}")
+            restored = self._restore(dir_fd, olds, restart=False)
+            return self._rolled_back(str(error), restored, installs)
         try:
             self._run("restart", shlex.split(self.config.restart_command))
             self._verify({name: pair.info.fingerprint for name, pair in installs.items()})
         except RuntimeError as error:
-            return all_names("rolled back", f"{error}; {self._restore(dir_fd, olds, restart=True)}")
+            return self._rolled_back(str(error), self._restore(dir_fd, olds, True), installs)
         return {
             name: Outcome(
-                name, "installed", f"{describe(pair.info)} from {pair.source}, backup {backup}"
+                name,
+                "installed",
+                f"{describe(pair.info)} from {pair.source}, backup {backup}{note}",
             )
             for name, pair in installs.items()
         }
 
-    def _backup(self, olds: Files) -> str:
+    @staticmethod
+    def _rolled_back(
+        why: str, restored: tuple[bool, str], installs: dict[str, Pair]
+    ) -> dict[str, Outcome]:
+        ok, how = restored
+        status = "rolled back" if ok else "restore failed"
+        detail = f"{why}; rolled back: {how}" if ok else f"{why}; {how}"
+        return {name: Outcome(name, status, detail) for name in installs}
+
+    def _unchanged(self, dir_fd: int, olds: Files) -> bool:
+        """Whether mox's files are still exactly the old ones (after a failed install)."""
+        try:
+            return all(read_file(dir_fd, file) == state for file, state in olds.items())
+        except OSError:
+            return False
+
+    def _backup(self, olds: Files) -> tuple[str, str]:
+        """Copy mox's current files to a new backup folder; (its path, a note on pruning)."""
         root_fd = open_dir(self.config.backup_dir, create_mode=DIR_MODE)
         try:
-            os.fchown(root_fd, 0, 0)
-            os.fchmod(root_fd, DIR_MODE)
+            info = os.fstat(root_fd)
+            if (info.st_uid, info.st_gid) != (0, 0):
+                os.fchown(root_fd, 0, 0)
+            if stat.S_IMODE(info.st_mode) != DIR_MODE:
+                os.fchmod(root_fd, DIR_MODE)
             stamp = dt.datetime.now(dt.timezone.utc).strftime(BACKUP_TIME_FORMAT)
             os.mkdir(stamp, DIR_MODE, dir_fd=root_fd)
-            folder_fd = os.open(stamp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
             try:
-                replace_files(
-                    folder_fd,
-                    {
-                        file: (state.data, 0, 0, state.mode)
-                        for file, state in olds.items()
-                        if state.data is not None
-                    },
+                folder_fd = os.open(
+                    stamp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd
                 )
-            finally:
-                os.close(folder_fd)
-            self._prune_backups(root_fd)
+                try:
+                    replace_files(
+                        folder_fd,
+                        {
+                            file: (state.data, 0, 0, state.mode)
+                            for file, state in olds.items()
+                            if state.data is not None
+                        },
+                    )
+                finally:
+                    os.close(folder_fd)
+            except OSError:
+                _remove_backup(root_fd, stamp)
+                raise
+            note = ""
+            try:
+                self._prune_backups(root_fd, keep=stamp)
+            except OSError as error:
+                note = f" (pruning old backups failed: {reason(error)})"
         finally:
             os.close(root_fd)
-        return os.path.join(self.config.backup_dir, stamp)
+        return os.path.join(self.config.backup_dir, stamp), note
 
-    def _prune_backups(self, root_fd: int) -> None:
-        stamps = sorted(e for e in os.listdir(root_fd) if re.fullmatch(r"\d{8}T\d{12}Z", e))
-        for stamp in stamps[: max(len(stamps) - self.config.backups_keep, 0)]:
-            folder_fd = os.open(stamp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
-            try:
-                for entry in os.listdir(folder_fd):
-                    os.unlink(entry, dir_fd=folder_fd)
-            finally:
-                os.close(folder_fd)
-            os.rmdir(stamp, dir_fd=root_fd)
+    def _prune_backups(self, root_fd: int, keep: str) -> None:
+        """Remove the oldest backups beyond backups_keep; never `keep`, the one just taken."""
+        stamps = sorted(
+            e for e in os.listdir(root_fd) if re.fullmatch(r"\d{8}T\d{12}Z", e) and e != keep
+        )
+        for stamp in stamps[: max(len(stamps) + 1 - self.config.backups_keep, 0)]:
+            _remove_backup(root_fd, stamp)
 
-    def _restore(self, dir_fd: int, olds: Files, restart: bool) -> str:
-        """Put mox's previous files back; restart and check it serves them if it was restarted."""
+    def _restore(self, dir_fd: int, olds: Files, restart: bool) -> tuple[bool, str]:
+        """Put mox's previous files back; restart and check it serves them if it was restarted.
+
+        Returns (whether mox has its previous files and serves them, what happened)."""
         try:
             replace_files(
                 dir_fd,
@@ -610,9 +787,15 @@ class Host:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(file, dir_fd=dir_fd)
         except OSError as error:
-            return f"restoring mox's previous files FAILED ({error}); they are in the backup"
+            return False, (
+                f"restoring mox's previous files FAILED ({reason(error)});"
+                f" they are in the newest backup under {self.config.backup_dir}"
+            )
         if not restart:
-            return "mox's previous files restored"
+            return (
+                True,
+                "mox's previous files restored (mox was not restarted: it still serves them)",
+            )
         expected: dict[str, str] = {}
         for file, state in olds.items():
             info = current_info(state.data) if file.endswith(".crt") else None
@@ -624,10 +807,10 @@ class Host:
             self._run("restart", shlex.split(self.config.restart_command))
             self._verify(expected)
         except RuntimeError as error:
-            return f"mox's previous files restored, but {error}"
+            return False, f"mox's previous files restored, but after restarting mox: {error}"
         if not expected:
-            return "mox had no previous files for it; the new ones were removed"
-        return "mox's previous files restored and served again"
+            return True, "mox had no previous files for it; the new ones were removed"
+        return True, "mox's previous files restored and served again"
 
     def _run(self, what: str, argv: list[str]) -> None:
         try:
@@ -666,6 +849,16 @@ class Host:
                     f" {self.config.verify_timeout_seconds} s: {details}"
                 )
             time.sleep(0.2)
+
+
+def _remove_backup(root_fd: int, stamp: str) -> None:
+    folder_fd = os.open(stamp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+    try:
+        for entry in os.listdir(folder_fd):
+            os.unlink(entry, dir_fd=folder_fd)
+    finally:
+        os.close(folder_fd)
+    os.rmdir(stamp, dir_fd=root_fd)
 
 
 def describe(info: CertInfo) -> str:
@@ -710,10 +903,30 @@ def _user_ids(user: str, group: str) -> tuple[int, int]:
     try:
         return pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
     except KeyError as error:
-        raise SystemExit(f"certsync: no such user or group: {error}") from None
+        raise ValueError(f"no such user or group: {error}") from None
 
 
 # --- output, lock, alert ------------------------------------------------------------------------
+
+
+def emit(text: str, failed: bool = False) -> None:
+    """Print a line to stdout (stderr if `failed`); if the reader is gone, drop this and later
+    output instead of failing, also at exit, when Python flushes what is left."""
+    stream = sys.stderr if failed else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        _silence(stream)
+
+
+def _silence(stream: object) -> None:
+    """Point a broken stream's file descriptor at /dev/null (its buffer then flushes there)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
+        finally:
+            os.close(devnull)
 
 
 class Log:
@@ -722,13 +935,14 @@ class Log:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def line(self, message: str, failed: bool = False) -> None:
+    def line(self, message: str, failed: bool = False, log_file: bool = True) -> None:
         """Log a line; a failure goes to stderr, which cron mails (stdout goes to /dev/null)."""
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         text = f"{stamp} certsync {self.config.host}: {message}"
-        with contextlib.suppress(OSError):  # the SSH session may be gone: finish all the same
-            print(text, file=sys.stderr if failed else sys.stdout, flush=True)
-        with contextlib.suppress(OSError):
+        emit(text, failed)  # the SSH session may be gone: finish all the same
+        if not log_file:
+            return
+        with contextlib.suppress(OSError, ValueError):
             log_dir = os.path.dirname(self.config.log_file)
             dir_fd = open_dir(log_dir, create_mode=0o750)
             try:
@@ -760,9 +974,16 @@ class Log:
             )
 
 
+class LockTimeout(Exception):
+    pass
+
+
 @contextlib.contextmanager
-def locked(path: str) -> Iterator[None]:
-    """Hold an exclusive lock so that a cron run and a deploy never interleave."""
+def locked(path: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock so that a cron run and a deploy never interleave.
+
+    Calls `on_wait` once if another sync holds the lock; raises LockTimeout after
+    LOCK_WAIT_SECONDS, and OSError (SymlinkedFolder...) when the lock cannot be opened."""
     dir_fd = open_dir(os.path.dirname(path), create_mode=DIR_MODE)
     try:
         fd = os.open(
@@ -781,13 +1002,40 @@ def locked(path: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise SystemExit(
-                        f"certsync: another sync holds {path} for over {LOCK_WAIT_SECONDS} s"
+                    raise LockTimeout(
+                        f"another sync holds {path} for over {LOCK_WAIT_SECONDS} s; nothing changed"
                     ) from None
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
                 time.sleep(0.1)
         yield
     finally:
         os.close(fd)
+
+
+def run_sync(config: Config, names: list[str], force: bool, out: Log) -> list[Outcome]:
+    """Check the folders, take the lock, sync: every failure is an Outcome, never an exception."""
+
+    def refuse_all(detail: str) -> list[Outcome]:
+        return [Outcome(name, "refused", detail) for name in names]
+
+    try:
+        # The log folder: refuse rather than silently log nowhere.
+        os.close(open_dir(os.path.dirname(config.log_file), create_mode=0o750))
+    except (OSError, ValueError) as error:
+        return refuse_all(f"log folder: {reason(error)}")
+    try:
+        with locked(
+            config.lock_file,
+            on_wait=lambda: out.line(f"waiting for {config.lock_file}: another sync holds it"),
+        ):
+            return Host(config, force).sync(names)
+    except LockTimeout as error:
+        return refuse_all(str(error))
+    except (OSError, ValueError) as error:
+        # Only the lock can fail here (Host.sync reports its own errors): nothing was done.
+        return refuse_all(f"lock {config.lock_file}: {reason(error)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -800,26 +1048,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # A dropped SSH session must not stop a sync half-way: finish it, then exit.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    config = Config.load(args.config)
+    try:
+        config = Config.load(args.config)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        emit(f"certsync: settings error: {reason(error)}", failed=True)
+        return EXIT_USAGE
+    try:
+        _user_ids(config.mox_user, config.mox_group)
+    except ValueError as error:
+        emit(f"certsync {config.host}: settings error: {error}", failed=True)
+        return EXIT_USAGE
     names = args.name or list(config.names)
     unknown = [name for name in names if name not in config.names]
     if unknown:
-        print(
-            f"certsync {config.host}: {', '.join(unknown)}: not in {args.config}", file=sys.stderr
-        )
-        return 2
+        emit(f"certsync {config.host}: {', '.join(unknown)}: not in {args.config}", failed=True)
+        return EXIT_USAGE
     out = Log(config)
     os.umask(0o077)
-    with locked(config.lock_file):
-        outcomes = Host(config, args.force).sync(names)
+    outcomes = run_sync(config, names, args.force, out)
     for outcome in outcomes:
         detail = f": {outcome.detail}" if outcome.detail else ""
         out.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
+    status = max((o.exit_status for o in outcomes), default=EXIT_OK)
     failures = [o for o in outcomes if not o.ok]
     if failures:
         out.alert(failures)
-        return 1
-    return 0
+    if status != EXIT_OK:
+        out.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            _silence(stream)
+    return status
 
 
 if __name__ == "__main__":

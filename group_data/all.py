@@ -33,6 +33,10 @@ certsync_alert_email = ""
 certsync_alert_command = ""
 # One line per name per run.
 certsync_log_file = "/var/log/certsync/certsync.log"
+# Refuse a certificate whose chain `openssl verify` does not trust (checked on the host).
+certsync_require_trusted_chain = False
+# The CA certificates that chain must lead to (PEM bundle on the host).
+certsync_trusted_ca_file = "/etc/ssl/certs/ca-certificates.crt"
 # Install and restart even when mox's files already equal Caddy's.
 certsync_force = False
 # Where the deploy puts the host program, its settings and the lock; the python3 that runs it.

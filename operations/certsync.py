@@ -68,7 +68,8 @@ def plan_name(state: NameState, settings: Settings, now: dt.datetime) -> Plan:
     if problem := downgrade_problem(info, current):
         return Plan(state.name, "refuse", problem)
     old = "nothing" if current is None else describe(current)
-    return Plan(state.name, "install", f"{new}, replacing {old}")
+    checked = "; chain checked on the host" if settings.require_trusted_chain else ""
+    return Plan(state.name, "install", f"{new}, replacing {old}{checked}")
 
 
 def host_files(settings: Settings) -> dict[str, tuple[bytes, int]]:

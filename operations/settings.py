@@ -57,6 +57,8 @@ class Settings:
     cron_file: str
     lock_file: str
     python: str
+    require_trusted_chain: bool
+    trusted_ca_file: str
 
     @property
     def program(self) -> str:
@@ -103,6 +105,8 @@ def settings_from_data(host: str, data: Any) -> Settings:
         cron_file=check.path("cron_file"),
         lock_file=check.path("lock_file"),
         python=check.path("python"),
+        require_trusted_chain=check.boolean("require_trusted_chain"),
+        trusted_ca_file=check.path("trusted_ca_file"),
     )
 
 
