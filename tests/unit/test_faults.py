@@ -211,3 +211,41 @@ def test_emit_to_a_closed_pipe_is_dropped_also_at_exit(tmp_path):
         os.close(write_end)
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""
+
+
+def _data(**overrides):
+    import group_data.all as defaults
+
+    data = {k: v for k, v in vars(defaults).items() if k.startswith("certsync_")}
+    data["certsync_names"] = [NAME]
+    data.update(overrides)
+    return data
+
+
+def test_trusted_chain_settings_default_off_and_reach_the_host_config():
+    from operations.settings import settings_from_data
+
+    settings = settings_from_data("mail-1", _data())
+    assert settings.require_trusted_chain is False
+    assert settings.trusted_ca_file == "/etc/ssl/certs/ca-certificates.crt"
+    on = settings_from_data(
+        "mail-1",
+        _data(certsync_require_trusted_chain="yes", certsync_trusted_ca_file="/etc/ca.pem"),
+    ).host_config()
+    assert (on["require_trusted_chain"], on["trusted_ca_file"]) == (True, "/etc/ca.pem")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("certsync_require_trusted_chain", "maybe"),
+        ("certsync_trusted_ca_file", "ca.pem"),
+        ("certsync_trusted_ca_file", "/etc/ssl/../shadow"),
+        ("certsync_trusted_ca_file", "/etc/ssl/my ca.pem"),
+    ],
+)
+def test_trusted_chain_settings_are_validated(setting, value):
+    from operations.settings import SettingsError, settings_from_data
+
+    with pytest.raises(SettingsError, match=f"mail-1: {setting}: "):
+        settings_from_data("mail-1", _data(**{setting: value}))
