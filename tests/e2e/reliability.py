@@ -1,0 +1,136 @@
+"""The README's "Reliability" table: each fault case, what certsync does, and the tests proving it.
+
+Render it with `python3 -m tests.e2e.reliability`; tests/test_readme.py checks that README.md
+holds exactly this table between the markers and that every test named here exists.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+START_MARKER = "<!-- reliability:start -->"
+END_MARKER = "<!-- reliability:end -->"
+TEST_FILES = ("tests/e2e/test_faults.py", "tests/e2e/test_deploy.py")
+
+
+class Row(NamedTuple):
+    case: str
+    behaviour: str
+    tests: tuple[str, ...]
+
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        "Caddy has no certificate for a name, or its data dir does not exist",
+        "that name is refused with the reason; the host's other names still sync; exit 1",
+        (
+            "test_name_missing_from_caddy_is_refused_and_the_others_still_sync",
+            "test_missing_caddy_data_dir_is_refused",
+        ),
+    ),
+    Row(
+        "Caddy is mid-renewal: new key beside the old certificate, truncated `.crt`, empty `.key`",
+        "skipped without touching mox (exit 1); the next run, once the pair is whole, syncs it",
+        ("test_incomplete_caddy_pair_is_skipped_and_synced_once_whole",),
+    ),
+    Row(
+        "Expired, not yet valid, expiring within the minimum, wrong name",
+        "refused with the reason (dates, names); mox keeps its files; exit 1",
+        ("test_invalid_caddy_certificate_is_refused",),
+    ),
+    Row(
+        "Self-signed or unknown CA while `certsync_require_trusted_chain` is on",
+        "`openssl verify` on the host against `certsync_trusted_ca_file` (certificates only)"
+        ' refuses it: "not trusted"; exit 1',
+        ("test_untrusted_chain_is_refused_when_a_trusted_chain_is_required",),
+    ),
+    Row(
+        "Caddy's certificate is older than mox's (a stale issuer folder)",
+        "refused: no downgrade; mox is not restarted",
+        ("test_older_caddy_certificate_than_mox_is_not_installed",),
+    ),
+    Row(
+        "`mox config test` fails; mox does not come back; mox serves another certificate",
+        "backup restored, mox restarted (unless it never was), old certificate served again;"
+        ' "rolled back" and why; exit 3 (4 if the restore fails)',
+        ("test_failed_install_is_rolled_back_and_the_old_certificate_served",),
+    ),
+    Row(
+        "Disk full or read-only certificate folder while installing",
+        "new files are staged beside the old ones first: the old files stay whole and served;"
+        " exit 3",
+        ("test_full_or_read_only_cert_folder_keeps_the_old_files",),
+    ),
+    Row(
+        "Two syncs at once (the cron job and a deploy)",
+        "a lock (flock) serializes them: the second waits, says so in the log, then finds the"
+        " name in sync; one install, one restart",
+        (
+            "test_a_sync_waits_for_the_lock_and_completes_after_release",
+            "test_cron_job_and_deploy_at_once_install_exactly_once",
+        ),
+    ),
+    Row(
+        "The SSH connection drops mid-sync",
+        "the host program ignores SIGHUP and a closed output: the transaction ends installed"
+        " (or rolled back), never half; exit status unchanged",
+        ("test_ssh_drop_during_verify_ends_fully_synced",),
+    ),
+    Row(
+        "The `mox` user plants a symlink at `<name>.crt`, `<name>.key` or a temporary file",
+        "links are never followed: replaced by rename; the target is neither written nor chowned",
+        ("test_symlink_planted_by_mox_is_neither_written_nor_chowned",),
+    ),
+    Row(
+        "A symlink in place of mox's certificate folder, or the backup, lock or log folder",
+        "every name refused: `<folder> is a symlink; refusing`; nothing changed; exit 1",
+        ("test_symlinked_folder_is_refused_for_every_name",),
+    ),
+    Row(
+        "Hostile settings: `name;touch /tmp/pwned`, paths with `..`, spaces or quotes, port 99999",
+        "refused on the controller, naming host and setting, before anything runs on any host",
+        (
+            "test_invalid_settings_are_refused_before_anything_runs",
+            "test_hostile_paths_are_refused_and_nothing_reaches_the_host",
+        ),
+    ),
+    Row(
+        "Private key bytes",
+        "never printed (`-vvv`, `--debug`, `--diff`), never logged; on the host only in mox's"
+        " folder (0700) and the root-only 0700 backups",
+        (
+            "test_private_keys_never_appear_in_output_or_log",
+            "test_private_key_bytes_are_in_no_other_file_of_the_host",
+        ),
+    ),
+    Row(
+        "Backups",
+        "never more than `certsync_backups_keep`; the one just taken is never pruned; root, 0700",
+        ("test_backups_are_pruned_to_the_setting_and_the_newest_is_kept",),
+    ),
+)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render(rows: tuple[Row, ...] = ROWS) -> str:
+    """The Markdown table, one line per case (no trailing newline)."""
+    lines = [
+        "| Case | What certsync does | Proven by |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        tests = "<br>".join(f"`{name}`" for name in row.tests)
+        lines.append(f"| {_cell(row.case)} | {_cell(row.behaviour)} | {tests} |")
+    return "\n".join(lines)
+
+
+def render_block() -> str:
+    """The table between its markers, as README.md holds it."""
+    return f"{START_MARKER}\n{render()}\n{END_MARKER}"
+
+
+if __name__ == "__main__":
+    print(render_block())
