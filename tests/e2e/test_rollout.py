@@ -203,31 +203,58 @@ def test_canary_hosts_are_synced_before_any_other_host(fleet, pki, tmp_path):
         assert_serves(host, pki, host.cert_names)
 
 
-def test_failing_canary_stops_the_rollout_before_the_other_hosts(fleet, pki, tmp_path):
+def failing_canary_inventory(fleet: Fleet, tmp_path: Path, refused_name: bool) -> Path:
     canary = fleet["mail-1"]
-    inventory = fleet.write_inventory(
+    # a name Caddy has no certificate for makes the canary fail
+    names = [*canary.cert_names, "nocert.h9.test"] if refused_name else list(canary.cert_names)
+    return fleet.write_inventory(
         tmp_path / "inventory.py",
-        # a name Caddy has no certificate for: the canary fails
-        extra_host_data={canary.name: {"certsync_names": [*canary.cert_names, "nocert.h9.test"]}},
+        extra_host_data={canary.name: {"certsync_names": names}},
         groups={"canary": [canary.name], "mail": [host.name for host in fleet]},
     )
+
+
+@pytest.mark.parametrize("failure", ["refused name", "unreachable"])
+def test_failing_canary_stops_the_rollout_before_the_other_hosts(fleet, pki, tmp_path, failure):
+    canary = fleet["mail-1"]
+    inventory = failing_canary_inventory(fleet, tmp_path, refused_name=failure == "refused name")
     others = [host for host in fleet if host is not canary]
     before = {host.name: snapshot(host) for host in others}
+    if failure == "unreachable":
+        canary.stop_sshd()
 
     run = deploy(inventory)
 
     assert run.returncode != 0, run.output
-    assert re.search(rf"{canary.name}.*nocert\.h9\.test: refused: .*no certificate", run.output), (
-        run.output
-    )
-    assert "certsync: canary hosts" in run.output
-    for host in others:
+    for host in others:  # never synced: placeholders, same mox, no backup, no config
         assert snapshot(host) == before[host.name], host.name
         assert host.run(f"test -e {CONFIG_FILE}").returncode != 0, host.name
-        assert re.search(rf"\[{host.name}\]\s+Skipped", run.output), run.output
+    if failure == "unreachable":
+        assert re.search(rf"\[{canary.name}\]\s+Could not connect", run.output), run.output
+        return
+    assert re.search(
+        rf"\[{canary.name}\].*nocert\.h9\.test: refused: .*no certificate", run.output
+    ), run.output
     # the canary's good name was still synced; its bad one left nothing behind
     assert_serves(canary, pki, canary.cert_names)
     assert not any(name.startswith("nocert.") for name in cert_dir_names(canary))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="when a canary fails, the other hosts' operation yields nothing (deploy.py's _if gate) "
+    "and pyinfra reports them as 'No changes', though they were never checked and need changes; "
+    "nothing in the output says they were held back, nor because of which canary",
+)
+def test_hosts_held_back_by_a_failed_canary_are_reported_as_held_back(fleet, tmp_path):
+    inventory = failing_canary_inventory(fleet, tmp_path, refused_name=True)
+
+    run = deploy(inventory)
+
+    assert run.returncode != 0, run.output
+    for host in fleet.hosts[1:]:
+        assert not re.search(rf"\[{host.name}\]\s+No changes", run.output), run.output
+        assert re.search(rf"\[{host.name}\].*canary.*mail-1", run.output), run.output
 
 
 # -- unreachable hosts and config.py's FAIL_PERCENT (50) ------------------------------------------
