@@ -1,0 +1,171 @@
+"""Helpers of the fault tests: what a user checks on a host after a failure, and ways to break it.
+
+Everything here acts on the real test fleet (tests/fleet): files are read from the host's private
+folders, served certificates over real TLS, processes from the host's own PID namespace.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.deployrun import BACKUP_DIR, MOX_CERT_DIR, served_fingerprints
+from tests.fleet import Pki, TestHost
+from tests.fleet.pki import ISSUER_FOLDER
+from tests.fleet.waiting import wait_for
+from tests.fleet.x509util import key_matches_certificate, leaf_certificate, sha256_fingerprint
+
+CONFIG_FILE = "/etc/certsync/config.json"
+PROGRAM = "/usr/local/lib/certsync/certsync.py"
+SYNC_COMMAND = f"/usr/bin/python3 {PROGRAM} sync --config {CONFIG_FILE}"
+HOST_RUN_DIR = "/run/certsync-e2e"  # private to each host (tests/fleet/fleet.py)
+
+
+def mox_files(host: TestHost) -> dict[str, tuple[str, int, int, int]]:
+    """Every entry of mox's certificate folder: name -> (sha256 or 'link', uid, gid, mode)."""
+    folder = host.source_of(MOX_CERT_DIR)
+    result = {}
+    for entry in sorted(folder.iterdir()):
+        info = entry.lstat()
+        digest = "link" if entry.is_symlink() else hashlib.sha256(entry.read_bytes()).hexdigest()
+        result[entry.name] = (digest, info.st_uid, info.st_gid, info.st_mode & 0o7777)
+    return result
+
+
+def backup_files(host: TestHost) -> dict[str, str]:
+    """Every file of every backup: 'stamp/file' -> sha256."""
+    root = host.source_of(BACKUP_DIR)
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def assert_serves_whole_pair(host: TestHost, name: str) -> str:
+    """mox's .crt and .key for `name` are a matching pair and mox serves that certificate on
+    every checked port; return its fingerprint. (The key is compared, never printed.)"""
+    folder = host.source_of(MOX_CERT_DIR)
+    crt, key = folder / f"{name}.crt", folder / f"{name}.key"
+    assert not crt.is_symlink() and not key.is_symlink(), (host.name, name)
+    cert = leaf_certificate(crt.read_bytes())
+    assert key_matches_certificate(key.read_bytes(), cert), (
+        f"{host.name}: mox's {name}.key does not match its .crt"
+    )
+    fingerprint = sha256_fingerprint(cert)
+    served = served_fingerprints(host, name)
+    assert set(served.values()) == {fingerprint}, (host.name, name, served, fingerprint)
+    return fingerprint
+
+
+def assert_serves_caddys(host: TestHost, pki: Pki, name: str) -> None:
+    """mox's files are Caddy's (pki's) pair for `name` and mox serves it."""
+    folder = host.source_of(MOX_CERT_DIR)
+    assert (folder / f"{name}.crt").read_bytes() == pki.cert_path(name).read_bytes(), name
+    assert (folder / f"{name}.key").read_bytes() == pki.key_path(name).read_bytes(), name
+    assert assert_serves_whole_pair(host, name) == sha256_fingerprint(pki.certificate(name))
+
+
+def caddy_name_dir(host: TestHost, name: str, issuer: str = ISSUER_FOLDER) -> Path:
+    """The folder of `name` in the host's own copy of Caddy's storage."""
+    return host.source_of(host.caddy_data_dir) / "certificates" / issuer / name
+
+
+def write_host_file(host: TestHost, path: str, content: bytes | str, mode: int = 0o755) -> None:
+    """A root-owned file inside the host (under one of its private folders)."""
+    target = host.source_of(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.chown(target, 0, 0)
+    target.chmod(mode)
+
+
+def host_popen(host: TestHost, command: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start a shell command as root inside the host, in the background (output to `log`)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["nsenter", "-t", str(host.namespace_pid), "-m", "-p", "--", "sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd="/",
+            start_new_session=True,
+        )
+
+
+def host_processes(host: TestHost, pattern: str) -> list[str]:
+    """Command lines of the host's processes that match `pattern` (a regular expression)."""
+    found = []
+    for pid in host.processes():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if re.search(pattern, cmdline):
+            found.append(cmdline.strip())
+    return found
+
+
+def wait_until_no_sync_runs(host: TestHost, timeout: float = 90) -> None:
+    wait_for(
+        lambda: not host_processes(host, r"certsync\.py sync"),
+        timeout,
+        f"every certsync.py process of {host.name} to end",
+        interval=0.1,
+    )
+
+
+def log_lines(host: TestHost) -> list[str]:
+    log = host.source_of("/var/log/certsync/certsync.log")
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def key_base64_lines(pem: bytes) -> list[str]:
+    lines = [line for line in pem.decode().splitlines() if line and not line.startswith("-----")]
+    assert lines
+    return lines
+
+
+def made_pair(
+    names: Sequence[str],
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> tuple[bytes, bytes]:
+    """A self-signed ECDSA P-256 (certificate PEM, SEC1 key PEM) made with `cryptography`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
