@@ -1065,7 +1065,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     out = Log(config)
     os.umask(0o077)
-    outcomes = run_sync(config, names, args.force, out)
+    try:
+        outcomes = run_sync(config, names, args.force, out)
+    except Exception as error:  # a bug: still report it per name, and say where to look
+        detail = (
+            f"unexpected error ({type(error).__name__}: {error}); check mox's files in"
+            f" {config.mox_cert_dir} against the newest backup in {config.backup_dir}"
+        )
+        outcomes = [Outcome(name, "restore failed", detail) for name in names]
     for outcome in outcomes:
         detail = f": {outcome.detail}" if outcome.detail else ""
         out.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)

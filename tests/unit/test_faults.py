@@ -249,3 +249,20 @@ def test_trusted_chain_settings_are_validated(setting, value):
 
     with pytest.raises(SettingsError, match=f"mail-1: {setting}: "):
         settings_from_data("mail-1", _data(**{setting: value}))
+
+
+def test_an_unexpected_error_is_reported_per_name_with_exit_4(
+    cs, make_config, tmp_path, monkeypatch, capsys
+):
+    """The last-resort net for a bug in the transaction: no traceback, a pointer to the backup."""
+    path = _config_file(make_config, tmp_path)
+
+    def bug(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(cs, "run_sync", bug)
+
+    assert cs.main(["sync", "--config", str(path)]) == 4
+    err = capsys.readouterr().err
+    assert f"{NAME}: restore failed: unexpected error (KeyError: 'oops'); check mox's files" in err
+    assert err.splitlines()[-1].endswith("exit 4: " + cs.EXIT_MEANINGS[4])
