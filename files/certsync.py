@@ -1058,10 +1058,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         emit(f"certsync {config.host}: settings error: {error}", failed=True)
         return EXIT_USAGE
-    names = args.name or list(config.names)
-    unknown = [name for name in names if name not in config.names]
-    if unknown:
-        emit(f"certsync {config.host}: {', '.join(unknown)}: not in {args.config}", failed=True)
+    # --name picks names for this run only (a deploy's one-off selection); cron syncs them all.
+    names = [name.lower() for name in args.name] if args.name else list(config.names)
+    bad = [name for name in names if not is_host_name(name)]
+    if bad:
+        emit(f"certsync {config.host}: {', '.join(map(repr, bad))}: not a host name", failed=True)
         return EXIT_USAGE
     out = Log(config)
     os.umask(0o077)

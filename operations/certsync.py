@@ -7,11 +7,21 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from io import StringIO
 
 import jinja2
-from pyinfra import host
-from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
+from pyinfra import host, logger
+from pyinfra.api import (
+    FileUploadCommand,
+    FunctionCommand,
+    Host,
+    OperationError,
+    QuoteString,
+    State,
+    StringCommand,
+    operation,
+)
 
 from facts.certsync import Candidate, CertsyncState, HostState, NameState
 from files.certsync import CertInfo, describe, downgrade_problem, validity_problem
@@ -99,17 +109,26 @@ def sync_command(settings: Settings, names: list[str], force: bool) -> StringCom
     return StringCommand(*(QuoteString(a) for a in [settings.python, settings.program, *args]))
 
 
+def _held_back(state: State, host: Host, reason: str) -> bool:
+    host.log_styled(f"held back: {reason}", fg="red", log_func=logger.error)
+    return False  # fails this host
+
+
 @operation()
-def synced(settings: Settings):
+def synced(settings: Settings, hold_back: Callable[[], str | None] | None = None):
     """
     Make mox's certificate files on this host equal to Caddy's newest valid pair, per name.
 
-    + settings: the host's certsync settings (``operations.settings.settings_from_data``)
+    + settings: the host's certsync settings (``operations.settings.settings_of_hosts``)
+    + hold_back: asked when the operation runs; a reason fails the host without touching it
 
     Installs the host program, its settings and the cron job when they differ, then runs the
     host program for the names that differ (it validates, backs up, installs, restarts mox once
     and verifies). Reads only, in one command, when everything is already in sync.
     """
+    if hold_back is not None and host.state.is_executing and (reason := hold_back()):
+        yield FunctionCommand(_held_back, (reason,), {})
+        return
     files = host_files(settings)
     state: HostState = host.get_fact(
         CertsyncState,

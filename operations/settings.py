@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 import re
 import shlex
-from collections.abc import Iterable
+from collections import ChainMap
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
@@ -33,7 +33,8 @@ class SettingsError(PyinfraError):
 @dataclasses.dataclass(frozen=True)
 class Settings:
     host: str
-    names: tuple[str, ...]
+    names: tuple[str, ...]  # to sync in this run
+    configured_names: tuple[str, ...]  # the host's own, for its cron job (not a --data one-off)
     caddy_data_dir: str
     mox_cert_dir: str
     mox_user: str
@@ -66,7 +67,9 @@ class Settings:
 
     def host_config(self) -> dict[str, Any]:
         """The settings the host program reads (files/certsync.py `Config`), as JSON values."""
-        return {field: _json_value(getattr(self, field)) for field in sorted(HOST_CONFIG_FIELDS)}
+        values = {field: _json_value(getattr(self, field)) for field in sorted(HOST_CONFIG_FIELDS)}
+        values["names"] = list(self.configured_names)
+        return values
 
 
 def _json_value(value: Any) -> Any:
@@ -82,6 +85,7 @@ def settings_from_data(host: str, data: Any) -> Settings:
     return Settings(
         host=host,
         names=names,
+        configured_names=names,
         caddy_data_dir=check.path("caddy_data_dir"),
         mox_cert_dir=check.path("mox_cert_dir"),
         mox_user=check.account("mox_user"),
@@ -248,6 +252,22 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def settings_of_hosts(hosts: Iterable[Any]) -> dict[str, Settings]:
-    """Every host's settings; raise SettingsError naming the first bad host and setting."""
-    return {host.name: settings_from_data(host.name, host.data) for host in hosts}
+def settings_of_hosts(inventory: Any) -> dict[str, Settings]:
+    """The settings of every host the run targets; raise SettingsError naming the first bad
+    host and setting. `--data certsync_names=...` selects names for this run only: the host's
+    cron job keeps the names its host, group and all data give."""
+    one_off_names = PREFIX + "names" in inventory.get_override_data()
+    result = {}
+    for host in inventory.iter_activated_hosts():
+        settings = settings_from_data(host.name, host.data)
+        if one_off_names:
+            configured = ChainMap(
+                inventory.get_host_data(host.name),
+                inventory.get_groups_data(host.groups),
+                inventory.get_data(),
+            )
+            if configured.get(PREFIX + "names"):
+                names = _Checker(host.name, configured).names("names")
+                settings = dataclasses.replace(settings, configured_names=names)
+        result[host.name] = settings
+    return result

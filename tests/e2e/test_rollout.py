@@ -240,12 +240,6 @@ def test_failing_canary_stops_the_rollout_before_the_other_hosts(fleet, pki, tmp
     assert not any(name.startswith("nocert.") for name in cert_dir_names(canary))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when a canary fails, the other hosts' operation yields nothing (deploy.py's _if gate) "
-    "and pyinfra reports them as 'No changes', though they were never checked and need changes; "
-    "nothing in the output says they were held back, nor because of which canary",
-)
 def test_hosts_held_back_by_a_failed_canary_are_reported_as_held_back(fleet, tmp_path):
     inventory = failing_canary_inventory(fleet, tmp_path, refused_name=True)
 
@@ -302,12 +296,6 @@ def test_fail_percent_stops_the_run_when_two_of_three_hosts_are_unreachable(flee
     assert snapshot(reachable) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py sets FAIL_PERCENT as a bare module variable; pyinfra 3 runs config.py and "
-    "discards its variables (it must be `from pyinfra import config; config.FAIL_PERCENT = 50`), "
-    "so without --fail-percent the run goes on with 2 of 3 hosts down and syncs the third",
-)
 def test_config_fail_percent_stops_the_run_when_two_of_three_hosts_are_unreachable(
     fleet, inventory
 ):
@@ -363,12 +351,6 @@ def test_data_names_syncs_only_that_name(fleet, pki, inventory):
     assert sha256_on_host(host, f"{MOX_CERT_DIR}/{third}.crt") == old[third]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a one-off `--data certsync_names=<name>` rewrites the host's /etc/certsync/config.json "
-    "with that name only, so its cron job stops syncing the host's other names until the next "
-    "full deploy",
-)
 def test_data_names_leaves_the_cron_jobs_names_alone(fleet, inventory):
     assert deploy(inventory).returncode == 0
     host = fleet["mail-3"]
