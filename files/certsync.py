@@ -237,7 +237,7 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
         sans=tuple(value for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS"),
         not_before=_cert_time(leaf["notBefore"]),
         not_after=_cert_time(leaf["notAfter"]),
-        serial=leaf.get("serialNumber", "").lower(),
+        serial=format(int(leaf.get("serialNumber", "0"), 16), "x"),  # as the controller writes it
     )
     return info, ders
 
