@@ -14,16 +14,16 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from tests.e2e.deployrun import BACKUP_DIR, MOX_CERT_DIR, served_fingerprints
 from tests.fleet import Pki, TestHost
 from tests.fleet.pki import ISSUER_FOLDER
 from tests.fleet.waiting import wait_for
-from tests.fleet.x509util import key_matches_certificate, leaf_certificate, sha256_fingerprint
+from tests.fleet.x509util import (
+    key_matches_certificate,
+    leaf_certificate,
+    self_signed,
+    sha256_fingerprint,
+)
 
 CONFIG_FILE = "/etc/certsync/config.json"
 PROGRAM = "/usr/local/lib/certsync/certsync.py"
@@ -144,27 +144,8 @@ def made_pair(
     not_after: dt.datetime,
 ) -> tuple[bytes, bytes]:
     """A self-signed ECDSA P-256 (certificate PEM, SEC1 key PEM) made with `cryptography`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    pair = self_signed(list(names), not_before, not_after)
+    return pair.cert_pem, pair.key_pem
 
 
 def now() -> dt.datetime:

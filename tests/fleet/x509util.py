@@ -32,23 +32,40 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def self_signed_placeholder(name: str) -> PemPair:
-    """ECDSA P-256, SAN = name, valid now-2d to now+30d: what mox serves before the first sync."""
+def self_signed(
+    names: list[str] | tuple[str, ...],
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    common_name: str | None = None,
+) -> PemPair:
+    """A self-signed ECDSA P-256 pair with these DNS SANs and dates (key as Caddy writes it)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"placeholder {name}")])
-    now = _now()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or names[0])])
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=2))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     return PemPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def self_signed_placeholder(name: str) -> PemPair:
+    """ECDSA P-256, SAN = name, valid now-2d to now+30d: what mox serves before the first sync."""
+    now = _now()
+    return self_signed(
+        [name],
+        now - datetime.timedelta(days=2),
+        now + datetime.timedelta(days=30),
+        common_name=f"placeholder {name}",
+    )
 
 
 def local_ca_and_server(common_name: str, ip: str) -> tuple[bytes, PemPair]:
