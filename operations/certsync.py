@@ -16,7 +16,6 @@ from pyinfra.api import (
     FileUploadCommand,
     FunctionCommand,
     Host,
-    OperationError,
     QuoteString,
     State,
     StringCommand,
@@ -109,9 +108,9 @@ def sync_command(settings: Settings, names: list[str], force: bool) -> StringCom
     return StringCommand(*(QuoteString(a) for a in [settings.python, settings.program, *args]))
 
 
-def _held_back(state: State, host: Host, reason: str) -> bool:
-    host.log_styled(f"held back: {reason}", fg="red", log_func=logger.error)
-    return False  # fails this host
+def _fail_host(state: State, host: Host, message: str) -> bool:
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False  # fails this host, with the message, without running anything on it
 
 
 @operation()
@@ -127,7 +126,7 @@ def synced(settings: Settings, hold_back: Callable[[], str | None] | None = None
     and verifies). Reads only, in one command, when everything is already in sync.
     """
     if hold_back is not None and host.state.is_executing and (reason := hold_back()):
-        yield FunctionCommand(_held_back, (reason,), {})
+        yield FunctionCommand(_fail_host, (f"held back: {reason}",), {})
         return
     files = host_files(settings)
     state: HostState = host.get_fact(
@@ -138,9 +137,9 @@ def synced(settings: Settings, hold_back: Callable[[], str | None] | None = None
         files=list(files),
     )
     if state.missing_tools:
-        raise OperationError(
-            f"{host.name}: certsync needs {' and '.join(state.missing_tools)} on the host"
-        )
+        needs = " and ".join(state.missing_tools)
+        yield FunctionCommand(_fail_host, (f"certsync needs {needs} on the host",), {})
+        return
 
     now = dt.datetime.now(dt.timezone.utc)
     plans = [plan_name(state.names[name], settings, now) for name in settings.names]
