@@ -346,31 +346,34 @@ def _is_link(dir_fd: int, name: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class FileState:
     data: bytes | None  # None: missing or not a regular file
-    is_regular: bool
     exists: bool
     uid: int = -1
     gid: int = -1
     mode: int = 0
+
+    @property
+    def is_regular(self) -> bool:
+        return self.data is not None
 
 
 def read_file(dir_fd: int, name: str) -> FileState:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
-        return FileState(None, False, False)
+        return FileState(None, False)
     except OSError as error:
         if error.errno == errno.ELOOP:  # a symlink: never followed, replaced on install
-            return FileState(None, False, True)
+            return FileState(None, True)
         raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            return FileState(None, False, True)
+            return FileState(None, True)
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
         return FileState(
-            b"".join(chunks), True, True, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+            b"".join(chunks), True, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
         )
     finally:
         os.close(fd)

@@ -123,16 +123,7 @@ class Pki:
             "PEBBLE_VA_NOSLEEP": "1",
             "PEBBLE_WFE_NONCEREJECT": "0",  # pebble otherwise rejects 5% of nonces on purpose
         }
-        with self.pebble_log.open("ab") as log:
-            self._pebble = subprocess.Popen(
-                ["pebble", "-config", str(config_file)],
-                cwd=self.run_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+        self._pebble = self._spawn(["pebble", "-config", str(config_file)], env, self.pebble_log)
         wait_for(
             lambda: self._pebble_answers(),
             20,
@@ -187,9 +178,19 @@ class Pki:
             "XDG_DATA_HOME": str(xdg),
             "XDG_CONFIG_HOME": str(self.run_dir / "xdg-config"),
         }
-        with self.caddy_log.open("ab") as log:
-            self._caddy = subprocess.Popen(
-                ["caddy", "run", "--config", str(self.caddyfile), "--adapter", "caddyfile"],
+        self._caddy = self._spawn(
+            ["caddy", "run", "--config", str(self.caddyfile), "--adapter", "caddyfile"],
+            env,
+            self.caddy_log,
+        )
+
+    def _spawn(
+        self, argv: list[str], env: dict[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
+        """Start a daemon of this Pki in its own session, its output appended to `log_path`."""
+        with log_path.open("ab") as log:
+            return subprocess.Popen(
+                argv,
                 cwd=self.run_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,

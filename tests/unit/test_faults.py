@@ -118,7 +118,7 @@ def test_pruning_never_removes_the_backup_just_taken(cs, make_config, tmp_path):
     host = cs.Host(make_config(mox_user="root", mox_group="root", backups_keep=2), force=False)
     assert config.backups_keep == 2
 
-    path, note = host._backup({"a.crt": cs.FileState(b"cert\n", True, True, 0, 0, 0o644)})
+    path, note = host._backup({"a.crt": cs.FileState(b"cert\n", True, 0, 0, 0o644)})
 
     assert note == ""
     new = os.path.basename(path)
