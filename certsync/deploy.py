@@ -1,0 +1,56 @@
+"""certsync as a pyinfra deploy: add it to your own with one call.
+
+from certsync.deploy import certsync_deploy
+certsync_deploy()                               # every setting from host and group data
+certsync_deploy(caddy_data_dir="/srv/caddy")    # defaults of your own (data still wins)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host, logger, state
+from pyinfra.api import deploy
+
+from certsync.hostdata import HostSettings, settings_of_hosts
+from certsync.operations import synced
+from certsync.rollout import canary_gate, check_serial_order, cli_mode, watch_of
+
+_checked: dict[tuple[int, str], dict[str, HostSettings]] = {}
+
+
+def _settings_of_fleet(defaults: dict[str, Any]) -> dict[str, HostSettings]:
+    """Every targeted host's settings, checked once per run before anything runs on any host."""
+    key = (id(state), repr(sorted(defaults.items())))
+    if key not in _checked:
+        _checked[key] = settings_of_hosts(state.inventory, defaults)
+    return _checked[key]
+
+
+@deploy("certsync")
+def certsync_deploy(**defaults: Any) -> None:
+    """
+    Keep mox's certificate files equal to Caddy's on this host, canary group first.
+
+    + defaults: settings (without the ``certsync_`` prefix) for hosts whose data does not set
+      them, e.g. ``names=["mail.example.com"]``; certsync's own defaults fill in the rest
+    """
+    fleet = _settings_of_fleet(defaults)
+    settings = fleet[host.name]
+    if not settings.names:
+        host.log("certsync: no certificate names (certsync_names): left alone", logger.info)
+        return
+    group = settings.canary_group
+    canaries = [
+        h
+        for h in state.inventory.iter_activated_hosts()
+        if group in h.groups and fleet[h.name].names
+    ]
+    if cli_mode().get("serial"):
+        synced_hosts = [h for h in state.inventory.iter_activated_hosts() if fleet[h.name].names]
+        check_serial_order(synced_hosts, lambda h: group in h.groups)
+    if group in host.groups:
+        meta = synced(name="sync canary hosts", settings=settings)
+        watch_of(state).canary_ops.add(meta._hash)
+    else:
+        synced(name="sync", settings=settings, hold_back=canary_gate(state, canaries))

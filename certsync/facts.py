@@ -1,0 +1,67 @@
+"""The certsync state of a host, read in one command: the host program's `state` (run from the
+command itself, so that the host needs nothing installed) prints JSON, the plan per name with the
+public facts it rests on. Only public material leaves the host; file contents can never be read
+as structure.
+
+    pyinfra inventory.py fact certsync.facts.CertsyncState
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyinfra import host as context_host
+from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra.api.exceptions import FactProcessError
+from pyinfra.api.hiddenvalue import HiddenValue
+
+from certsync import program
+from certsync.hostdata import HostSettings, settings_from_data
+
+
+class CertsyncState(FactBase[dict[str, Any] | None]):
+    """What a certsync sync would do on the host, per name, and why (JSON); None when the host
+    has no certificate names."""
+
+    def command(  # type: ignore[override]
+        self,
+        settings: HostSettings | None = None,
+        files: list[str] | None = None,
+        force: bool = False,
+        all_ports: bool = False,
+    ) -> StringCommand:
+        if settings is None:  # `pyinfra INVENTORY fact certsync.facts.CertsyncState`
+            settings = settings_from_data(context_host.name, context_host.data)
+        args: list[Any] = ["state", "--settings", json.dumps(settings.run_config().to_json())]
+        for path in (
+            files
+            if files is not None
+            else [settings.program, settings.config_file, settings.cron_file]
+        ):
+            args += ["--file", path]
+        if force:
+            args.append("--force")
+        if all_ports:
+            args.append("--all-ports")
+        payload = HiddenValue(
+            program.zipapp_base64(), f"<certsync host program, {len(program.zipapp())} bytes>"
+        )
+        return StringCommand(
+            QuoteString(settings.python),
+            "-I",
+            "-S",
+            "-c",
+            QuoteString(program.BOOTSTRAP),
+            QuoteString(payload),  # type: ignore[arg-type]
+            *(QuoteString(str(arg)) for arg in args),
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:  # type: ignore[override]
+        try:
+            state = json.loads("\n".join(output))
+        except ValueError as error:
+            raise FactProcessError(f"certsync state is not JSON ({error})") from None
+        if not isinstance(state, dict) or state.get("certsync_state") != 1:
+            raise FactProcessError("certsync state: unknown format")
+        return state

@@ -1,0 +1,139 @@
+"""The host program's command line: `sync` (the deploy and the cron job) and `state` (read-only).
+
+Exit status of `sync` (the last line printed says it too when it is not 0):
+  0  every name is in sync, installed, repaired or restarted
+  1  some names were refused (no valid pair in Caddy, a symlinked folder...): nothing changed for
+     them; the other names were synced
+  2  usage or settings error: nothing was done
+  3  an install, repair or restart failed; mox's previous files were kept or restored
+  4  an install failed and restoring mox's previous files (or serving them again) failed too:
+     look at the host now; the previous files are in the newest backup
+
+A dropped SSH session does not stop a sync half-way: SIGHUP is ignored and output to a closed
+stdout is dropped, so the transaction ends as it would have (installed, or rolled back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+from collections.abc import Sequence
+
+from .errors import reason
+from .names import is_host_name
+from .output import LockTimeout, Log, emit, flush_all, locked
+from .settings import Config
+
+EXIT_MEANINGS = {
+    1: "some names were refused; nothing changed for them",
+    2: "usage or settings error; nothing was done",
+    3: "an install failed; mox's previous files were kept or restored",
+    4: "an install failed and restoring mox's previous files failed too",
+}
+
+
+def run_sync(config: Config, names: list[str], force: bool, log: Log) -> list:
+    """Check the log folder, take the lock, sync: every failure is an Outcome."""
+    from .files import open_dir
+    from .transaction import Outcome, Sync
+
+    def refuse_all(detail: str) -> list[Outcome]:
+        return [Outcome(name, "refused", detail) for name in names]
+
+    try:
+        # The log folder: refuse rather than silently log nowhere.
+        os.close(open_dir(os.path.dirname(config.log_file), create_mode=0o750))
+    except (OSError, ValueError) as error:
+        return refuse_all(f"log folder: {reason(error)}")
+    try:
+        lock = locked(
+            config.lock_file,
+            on_wait=lambda: log.line(f"waiting for {config.lock_file}: another sync holds it"),
+        )
+        with lock:
+            sync = Sync(config, force, log)
+            try:
+                return sync.run(names)
+            except Exception as error:  # a bug: still report it per name, and say where to look
+                detail = (
+                    f"unexpected error ({type(error).__name__}: {error}); check mox's files in"
+                    f" {config.mox_cert_dir} against the newest backup in {config.backup_dir}"
+                )
+                return [Outcome(name, "restore failed", detail) for name in names]
+    except LockTimeout as error:
+        return refuse_all(str(error))
+    except (OSError, ValueError) as error:
+        return refuse_all(f"lock {config.lock_file}: {reason(error)}")
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    # A dropped SSH session must not stop a sync half-way: finish it, then exit.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        config = Config.load(args.config)
+    except (OSError, ValueError) as error:
+        emit(f"certsync: settings error: {reason(error)}", failed=True)
+        return 2
+    if os.geteuid() != 0:
+        emit(f"certsync {config.host}: needs root to read the keys (run it with sudo)", failed=True)
+        return 2
+    names = [name.lower() for name in args.name] if args.name else list(config.names)
+    bad = [name for name in names if not is_host_name(name)]
+    if bad:
+        emit(f"certsync {config.host}: {', '.join(map(repr, bad))}: not a host name", failed=True)
+        return 2
+    try:
+        from .plan import mox_ids
+
+        mox_ids(config)
+    except ValueError as error:
+        emit(f"certsync {config.host}: settings error: {error}", failed=True)
+        return 2
+    log = Log(config.host, config.log_file)
+    os.umask(0o077)
+    outcomes = run_sync(config, names, args.force, log)
+    for outcome in outcomes:
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
+    status = max((o.exit_status for o in outcomes), default=0)
+    failures = [o for o in outcomes if not o.ok]
+    if failures:
+        from .alert import alert
+
+        alert(config, failures, log)
+    if status:
+        log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
+    flush_all()
+    return status
+
+
+def state_command(args: argparse.Namespace) -> int:
+    from .state import print_state, read_state
+
+    try:
+        config = Config.from_json(json.loads(args.settings), "--settings")
+    except ValueError as error:
+        emit(f"certsync: settings error: {reason(error)}", failed=True)
+        return 2
+    print_state(read_state(config, list(args.file or []), args.force, args.all_ports))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="certsync", description="Keep mox's certificates equal to Caddy's."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    sync = commands.add_parser("sync", help="sync mox's files with Caddy's (deploy and cron)")
+    sync.add_argument("--config", default="/etc/certsync/config.json")
+    sync.add_argument("--name", action="append", help="only this name (repeatable)")
+    sync.add_argument("--force", action="store_true", help="install and restart even if equal")
+    state = commands.add_parser("state", help="print what a sync would do, as JSON; change nothing")
+    state.add_argument("--settings", required=True, help="the settings, as config.json holds them")
+    state.add_argument("--file", action="append", help="also report this file's sha256 and mode")
+    state.add_argument("--force", action="store_true", help="plan as `sync --force` would")
+    state.add_argument("--all-ports", action="store_true", help="check what every port serves")
+    args = parser.parse_args(argv)
+    return sync_command(args) if args.command == "sync" else state_command(args)

@@ -1,0 +1,240 @@
+"""Files in folders another user owns: never follow a link, replace by rename, fix by descriptor.
+
+mox's certificate folder belongs to the `mox` user: anything in it (a link, a hard link, a file
+swapped in between two calls) is planted by that user as far as this root program knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import pwd
+import stat
+
+from .errors import SymlinkedFolder
+
+FILE, LINK, MISSING, OTHER = "file", "link", "missing", "other"
+
+
+def open_dir(path: str, create_mode: int | None = None) -> int:
+    """Open a directory by absolute path without following any symlink on the way; with
+    `create_mode`, create its last component if missing."""
+    if not os.path.isabs(path):
+        raise ValueError(f"{path} is not an absolute path")
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    parts = [p for p in path.split("/") if p]
+    try:
+        for index, part in enumerate(parts):
+            if part in (".", ".."):
+                raise ValueError(f"{path} has a '.' or '..' component")
+            if index == len(parts) - 1 and create_mode is not None:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, create_mode, dir_fd=fd)
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as error:
+                where = "/" + "/".join(parts[: index + 1])
+                if error.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(fd, part):
+                    raise SymlinkedFolder(where) from None
+                error.filename = where
+                raise
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class FileState:
+    """A directory entry as found: a regular file (its bytes), a link (its target), missing or
+    something else. Links are never followed."""
+
+    kind: str
+    data: bytes | None = None
+    target: str | None = None
+    uid: int = -1
+    gid: int = -1
+    mode: int = 0
+
+    @property
+    def exists(self) -> bool:
+        return self.kind != MISSING
+
+    def describe(self) -> str:
+        if self.kind == LINK:
+            return f"a symlink to {self.target}"
+        if self.kind == OTHER:
+            return "something else than a file"
+        return "nothing" if self.kind == MISSING else "a file"
+
+
+def read_file(dir_fd: int, name: str) -> FileState:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return FileState(MISSING)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return FileState(
+            LINK,
+            target=os.readlink(name, dir_fd=dir_fd),
+            uid=info.st_uid,
+            gid=info.st_gid,
+            mode=stat.S_IMODE(info.st_mode),
+        )
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return FileState(OTHER)
+        return FileState(
+            FILE, _read_all(fd), None, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+        )
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.certsync-{os.getpid()}.tmp"
+
+
+def _stage(dir_fd: int, name: str, wanted: FileState) -> str:
+    """Create `wanted` (a file, fsynced, or a link) under a temporary name beside `name`."""
+    temp = _temp_name(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp, dir_fd=dir_fd)
+    if wanted.kind == LINK:
+        assert wanted.target is not None
+        os.symlink(wanted.target, temp, dir_fd=dir_fd)
+        try:
+            os.chown(temp, wanted.uid, wanted.gid, dir_fd=dir_fd, follow_symlinks=False)
+        except BaseException:
+            os.unlink(temp, dir_fd=dir_fd)
+            raise
+        return temp
+    assert wanted.kind == FILE and wanted.data is not None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, 0o600, dir_fd=dir_fd)
+    try:
+        os.fchown(fd, wanted.uid, wanted.gid)
+        os.fchmod(fd, wanted.mode)
+        view = memoryview(wanted.data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(fd)
+    return temp
+
+
+def put_entries(dir_fd: int, entries: dict[str, FileState]) -> None:
+    """Make each named entry a file or link as given (staged first, then renamed into place) or
+    remove it (kind missing). A failure while staging (disk full, read-only) leaves every entry as
+    it was; no staged file is left behind in any case."""
+    staged: dict[str, str] = {}
+    try:
+        for name, wanted in entries.items():
+            if wanted.kind in (FILE, LINK):
+                staged[name] = _stage(dir_fd, name, wanted)
+        for name in list(staged):
+            # rename() replaces a link planted at `name` instead of following it.
+            os.rename(staged[name], name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            del staged[name]
+        for name, wanted in entries.items():
+            if wanted.kind == MISSING:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        for temp in staged.values():
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+
+
+class NotTheCheckedFile(Exception):
+    """The file changed, or is hard-linked elsewhere, between the check and the repair."""
+
+
+def repair_owner_mode(
+    dir_fd: int, name: str, expected: bytes, uid: int, gid: int, mode: int
+) -> None:
+    """Set owner and mode of the file `name` holding `expected`, through the very descriptor its
+    contents were checked on, so that a file swapped in meanwhile is never touched; a file with
+    other hard links is not touched either (its other names may be anywhere)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise NotTheCheckedFile(f"{name} is not a file with a single link")
+        if _read_all(fd) != expected:
+            raise NotTheCheckedFile(f"{name} changed")
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+        if stat.S_IMODE(info.st_mode) != mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def writable_by_others(path: str) -> list[str]:
+    """Who else than root can replace the program at `path`: the owners of the file and of every
+    folder above it, and group- or world-writable ones among them."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for candidate in (path, os.path.realpath(path)):
+        current = candidate
+        while current not in seen:
+            seen.add(current)
+            try:
+                info = os.stat(current, follow_symlinks=False)
+            except OSError:
+                break
+            sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+            if info.st_uid != 0:
+                found.append(f"{current} is owned by {_user_name(info.st_uid)}")
+            elif info.st_mode & 0o002 and not sticky:
+                found.append(f"{current} is writable by every user")
+            elif info.st_mode & 0o020 and info.st_gid != 0 and not stat.S_ISLNK(info.st_mode):
+                found.append(f"{current} is writable by group {info.st_gid}")
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+    return found
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def trust_warning(binary: str, found: list[str]) -> str:
+    return (
+        f"running {binary} as root for `mox config test` trusts whoever can replace it"
+        f" ({'; '.join(found)}); mox's own service does the same"
+    )

@@ -1,0 +1,119 @@
+"""Where the host program speaks: stdout and stderr (which may be gone: a dropped SSH session),
+the log file (one line per name per run), and the lock that keeps two syncs apart."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from .files import open_dir
+
+LOCK_WAIT_SECONDS = 300
+LOG_DIR_MODE = 0o750
+
+
+def emit(text: str, failed: bool = False) -> None:
+    """Print a line to stdout (stderr if `failed`); if the reader is gone, drop this and later
+    output instead of failing, also at exit, when Python flushes what is left."""
+    stream = sys.stderr if failed else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        silence(stream)
+
+
+def silence(stream: object) -> None:
+    """Point a broken stream's file descriptor at /dev/null (its buffer then flushes there)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
+        finally:
+            os.close(devnull)
+
+
+def flush_all() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            silence(stream)
+
+
+def utc_stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Log:
+    """Lines to stdout (pyinfra, a terminal) or stderr (failures: cron mails them), and to the
+    log file."""
+
+    def __init__(self, host: str, log_file: str) -> None:
+        self.host = host
+        self.log_file = log_file
+
+    def line(self, message: str, failed: bool = False, log_file: bool = True) -> None:
+        text = f"{utc_stamp()} certsync {self.host}: {message}"
+        emit(text, failed)  # the SSH session may be gone: finish all the same
+        if log_file:
+            with contextlib.suppress(OSError, ValueError):
+                self._append(text)
+
+    def _append(self, text: str) -> None:
+        dir_fd = open_dir(os.path.dirname(self.log_file), create_mode=LOG_DIR_MODE)
+        try:
+            fd = os.open(
+                os.path.basename(self.log_file),
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o640,
+                dir_fd=dir_fd,
+            )
+        finally:
+            os.close(dir_fd)
+        with os.fdopen(fd, "a", encoding="utf-8") as file:
+            file.write(text + "\n")
+
+
+class LockTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def locked(path: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock so that a cron run and a deploy never interleave.
+
+    Calls `on_wait` once if another sync holds the lock; raises LockTimeout after
+    LOCK_WAIT_SECONDS, and OSError (SymlinkedFolder...) when the lock cannot be opened."""
+    dir_fd = open_dir(os.path.dirname(path), create_mode=0o700)
+    try:
+        fd = os.open(
+            os.path.basename(path),
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dir_fd,
+        )
+    finally:
+        os.close(dir_fd)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"another sync holds {path} for over {LOCK_WAIT_SECONDS} s; nothing changed"
+                    ) from None
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,280 @@
+"""The decision for one name, made the same way for the preview (`state`) and the sync: in sync,
+repair (owner or mode), install, restart (mox serves something else than its files) or refuse."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import grp
+import os
+import pwd
+from typing import Any
+
+from .caddy import Choice, Pair, choose_pair
+from .errors import reason
+from .files import FILE, MISSING, FileState, read_file
+from .moxconf import Target, listener_targets, protocol_of_port
+from .names import server_name, storage_name
+from .probe import PROBE_ERRORS, served_fingerprint
+from .settings import Config
+from .validity import describe, downgrade_problem, unprotected_because
+from .x509 import CertInfo, check_key_matches, parse_chain
+
+CERT_MODE = 0o644
+KEY_MODE = 0o600
+DIR_MODE = 0o700
+
+IN_SYNC, REPAIR, INSTALL, RESTART, REFUSE = "in sync", "repair", "install", "restart", "refuse"
+
+
+@dataclasses.dataclass
+class Current:
+    """mox's files for a name as found, and what they hold."""
+
+    crt: FileState
+    key: FileState
+    info: CertInfo | None
+    unprotected: str | None  # why it may be replaced even by an older certificate; None: keep it
+
+    def describe(self) -> str:
+        if self.crt.kind != FILE:
+            return self.crt.describe()
+        if self.info is None:
+            return self.unprotected or "a certificate file"
+        what = f"{describe(self.info)}"
+        return f"{self.unprotected} ({what})" if self.unprotected else what
+
+
+@dataclasses.dataclass
+class Served:
+    target: Target
+    sha256: str | None
+    error: str | None
+
+
+@dataclasses.dataclass
+class NamePlan:
+    name: str
+    action: str
+    detail: str
+    choice: Choice | None
+    current: Current | None
+    targets: list[Target]
+    served: Served | None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def pair(self) -> Pair | None:
+        return self.choice.pair if self.choice else None
+
+    @property
+    def key_changes(self) -> bool:
+        new = self.pair
+        old = self.current.info if self.current else None
+        return bool(new and (old is None or old.spki_sha256 != new.info.spki_sha256))
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything public: no key bytes, not even their hash."""
+        pair, current = self.pair, self.current
+        return {
+            "action": self.action,
+            "detail": self.detail,
+            "caddy": {
+                "issuer": pair.issuer if pair else None,
+                "cert": pair.info.to_json() if pair else None,
+                "candidates": [
+                    c.to_json() for c in (self.choice.candidates if self.choice else [])
+                ],
+            },
+            "mox": None
+            if current is None
+            else {
+                "crt": file_meta_json(current.crt),
+                "key": file_meta_json(current.key),
+                "cert": current.info.to_json() if current.info else None,
+                "unprotected": current.unprotected,
+                "replaces": current.describe(),
+            },
+            "key_changes": self.key_changes,
+            "targets": [str(t) for t in self.targets],
+            "served": None
+            if self.served is None
+            else {
+                "target": str(self.served.target),
+                "sha256": self.served.sha256,
+                "error": self.served.error,
+            },
+            "warnings": self.warnings,
+        }
+
+
+def file_meta_json(state: FileState) -> dict[str, Any]:
+    return {
+        "kind": state.kind,
+        "target": state.target,
+        "user": _user(state.uid) if state.exists else None,
+        "group": _group(state.gid) if state.exists else None,
+        "mode": format(state.mode, "04o") if state.exists else None,
+    }
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def mox_ids(config: Config) -> tuple[int, int]:
+    try:
+        return pwd.getpwnam(config.mox_user).pw_uid, grp.getgrnam(config.mox_group).gr_gid
+    except KeyError as error:
+        raise ValueError(f"no such user or group: {error}") from None
+
+
+def current_files(dir_fd: int | None, name: str, now: dt.datetime) -> Current:
+    stored = storage_name(name)
+    if dir_fd is None:
+        return Current(FileState(MISSING), FileState(MISSING), None, "nothing")
+    crt = read_file(dir_fd, stored + ".crt")
+    key = read_file(dir_fd, stored + ".key")
+    if crt.kind != FILE or crt.data is None:
+        return Current(crt, key, None, crt.describe())
+    try:
+        info = parse_chain(crt.data)[0]
+    except ValueError as error:
+        return Current(crt, key, None, f"a certificate file that does not parse ({error})")
+    unprotected = unprotected_because(info, name, now)
+    if unprotected is None:
+        try:
+            if key.kind != FILE or key.data is None:
+                raise ValueError(f"its key is {key.describe()}")
+            check_key_matches(crt.data, key.data)
+        except ValueError as error:
+            unprotected = f"a certificate whose key is unusable ({error})"
+    return Current(crt, key, info, unprotected)
+
+
+def verify_targets(config: Config, name: str) -> tuple[list[Target], list[str]]:
+    """Where to check what mox serves for `name`, and warnings when that cannot be known."""
+    ports = list(config.verify_ports)
+    if config.verify_address:
+        return [Target(config.verify_address, p, protocol_of_port(p)) for p in ports], []
+    stored = storage_name(name)
+    cert_file = os.path.join(config.mox_cert_dir, stored + ".crt")
+    key_file = os.path.join(config.mox_cert_dir, stored + ".key")
+    try:
+        with open(config.mox_config, "rb") as file:
+            text = file.read(1 << 20).decode("utf-8", "replace")
+    except OSError as error:
+        return [], [f"cannot read {config.mox_config} to find mox's listeners ({reason(error)})"]
+    targets = listener_targets(text, os.path.dirname(config.mox_config), cert_file, key_file, ports)
+    if targets is None:
+        return [], [
+            f"no listener in {config.mox_config} names {cert_file} and {key_file} in"
+            " TLS KeyCerts: mox does not serve these files"
+        ]
+    if not targets:
+        return [], [
+            f"mox's listeners with {cert_file} enable none of the ports {ports}: nothing to check"
+        ]
+    return targets, []
+
+
+def probe(targets: list[Target], name: str) -> Served | None:
+    if not targets:
+        return None
+    try:
+        return Served(targets[0], served_fingerprint(targets[0], server_name(name)), None)
+    except PROBE_ERRORS as error:
+        return Served(targets[0], None, reason(error))
+
+
+def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
+    """What every target serves (for the status report)."""
+    result = []
+    for target in targets:
+        try:
+            result.append(
+                {
+                    "target": str(target),
+                    "sha256": served_fingerprint(target, server_name(name)),
+                    "error": None,
+                }
+            )
+        except PROBE_ERRORS as error:
+            result.append({"target": str(target), "sha256": None, "error": reason(error)})
+    return result
+
+
+def plan_name(
+    config: Config,
+    name: str,
+    dir_fd: int | None,
+    now: dt.datetime,
+    force: bool = False,
+    dir_right: bool = True,
+    check_served: bool = True,
+) -> NamePlan:
+    """What a sync does for `name` now. `dir_fd`: mox's certificate folder (None: missing)."""
+    choice = choose_pair(
+        config.caddy_data_dir,
+        name,
+        now,
+        dt.timedelta(hours=config.min_validity_hours),
+        config.trusted_ca_file if config.require_trusted_chain else None,
+    )
+    current = current_files(dir_fd, name, now)
+    targets, warnings = verify_targets(config, name)
+    served = probe(targets, name) if check_served else None
+    if served is not None and served.error is not None:
+        warnings.append(f"mox does not answer on {served.target}: {served.error}")
+
+    def plan(action: str, detail: str) -> NamePlan:
+        return NamePlan(name, action, detail, choice, current, targets, served, warnings)
+
+    pair = choice.pair
+    if pair is None:
+        return plan(REFUSE, choice.refusal or "no certificate")
+    new = f"{describe(pair.info)} from {pair.issuer}"
+    same = current.crt.data == pair.cert and current.key.data == pair.key
+    if same and not force:
+        uid, gid = mox_ids(config)
+        drift = [
+            f"{storage_name(name)}{suffix}"
+            for suffix, state, mode in (
+                (".crt", current.crt, CERT_MODE),
+                (".key", current.key, KEY_MODE),
+            )
+            if (state.uid, state.gid, state.mode) != (uid, gid, mode)
+        ]
+        if not dir_right:
+            drift.insert(0, config.mox_cert_dir)
+        fix = f"; owner or mode of {', '.join(drift)}" if drift else ""
+        if (
+            served is not None
+            and served.sha256 is not None
+            and served.sha256 != pair.info.fingerprint
+        ):
+            return plan(
+                RESTART,
+                f"mox serves sha256={served.sha256[:16]} on {served.target},"
+                f" not its files' {new}{fix}",
+            )
+        if drift:
+            return plan(REPAIR, f"owner or mode of {', '.join(drift)} ({new})")
+        return plan(IN_SYNC, new)
+    if current.info is not None and current.unprotected is None:
+        problem = downgrade_problem(pair.info, current.info)
+        if problem:
+            return plan(REFUSE, problem)
+    checked = "; chain checked on the host" if config.require_trusted_chain else ""
+    forced = "forced; " if same else ""
+    return plan(INSTALL, f"{forced}{new}, replacing {current.describe()}{checked}")

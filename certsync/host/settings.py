@@ -1,0 +1,406 @@
+"""Every certsync setting, declared once: name, default, check and one line of documentation.
+
+The controller reads them from pyinfra's data (`certsync_<name>`) and checks them all before
+anything runs; the host settings go to the host's config.json, which the host program checks
+again with the same checks; README's settings table is rendered from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .names import is_host_name
+
+PREFIX = "certsync_"
+CRON_FIELD_RE = re.compile(r"^[0-9*/,-]+$")
+CRON_NICKNAMES = ("@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly")
+EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$")
+ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r} has a control character")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if isinstance(value, str):  # from `--data certsync_names=a.example,b.example`
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{value!r} is not a list")
+    return list(value)
+
+
+def names(value: Any) -> list[str]:
+    result = []
+    for name in _list(value):
+        if not isinstance(name, str) or not is_host_name(name):
+            raise ValueError(f"{name!r} is not a host name")
+        result.append(name.lower())
+    if len(set(result)) != len(result):
+        raise ValueError("a name is listed twice")
+    return result
+
+
+def path(value: Any) -> str:
+    value = _text(value)
+    if not SAFE_PATH_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an absolute path of letters, digits and ._/@+-")
+    if any(part in (".", "..") for part in value.split("/")) or "//" in value:
+        raise ValueError(f"{value!r} has a '.', '..' or empty component")
+    if len(value) > 1 and value.endswith("/"):
+        raise ValueError(f"{value!r} ends with '/'")
+    return value
+
+
+def optional_path(value: Any) -> str:
+    return path(value) if _text(value) else ""
+
+
+def account(value: Any) -> str:
+    value = _text(value)
+    if not ACCOUNT_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a user or group name")
+    return value
+
+
+def _command(value: Any, required: bool) -> str:
+    value = _text(value).strip()
+    if not value:
+        if required:
+            raise ValueError("is empty")
+        return ""
+    try:
+        argv = shlex.split(value)
+    except ValueError as error:
+        raise ValueError(f"{value!r} does not split into words: {error}") from None
+    if not argv:
+        raise ValueError("is empty")
+    return value
+
+
+def command(value: Any) -> str:
+    return _command(value, required=True)
+
+
+def optional_command(value: Any) -> str:
+    return _command(value, required=False)
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def address(value: Any) -> str:
+    value = _text(value)
+    if value and not (is_host_name(value) and not value.startswith("*")) and not is_ip(value):
+        raise ValueError(f"{value!r} is neither a host name nor an IP address")
+    return value
+
+
+def port(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a port number") from None
+    if isinstance(value, bool) or not 1 <= number <= 65535:
+        raise ValueError(f"{value!r} is not a port number (1-65535)")
+    return number
+
+
+def ports(value: Any) -> list[int]:
+    result = [port(item) for item in _list(value)]
+    if not result:
+        raise ValueError("no port to verify")
+    return result
+
+
+def host_port(value: Any) -> str:
+    value = _text(value).strip()
+    host, sep, number = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host:
+        raise ValueError(f"{value!r} is not host:port")
+    address(host)
+    port(number)
+    return value
+
+
+def integer(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if isinstance(value, bool) or not low <= number <= high:
+            raise ValueError(f"{value!r} is not between {low} and {high}")
+        return number
+
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def cron(value: Any) -> str:
+    value = " ".join(_text(value).split())
+    fields = value.split(" ")
+    if value in CRON_NICKNAMES or (
+        len(fields) == 5 and all(CRON_FIELD_RE.fullmatch(f) for f in fields)
+    ):
+        return value
+    raise ValueError(f"{value!r} is not a cron schedule (five fields, or @daily etc.)")
+
+
+def emails(value: Any) -> list[str]:
+    result = [str(item).strip() for item in _list(value)]
+    for item in result:
+        _text(item)
+        if not EMAIL_RE.fullmatch(item):
+            raise ValueError(f"{item!r} is not a mail address")
+    return result
+
+
+def group(value: Any) -> str:
+    value = _text(value)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"{value!r} is not a pyinfra group name")
+    return value
+
+
+def email(value: Any) -> str:
+    value = _text(value).strip()
+    if value:
+        emails([value])
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str  # in pyinfra's data: certsync_<name>
+    default: Any
+    check: Callable[[Any], Any]  # the value as certsync uses it; ValueError says what is wrong
+    doc: str
+    on_host: bool = True  # written to the host's config.json for the host program
+
+    @property
+    def key(self) -> str:
+        return PREFIX + self.name
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "names",
+        [],
+        names,
+        "certificate names whose files mox serves; a host without names is left alone",
+    ),
+    Setting(
+        "caddy_data_dir",
+        "/var/lib/docker/volumes/docker_caddy-data/_data/caddy",
+        path,
+        "Caddy's data dir, holding `certificates/`"
+        " (Debian's caddy: `/var/lib/caddy/.local/share/caddy`)",
+    ),
+    Setting(
+        "mox_cert_dir",
+        "/home/mox/certs",
+        path,
+        "where certsync writes `<name>.crt` and `<name>.key` for mox",
+    ),
+    Setting("mox_user", "mox", account, "owner of mox's certificate files and folder"),
+    Setting("mox_group", "mox", account, "group of mox's certificate files and folder"),
+    Setting(
+        "mox_binary",
+        "/home/mox/mox",
+        path,
+        "the mox binary; `mox config test` runs before every restart",
+    ),
+    Setting(
+        "mox_config",
+        "/home/mox/config/mox.conf",
+        path,
+        "mox's config: its listeners tell where to check what mox serves",
+    ),
+    Setting(
+        "restart_command",
+        "systemctl restart mox",
+        command,
+        "how to restart mox (it has no reload); run without a shell",
+    ),
+    Setting(
+        "verify_address",
+        "",
+        address,
+        "where to check what mox serves; empty: the addresses of mox's listeners"
+        " (loopback for 0.0.0.0 and ::)",
+    ),
+    Setting(
+        "verify_ports",
+        [993, 465, 587],
+        ports,
+        "ports to check after a restart; 25 and 587 by SMTP STARTTLS, 143 by IMAP STARTTLS",
+    ),
+    Setting(
+        "verify_timeout_seconds",
+        60,
+        integer(1, 3600),
+        "how long mox may take to serve the new certificate before certsync rolls back",
+    ),
+    Setting(
+        "min_validity_hours",
+        24,
+        integer(0, 24 * 365),
+        "refuse a certificate that expires sooner than this",
+    ),
+    Setting(
+        "backups_keep", 5, integer(1, 1000), "how many backups of mox's previous files to keep"
+    ),
+    Setting("backup_dir", "/var/lib/certsync/backups", path, "the backups (root only, 0700)"),
+    Setting(
+        "lock_file",
+        "/var/lib/certsync/lock",
+        path,
+        "the lock that keeps a cron run and a deploy apart",
+    ),
+    Setting("log_file", "/var/log/certsync/certsync.log", path, "one line per name per run"),
+    Setting(
+        "require_trusted_chain",
+        False,
+        boolean,
+        "refuse a chain that `trusted_ca_file` does not trust (`openssl verify` on the host)",
+    ),
+    Setting(
+        "trusted_ca_file",
+        "/etc/ssl/certs/ca-certificates.crt",
+        path,
+        "the CA bundle that chain must lead to",
+    ),
+    Setting(
+        "alert_command",
+        "",
+        optional_command,
+        "also run this command with the failure report on its standard input (empty: none)",
+    ),
+    Setting(
+        "alert_email",
+        "",
+        email,
+        "cron mails the job's failures to this address (empty: cron's default)",
+    ),
+    Setting(
+        "force",
+        False,
+        boolean,
+        "install and restart even when mox's files already equal Caddy's",
+        on_host=False,
+    ),
+    Setting(
+        "canary_group",
+        "canary",
+        group,
+        "hosts of this group are synced first; the others only if none of them failed",
+        on_host=False,
+    ),
+    Setting(
+        "cron_schedule",
+        "17 */6 * * *",
+        cron,
+        "when the cron job syncs (five fields, or @hourly and the like)",
+        on_host=False,
+    ),
+    Setting(
+        "install_dir",
+        "/usr/local/lib/certsync",
+        path,
+        "where the deploy puts the host program",
+        on_host=False,
+    ),
+    Setting(
+        "config_file",
+        "/etc/certsync/config.json",
+        path,
+        "the host program's settings",
+        on_host=False,
+    ),
+    Setting("cron_file", "/etc/cron.d/certsync", path, "the cron job", on_host=False),
+    Setting(
+        "python", "/usr/bin/python3", path, "the python3 that runs the host program", on_host=False
+    ),
+)
+
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+HOST_SETTINGS = tuple(setting for setting in SETTINGS if setting.on_host)
+
+
+class SettingError(ValueError):
+    """A setting certsync refuses; the message names the host and the setting."""
+
+
+def check_settings(
+    host: str, values: Mapping[str, Any], only: tuple[Setting, ...] = SETTINGS
+) -> dict[str, Any]:
+    """Every setting of `only`, checked: `values` by name (missing ones take their default)."""
+    checked: dict[str, Any] = {}
+    for setting in only:
+        value = values.get(setting.name)
+        if value is None:
+            value = setting.default
+        try:
+            checked[setting.name] = setting.check(value)
+        except ValueError as error:
+            raise SettingError(f"{host}: {setting.key}: {error}") from None
+    return checked
+
+
+class Config:
+    """The host program's settings, as config.json holds them (`host` and every host setting)."""
+
+    def __init__(self, host: str, values: Mapping[str, Any]) -> None:
+        self.host = host
+        self.values = check_settings(host, values, HOST_SETTINGS)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, **self.values}
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str) -> Config:
+        if not isinstance(raw, dict) or not isinstance(raw.get("host"), str):
+            raise ValueError(f"{where}: not a certsync settings object")
+        unknown = set(raw) - {"host"} - {setting.name for setting in HOST_SETTINGS}
+        if unknown:
+            raise ValueError(f"{where}: unknown settings {sorted(unknown)}")
+        return cls(raw["host"], raw)
+
+    @classmethod
+    def load(cls, file: str) -> Config:
+        with open(file, encoding="utf-8") as handle:
+            return cls.from_json(json.load(handle), file)

@@ -1,0 +1,141 @@
+"""`state`: what a sync would do on this host, as JSON, changing nothing. The deploy's preview
+and the status report read it: the plan per name with the public facts it rests on (what Caddy
+holds, what mox has and serves), the files certsync installed, and warnings. No key material."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import sys
+from typing import Any
+
+from .errors import reason
+from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
+from .output import emit
+from .plan import DIR_MODE, REFUSE, NamePlan, file_meta_json, mox_ids, plan_name, probe_all
+from .settings import Config
+
+STATE_VERSION = 1
+LOG_TAIL_BYTES = 1 << 16
+
+
+def file_meta(path: str) -> dict[str, Any]:
+    """sha256 (of a regular file), kind, owner and mode of one of certsync's own files."""
+    folder, name = os.path.split(path)
+    try:
+        dir_fd = open_dir(folder)
+    except FileNotFoundError:
+        return {"kind": "missing", "sha256": None}
+    except (OSError, ValueError) as error:
+        return {"kind": "other", "sha256": None, "error": reason(error)}
+    try:
+        state = read_file(dir_fd, name)
+    finally:
+        os.close(dir_fd)
+    digest = (
+        hashlib.sha256(state.data).hexdigest()
+        if state.kind == FILE and state.data is not None
+        else None
+    )
+    return {**file_meta_json(state), "sha256": digest}
+
+
+def folder_refusal(config: Config) -> str | None:
+    """A folder certsync writes that it would refuse (a symlink on the way), as sync refuses."""
+    folders = (
+        os.path.dirname(config.log_file),
+        os.path.dirname(config.lock_file),
+        config.backup_dir,
+        config.mox_cert_dir,
+    )
+    for folder in folders:
+        try:
+            os.close(open_dir(folder))
+        except FileNotFoundError:
+            continue  # a sync creates it
+        except (OSError, ValueError) as error:
+            return reason(error)
+    return None
+
+
+def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str, str]]:
+    """The newest log line of each name: {"time", "status", "detail"}."""
+    found: dict[str, dict[str, str]] = {}
+    try:
+        with open(log_file, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(file.tell() - LOG_TAIL_BYTES, 0))
+            lines = file.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return found
+    prefix = f" certsync {host}: "
+    for line in reversed(lines):
+        stamp, sep, rest = line.partition(prefix)
+        if not sep:
+            continue
+        name, _, rest = rest.partition(": ")
+        if name in names and name not in found:
+            status, _, detail = rest.partition(": ")
+            found[name] = {"time": stamp, "status": status, "detail": detail}
+    return found
+
+
+def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "certsync_state": STATE_VERSION,
+        "host": config.host,
+        "error": None,
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "openssl": shutil.which("openssl") is not None,
+        "files": {path: file_meta(path) for path in files},
+        "warnings": [],
+        "mox_dir": None,
+        "names": {},
+        "last_runs": {},
+    }
+    if os.geteuid() != 0:
+        state["error"] = "needs root to read the keys (set _sudo)"
+        return state
+    try:
+        uid, gid = mox_ids(config)
+    except ValueError as error:
+        state["error"] = str(error)
+        return state
+    found = writable_by_others(config.mox_binary)
+    if found:
+        state["warnings"].append(trust_warning(config.mox_binary, found))
+    state["last_runs"] = last_runs(config.log_file, list(config.names), config.host)
+    now = dt.datetime.now(dt.timezone.utc)
+    refusal = folder_refusal(config)
+    dir_fd = None
+    dir_right = True
+    if refusal is None:
+        try:
+            dir_fd = open_dir(config.mox_cert_dir)
+            info = os.fstat(dir_fd)
+            dir_right = (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (uid, gid, DIR_MODE)
+            state["mox_dir"] = {"kind": "dir", "right": dir_right}
+        except FileNotFoundError:
+            state["mox_dir"] = {"kind": "missing", "right": False}
+    try:
+        for name in config.names:
+            if refusal is not None:
+                plan = NamePlan(name, REFUSE, refusal, None, None, [], None)
+            else:
+                plan = plan_name(config, name, dir_fd, now, force, dir_right)
+            entry = plan.to_json()
+            if all_ports and plan.targets:
+                entry["served_all"] = probe_all(plan.targets, name)
+            state["names"][name] = entry
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+    return state
+
+
+def print_state(state: dict[str, Any]) -> None:
+    import json
+
+    emit(json.dumps(state, sort_keys=True))

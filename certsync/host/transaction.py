@@ -1,0 +1,335 @@
+"""The sync: for each name its plan (plan.py), carried out under the lock: repair owner and mode,
+or back up, install, `mox config test`, restart mox once, check what it serves, and roll back on
+any failure after the first file changed."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import shlex
+import stat
+import subprocess
+import time
+from collections.abc import Sequence
+
+from .backup import take_backup
+from .errors import reason
+from .files import (
+    FILE,
+    FileState,
+    NotTheCheckedFile,
+    open_dir,
+    put_entries,
+    read_file,
+    repair_owner_mode,
+    trust_warning,
+    writable_by_others,
+)
+from .moxconf import Target
+from .names import server_name, storage_name
+from .output import Log
+from .plan import (
+    CERT_MODE,
+    DIR_MODE,
+    IN_SYNC,
+    INSTALL,
+    KEY_MODE,
+    REFUSE,
+    REPAIR,
+    NamePlan,
+    mox_ids,
+    plan_name,
+)
+from .probe import PROBE_ERRORS, served_fingerprint
+from .settings import Config
+from .validity import describe
+
+OK_STATUSES = ("in sync", "installed", "repaired", "restarted")
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_RESTORE_FAILED = 0, 1, 2, 3, 4
+EXIT_OF_STATUS = {
+    "refused": EXIT_REFUSED,
+    "failed": EXIT_ROLLED_BACK,
+    "rolled back": EXIT_ROLLED_BACK,
+    "restore failed": EXIT_RESTORE_FAILED,
+}
+COMMAND_TIMEOUT = 120
+
+
+@dataclasses.dataclass
+class Outcome:
+    name: str
+    # in sync | installed | repaired | restarted (exit 0) | refused (1) | failed | rolled back (3)
+    # | restore failed (4)
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK_STATUSES
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_OF_STATUS.get(self.status, EXIT_OK)
+
+
+class StepFailed(Exception):
+    """A step of the transaction failed; the message says which and why."""
+
+
+def run_command(what: str, argv: list[str]) -> None:
+    try:
+        result = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=COMMAND_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise StepFailed(f"{what} failed: {reason(error)}") from error
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).decode("utf-8", "replace")
+        raise StepFailed(
+            f"{what} failed (exit {result.returncode}): {' '.join(output.split())[-400:]}"
+        )
+
+
+class Sync:
+    """One sync run on this host, under the lock."""
+
+    def __init__(self, config: Config, force: bool, log: Log) -> None:
+        self.config = config
+        self.force = force
+        self.log = log
+        self.uid, self.gid = mox_ids(config)
+
+    def run(self, names: Sequence[str]) -> list[Outcome]:
+        """Sync `names`; every failure becomes an Outcome with its reason, never an exception."""
+        now = dt.datetime.now(dt.timezone.utc)
+        folder = self.config.mox_cert_dir
+        try:
+            # Refuse early, before anything changes, when a folder certsync writes is unsafe.
+            os.close(open_dir(self.config.backup_dir, create_mode=DIR_MODE))
+            dir_fd = open_dir(folder, create_mode=DIR_MODE)
+        except (OSError, ValueError) as error:
+            return [Outcome(name, "refused", reason(error)) for name in names]
+        try:
+            try:
+                info = os.fstat(dir_fd)
+                if (info.st_uid, info.st_gid) != (self.uid, self.gid):
+                    os.fchown(dir_fd, self.uid, self.gid)
+                if stat.S_IMODE(info.st_mode) != DIR_MODE:
+                    os.fchmod(dir_fd, DIR_MODE)
+            except OSError as error:
+                detail = f"cannot set owner and mode of {folder} ({reason(error)})"
+                return [Outcome(name, "refused", detail) for name in names]
+            plans = [plan_name(self.config, name, dir_fd, now, self.force) for name in names]
+            outcomes = self._carry_out(dir_fd, plans)
+        finally:
+            os.close(dir_fd)
+        return [outcomes[name] for name in names]
+
+    def _carry_out(self, dir_fd: int, plans: list[NamePlan]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        installs: list[NamePlan] = []
+        restarts: list[NamePlan] = []
+        for plan in plans:
+            if plan.action == REFUSE:
+                outcomes[plan.name] = Outcome(plan.name, "refused", plan.detail)
+            elif plan.action == IN_SYNC:
+                outcomes[plan.name] = Outcome(plan.name, "in sync", plan.detail)
+            elif plan.action == INSTALL:
+                installs.append(plan)
+            else:
+                try:
+                    self._repair(dir_fd, plan)
+                except NotTheCheckedFile as why:
+                    plan.action, plan.detail = INSTALL, f"{why}; installing Caddy's pair anew"
+                    installs.append(plan)
+                    continue
+                except OSError as error:
+                    outcomes[plan.name] = Outcome(
+                        plan.name, "failed", f"repairing owner and mode failed ({reason(error)})"
+                    )
+                    continue
+                if plan.action == REPAIR:
+                    outcomes[plan.name] = Outcome(plan.name, "repaired", plan.detail)
+                else:
+                    restarts.append(plan)
+        if installs or restarts:
+            outcomes.update(self._change(dir_fd, installs, restarts))
+        return outcomes
+
+    def _repair(self, dir_fd: int, plan: NamePlan) -> None:
+        """Owner and mode of both files, through the descriptors their contents are checked on."""
+        pair = plan.pair
+        assert pair is not None
+        stored = storage_name(plan.name)
+        repair_owner_mode(dir_fd, stored + ".crt", pair.cert, self.uid, self.gid, CERT_MODE)
+        repair_owner_mode(dir_fd, stored + ".key", pair.key, self.uid, self.gid, KEY_MODE)
+
+    def _new_entries(self, installs: list[NamePlan]) -> dict[str, FileState]:
+        entries = {}
+        for plan in installs:
+            pair = plan.pair
+            assert pair is not None
+            stored = storage_name(plan.name)
+            entries[stored + ".crt"] = FileState(
+                FILE, pair.cert, None, self.uid, self.gid, CERT_MODE
+            )
+            entries[stored + ".key"] = FileState(FILE, pair.key, None, self.uid, self.gid, KEY_MODE)
+        return entries
+
+    def _change(
+        self, dir_fd: int, installs: list[NamePlan], restarts: list[NamePlan]
+    ) -> dict[str, Outcome]:
+        olds: dict[str, FileState] = {}
+        for plan in installs:
+            assert plan.current is not None
+            stored = storage_name(plan.name)
+            olds[stored + ".crt"], olds[stored + ".key"] = plan.current.crt, plan.current.key
+        backup = note = ""
+        if installs:
+            try:
+                backup, note = take_backup(self.config.backup_dir, olds, self.config.backups_keep)
+            except OSError as error:
+                detail = (
+                    f"backup failed ({reason(error)}); mox's files unchanged, mox not restarted"
+                )
+                return {
+                    plan.name: Outcome(plan.name, "failed", detail) for plan in installs + restarts
+                }
+        restarted = False
+        try:
+            if installs:
+                try:
+                    put_entries(dir_fd, self._new_entries(installs))
+                except OSError as error:
+                    if self._unchanged(dir_fd, olds):
+                        detail = f"install failed ({reason(error)}); mox's files unchanged"
+                        return {
+                            p.name: Outcome(p.name, "failed", detail) for p in installs + restarts
+                        }
+                    raise StepFailed(f"install failed ({reason(error)})") from error
+                warnings = writable_by_others(self.config.mox_binary)
+                if warnings:
+                    self.log.line(f"warning: {trust_warning(self.config.mox_binary, warnings)}")
+                run_command(
+                    "mox config test",
+                    [self.config.mox_binary, "-config", self.config.mox_config, "config", "test"],
+                )
+            restarted = True
+            run_command("restart", shlex.split(self.config.restart_command))
+            self._verify(
+                {
+                    p.name: (p.pair.info.fingerprint, p.targets)
+                    for p in installs + restarts
+                    if p.pair
+                }
+            )
+        except Exception as error:  # whatever it is, mox's previous files go back
+            why = (
+                str(error)
+                if isinstance(error, StepFailed)
+                else f"unexpected error ({type(error).__name__}: {error})"
+            )
+            return self._roll_back(dir_fd, why, olds, installs, restarts, restarted)
+        outcomes = {}
+        for plan in installs + restarts:
+            pair = plan.pair
+            assert pair is not None
+            checked = "" if plan.targets else f" (not checked: {'; '.join(plan.warnings)})"
+            if plan.action == INSTALL:
+                detail = f"{describe(pair.info)} from {pair.issuer}, backup {backup}{note}{checked}"
+                outcomes[plan.name] = Outcome(plan.name, "installed", detail)
+            else:
+                outcomes[plan.name] = Outcome(plan.name, "restarted", f"{plan.detail}{checked}")
+        return outcomes
+
+    def _roll_back(
+        self,
+        dir_fd: int,
+        why: str,
+        olds: dict[str, FileState],
+        installs: list[NamePlan],
+        restarts: list[NamePlan],
+        restarted: bool,
+    ) -> dict[str, Outcome]:
+        outcomes = {
+            p.name: Outcome(p.name, "failed", f"{why}; mox's files unchanged") for p in restarts
+        }
+        if not installs:
+            return outcomes
+        ok, how = self._restore(dir_fd, olds, installs, restarted)
+        status = "rolled back" if ok else "restore failed"
+        detail = f"{why}; rolled back: {how}" if ok else f"{why}; {how}"
+        outcomes.update({p.name: Outcome(p.name, status, detail) for p in installs})
+        return outcomes
+
+    def _unchanged(self, dir_fd: int, olds: dict[str, FileState]) -> bool:
+        """Whether mox's files are exactly the old ones again (links with their targets)."""
+        try:
+            return all(read_file(dir_fd, file) == state for file, state in olds.items())
+        except OSError:
+            return False
+
+    def _restore(
+        self, dir_fd: int, olds: dict[str, FileState], installs: list[NamePlan], restarted: bool
+    ) -> tuple[bool, str]:
+        """Put back exactly what mox had (files, links, nothing); restart and check it serves
+        the previous certificates again if it was restarted. (ok, what happened)."""
+        try:
+            put_entries(dir_fd, olds)
+        except OSError as error:
+            return False, (
+                f"restoring mox's previous files FAILED ({reason(error)});"
+                f" they are in the newest backup under {self.config.backup_dir}"
+            )
+        if not self._unchanged(dir_fd, olds):
+            return False, (
+                f"mox's previous files could not be put back as they were; they are in the newest"
+                f" backup under {self.config.backup_dir}"
+            )
+        if not restarted:
+            return (
+                True,
+                "mox's previous files restored (mox was not restarted: it still serves them)",
+            )
+        expected = {}
+        for plan in installs:
+            before = plan.served.sha256 if plan.served else None
+            if before is None and plan.current is not None and plan.current.info is not None:
+                before = plan.current.info.fingerprint
+            if before is not None:
+                expected[plan.name] = (before, plan.targets)
+        try:
+            run_command("restart", shlex.split(self.config.restart_command))
+            self._verify(expected)
+        except Exception as error:
+            return False, f"mox's previous files restored, but after restarting mox: {error}"
+        if not expected:
+            return True, "mox's previous files restored (mox served nothing for it before)"
+        return True, "mox's previous files restored and served again"
+
+    def _verify(self, expected: dict[str, tuple[str, list[Target]]]) -> None:
+        """Wait, for a bounded time, until every target serves the expected certificate."""
+        timeout = self.config.verify_timeout_seconds
+        deadline = time.monotonic() + timeout
+        pending = {(name, target) for name, (_, targets) in expected.items() for target in targets}
+        last: dict[tuple[str, Target], str] = {}
+        while True:
+            for name, target in sorted(pending, key=lambda item: (item[0], str(item[1]))):
+                try:
+                    served = served_fingerprint(target, server_name(name))
+                except PROBE_ERRORS as error:
+                    last[(name, target)] = f"{name} {target}: {reason(error)}"
+                    continue
+                if served == expected[name][0]:
+                    pending.discard((name, target))
+                else:
+                    last[(name, target)] = f"{name} {target} serves sha256={served[:16]}"
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                details = "; ".join(sorted(last[key] for key in pending))
+                raise StepFailed(
+                    f"mox does not serve the expected certificate after {timeout} s: {details}"
+                )
+            time.sleep(0.2)

@@ -1,0 +1,111 @@
+"""A host's certsync settings, from pyinfra's data (`--data` > host > group > all > the deploy's
+arguments > certsync's defaults), checked before anything connects or runs."""
+
+from __future__ import annotations
+
+import json
+from collections import ChainMap
+from collections.abc import Mapping
+from typing import Any
+
+from pyinfra.api.exceptions import PyinfraError
+
+from certsync.host.settings import (
+    HOST_SETTINGS,
+    PREFIX,
+    SETTINGS,
+    Config,
+    SettingError,
+    check_settings,
+)
+
+
+class SettingsError(PyinfraError):
+    """A setting that certsync refuses; the message names the host and the setting."""
+
+
+class HostSettings:
+    """Every setting of one host, checked. `names` are the names to sync in this run;
+    `configured_names` the host's own (for its cron job), which differ after a one-off
+    `--data certsync_names=...`."""
+
+    def __init__(self, host: str, values: dict[str, Any], configured_names: list[str]) -> None:
+        self.host = host
+        self.values = values
+        self.configured_names = configured_names
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __str__(self) -> str:  # how pyinfra shows it among an operation's or a fact's arguments
+        return f"<certsync settings of {self.host}>"
+
+    @property
+    def program(self) -> str:
+        return f"{self.install_dir}/certsync.pyz"
+
+    def host_config(self) -> Config:
+        """The settings the host program reads: config.json, with the host's own names."""
+        values = {setting.name: self.values[setting.name] for setting in HOST_SETTINGS}
+        values["names"] = self.configured_names
+        return Config(self.host, values)
+
+    def run_config(self) -> Config:
+        """The settings of this run (its names), for the state read."""
+        return Config(self.host, {s.name: self.values[s.name] for s in HOST_SETTINGS})
+
+    def config_json(self) -> str:
+        return json.dumps(self.host_config().to_json(), indent=2, sort_keys=True) + "\n"
+
+
+def _values(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    values = {}
+    for setting in SETTINGS:
+        value = data.get(setting.key)
+        if value is None:
+            value = defaults.get(setting.name)
+        if value is not None:
+            values[setting.name] = value
+    return values
+
+
+def settings_from_data(
+    host: str, data: Any, defaults: Mapping[str, Any] | None = None, configured: Any = None
+) -> HostSettings:
+    """The checked settings of `host` from its pyinfra data; `configured`: its data without
+    `--data` overrides (for the cron job's names)."""
+    defaults = defaults or {}
+    unknown = sorted(set(defaults) - {setting.name for setting in SETTINGS})
+    if unknown:
+        raise SettingsError(f"{host}: certsync has no settings {', '.join(unknown)}")
+    try:
+        values = check_settings(host, _values(data, defaults))
+        names = values["names"]
+        if configured is not None:
+            names = check_settings(host, _values(configured, defaults), (SETTINGS[0],))["names"]
+    except SettingError as error:
+        raise SettingsError(str(error)) from None
+    return HostSettings(host, values, names)
+
+
+def settings_of_hosts(
+    inventory: Any, defaults: Mapping[str, Any] | None = None
+) -> dict[str, HostSettings]:
+    """The settings of every host the run targets; raise SettingsError naming the first bad
+    host and setting. `--data certsync_names=...` selects names for this run only: the host's
+    cron job keeps the names its host, group and all data give."""
+    one_off_names = PREFIX + "names" in inventory.get_override_data()
+    result = {}
+    for host in inventory.iter_activated_hosts():
+        configured = None
+        if one_off_names:
+            configured = ChainMap(
+                inventory.get_host_data(host.name),
+                inventory.get_groups_data(host.groups),
+                inventory.get_data(),
+            )
+        result[host.name] = settings_from_data(host.name, host.data, defaults, configured)
+    return result

@@ -1,0 +1,146 @@
+"""The certsync operation: mox's certificate files equal to Caddy's, and the cron job installed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from importlib import resources
+from io import BytesIO, StringIO
+from typing import Any
+
+import jinja2
+from pyinfra import host, logger
+from pyinfra.api import (
+    FileUploadCommand,
+    FunctionCommand,
+    Host,
+    QuoteString,
+    State,
+    StringCommand,
+    operation,
+)
+from pyinfra.operations import files as pyinfra_files
+
+from certsync import program
+from certsync.facts import CertsyncState
+from certsync.hostdata import HostSettings
+from certsync.preview import host_lines
+
+# The state read at change detection, reused when the operation runs (the host program decides
+# again under its lock): an in-sync host costs one command, with or without --yes.
+_state_of: dict[tuple[str, int], dict[str, Any] | None] = {}
+
+
+def cron_file(settings: HostSettings) -> str:
+    template = resources.files("certsync").joinpath("templates/certsync.cron.j2").read_text()
+    return jinja2.Template(template, keep_trailing_newline=True).render(
+        alert_email=settings.alert_email,
+        schedule=settings.cron_schedule,
+        command=str(sync_command(settings, [], force=False)),
+    )
+
+
+def host_files(settings: HostSettings) -> dict[str, tuple[bytes, int]]:
+    """The files the host gets from the deploy: path -> (content, mode)."""
+    return {
+        settings.program: (program.zipapp(), 0o755),
+        settings.config_file: (settings.config_json().encode(), 0o644),
+        settings.cron_file: (cron_file(settings).encode(), 0o644),
+    }
+
+
+def sync_command(settings: HostSettings, names: list[str], force: bool) -> StringCommand:
+    args = ["sync", "--config", settings.config_file]
+    for name in names:
+        args += ["--name", name]
+    if force:
+        args.append("--force")
+    return StringCommand(
+        QuoteString(settings.python),
+        "-I",
+        "-S",
+        *(QuoteString(a) for a in [settings.program, *args]),
+    )
+
+
+def _fail_host(state: State, host: Host, message: str) -> bool:
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False  # fails this host, with the message, without running anything on it
+
+
+def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | None:
+    key = (host.name, id(settings))
+    if host.state.is_executing and key in _state_of:
+        return _state_of.pop(key)
+    state = host.get_fact(CertsyncState, settings=settings, files=paths, force=settings.force)
+    if not host.state.is_executing:
+        _state_of[key] = state
+    return state
+
+
+def _is_installed(state: dict[str, Any], path: str, content: bytes, mode: int) -> bool:
+    meta = state["files"].get(path, {})
+    return meta.get("sha256") == hashlib.sha256(content).hexdigest() and (
+        meta.get("user"),
+        meta.get("group"),
+        meta.get("mode"),
+    ) == ("root", "root", format(mode, "04o"))
+
+
+def _install(path: str, content: bytes, mode: int):
+    """files.put for a text file (it shows the diff with --diff); the zipapp by hand."""
+    if path.endswith(".pyz"):
+        if host.state.config.DIFF:
+            digest = hashlib.sha256(content).hexdigest()[:16]
+            host.log(f"Will install {path}: the certsync host program, sha256 {digest}")
+        yield StringCommand("install", "-d", "-m", "0755", QuoteString(os.path.dirname(path)))
+        yield FileUploadCommand(BytesIO(content), path)
+        yield StringCommand("chown", "root:root", QuoteString(path))
+        yield StringCommand("chmod", f"{mode:o}", QuoteString(path))
+        return
+    yield from pyinfra_files.put._inner(
+        src=StringIO(content.decode()), dest=path, user="root", group="root", mode=f"{mode:o}"
+    )
+
+
+@operation()
+def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = None):
+    """
+    Make mox's certificate files on this host equal to Caddy's newest valid pair, per name.
+
+    + settings: the host's certsync settings (``certsync.hostdata.settings_of_hosts``)
+    + hold_back: asked when the operation runs; a reason fails the host without touching it
+
+    Installs the host program, its settings and the cron job when they differ, then runs the
+    host program for the names that differ (it validates, backs up, installs, restarts mox once
+    and verifies). Reads only, in one command, when everything is already in sync.
+    """
+    if hold_back is not None and host.state.is_executing and (reason := hold_back()):
+        yield FunctionCommand(_fail_host, (f"held back: {reason}",), {})
+        return
+    files = host_files(settings)
+    state = _read_state(settings, list(files))
+    if state is None:  # pyinfra failed the host and showed why
+        yield FunctionCommand(_fail_host, ("certsync could not read the host's state",), {})
+        return
+    problems = [state["error"]] if state["error"] else []
+    if not state["openssl"]:
+        problems.append("certsync needs openssl on the host")
+    if problems:
+        yield FunctionCommand(_fail_host, ("; ".join(problems),), {})
+        return
+    # Shown once: in the preview, or as the run goes when the preview was skipped (--yes).
+    if not host.state.is_executing or not host.state.check_for_changes:
+        for line in host_lines(state):
+            host.log(line)
+    for path, (content, mode) in files.items():
+        if not _is_installed(state, path, content, mode):
+            yield from _install(path, content, mode)
+    pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
+    if settings.force:
+        pending = list(settings.names)
+    if not pending:
+        host.noop(f"mox's certificates equal Caddy's for {', '.join(settings.names)}")
+        return
+    yield sync_command(settings, pending, settings.force)
