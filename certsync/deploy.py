@@ -12,9 +12,9 @@ from typing import Any
 from pyinfra import host, logger, state
 from pyinfra.api import deploy
 
-from certsync.hostdata import HostSettings, settings_of_hosts
+from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
-from certsync.rollout import canary_gate, check_serial_order, cli_mode, watch_of
+from certsync.rollout import canary_gate, cli_mode, refuse_serial_with_canaries, watch_of
 
 _checked: dict[tuple[int, str], dict[str, HostSettings]] = {}
 
@@ -23,7 +23,7 @@ def _settings_of_fleet(defaults: dict[str, Any]) -> dict[str, HostSettings]:
     """Every targeted host's settings, checked once per run before anything runs on any host."""
     key = (id(state), repr(sorted(defaults.items())))
     if key not in _checked:
-        _checked[key] = settings_of_hosts(state.inventory, defaults)
+        _checked[key] = settings_of_hosts(state, defaults)
     return _checked[key]
 
 
@@ -41,14 +41,10 @@ def certsync_deploy(**defaults: Any) -> None:
         host.log("certsync: no certificate names (certsync_names): left alone", logger.info)
         return
     group = settings.canary_group
-    canaries = [
-        h
-        for h in state.inventory.iter_activated_hosts()
-        if group in h.groups and fleet[h.name].names
-    ]
+    synced_hosts = [h for h in targeted_hosts(state) if fleet[h.name].names]
+    canaries = [h for h in synced_hosts if group in h.groups]
     if cli_mode().get("serial"):
-        synced_hosts = [h for h in state.inventory.iter_activated_hosts() if fleet[h.name].names]
-        check_serial_order(synced_hosts, lambda h: group in h.groups)
+        refuse_serial_with_canaries(synced_hosts, canaries, group)
     if group in host.groups:
         meta = synced(name="sync canary hosts", settings=settings)
         watch_of(state).canary_ops.add(meta._hash)

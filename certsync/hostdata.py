@@ -91,15 +91,21 @@ def settings_from_data(
     return HostSettings(host, values, names)
 
 
+def targeted_hosts(state: Any) -> list[Any]:
+    """The hosts this run targets (--limit), reachable or not, in inventory order."""
+    return [host for host in state.inventory if state.is_host_in_limit(host)]
+
+
 def settings_of_hosts(
-    inventory: Any, defaults: Mapping[str, Any] | None = None
+    state: Any, defaults: Mapping[str, Any] | None = None
 ) -> dict[str, HostSettings]:
     """The settings of every host the run targets; raise SettingsError naming the first bad
     host and setting. `--data certsync_names=...` selects names for this run only: the host's
     cron job keeps the names its host, group and all data give."""
+    inventory = state.inventory
     one_off_names = PREFIX + "names" in inventory.get_override_data()
     result = {}
-    for host in inventory.iter_activated_hosts():
+    for host in targeted_hosts(state):
         configured = None
         if one_off_names:
             configured = ChainMap(

@@ -1,7 +1,7 @@
 """Canary first: the hosts of the canary group finish their sync before any other host starts
 it, and the others are held back (failed, untouched) when a canary host failed. Holds in
-pyinfra's default mode, with --parallel N and --no-wait (the others wait for the canaries); with
---serial only when the inventory lists the canary hosts first (pyinfra runs hosts in its order)."""
+pyinfra's default mode, with --parallel N and --no-wait (the others wait for the canaries);
+--serial is refused when a run targets canary and other hosts (pyinfra picks the host order)."""
 
 from __future__ import annotations
 
@@ -60,19 +60,16 @@ def cli_mode() -> dict[str, Any]:
     return dict(context.params) if context is not None else {}
 
 
-def check_serial_order(hosts: list[Any], is_canary: Callable[[Any], bool]) -> None:
-    """With --serial, pyinfra syncs host after host in inventory order: refuse unless every
-    canary host comes before every other host."""
-    seen_other = None
-    for host in hosts:
-        if not is_canary(host):
-            seen_other = seen_other or host
-        elif seen_other is not None:
-            raise SettingsError(
-                f"{host.name}: certsync: with --serial pyinfra runs one host after the other in"
-                f" inventory order, and {seen_other.name} (not a canary) comes before canary host"
-                f" {host.name}: list the canary group first in the inventory, or drop --serial"
-            )
+def refuse_serial_with_canaries(hosts: list[Any], canaries: list[Any], group: str) -> None:
+    """--serial runs every operation of one host before the next host, in an order pyinfra
+    does not let a deploy choose: the canary group cannot go first. Refuse unless this run
+    targets only canary hosts or only other hosts."""
+    if canaries and len(canaries) < len(hosts):
+        raise SettingsError(
+            f"certsync: --serial runs each host's whole deploy before the next host's, in an order"
+            f" certsync cannot choose, so the {group} group cannot go first; drop --serial, or"
+            f" run `--serial --limit {group}` first and then the other hosts"
+        )
 
 
 def canary_gate(state: State, canaries: list[Any]) -> Callable[[], str | None]:
@@ -87,11 +84,6 @@ def canary_gate(state: State, canaries: list[Any]) -> Callable[[], str | None]:
             ]
 
         while pending():
-            if cli_mode().get("serial"):
-                names = ", ".join(h.name for h in pending())
-                return (
-                    f"canary host {names} has not run yet (--serial runs hosts in inventory order)"
-                )
             gevent.sleep(WAIT_INTERVAL)
         failed = sorted(
             h.name for h in canaries if h.name in watch.failed or h in state.failed_hosts

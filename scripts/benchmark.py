@@ -28,7 +28,7 @@ from tests.fleet import Fleet, Pki, TestHost, default_host_specs, missing_compon
 
 COMMAND_RE = re.compile(r"^\[(?P<host>[^\]]+)\]\s+>>> ", re.M)
 SESSION_RE = re.compile(r"Starting session: ")
-PROGRAM = "/usr/local/lib/certsync/certsync.py"
+PROGRAM = "/usr/local/lib/certsync/certsync.pyz"
 CONFIG = "/etc/certsync/config.json"
 DEPLOY_TIMEOUT = 600.0
 

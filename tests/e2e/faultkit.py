@@ -26,8 +26,8 @@ from tests.fleet.x509util import (
 )
 
 CONFIG_FILE = "/etc/certsync/config.json"
-PROGRAM = "/usr/local/lib/certsync/certsync.py"
-SYNC_COMMAND = f"/usr/bin/python3 {PROGRAM} sync --config {CONFIG_FILE}"
+PROGRAM = "/usr/local/lib/certsync/certsync.pyz"
+SYNC_COMMAND = f"/usr/bin/python3 -I -S {PROGRAM} sync --config {CONFIG_FILE}"
 HOST_RUN_DIR = "/run/certsync-e2e"  # private to each host (tests/fleet/fleet.py)
 
 
@@ -120,9 +120,9 @@ def host_processes(host: TestHost, pattern: str) -> list[str]:
 
 def wait_until_no_sync_runs(host: TestHost, timeout: float = 90) -> None:
     wait_for(
-        lambda: not host_processes(host, r"certsync\.py sync"),
+        lambda: not host_processes(host, r"certsync\.pyz sync"),
         timeout,
-        f"every certsync.py process of {host.name} to end",
+        f"every certsync.pyz process of {host.name} to end",
         interval=0.1,
     )
 

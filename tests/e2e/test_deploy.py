@@ -53,7 +53,7 @@ def test_first_run_installs_caddys_certificates_and_mox_serves_them(fleet, pki, 
         cron = files.file(CRON_FILE)
         assert (cron.user, cron.mode) == ("root", 0o644)
         assert re.search(
-            r"^\S+ \S+ \S+ \S+ \S+ root .*certsync\.py sync --config ", cron.content_string, re.M
+            r"^\S+ \S+ \S+ \S+ \S+ root .*certsync\.pyz sync --config ", cron.content_string, re.M
         )
     # The backup holds what mox had before: the placeholder.
     (stamp,) = backups(first)

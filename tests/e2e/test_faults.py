@@ -4,7 +4,7 @@ Each test breaks one thing on the real fleet (pebble + Caddy's storage, sshd + m
 checks what a user would: mox still serves a whole pair (the old one or the new one) on every
 port, mox's files and the backups are intact, the output names host, name and why, and the exit
 status tells the failure. Host program exit statuses: 0 ok, 1 refused, 3 rolled back, 4 restore
-failed (files/certsync.py); pyinfra exits 1 when a host fails and shows the host program's
+failed (certsync/host/cli.py); pyinfra exits 1 when a host fails and shows the host program's
 `exit N` line.
 """
 
@@ -256,7 +256,7 @@ def test_failed_install_is_rolled_back_and_the_old_certificate_served(
         why = "mox config test failed"
     elif failure == "mox does not come back":
         data["certsync_restart_command"] = "/etc/certsync/restart-down-once"
-        why = "mox does not serve the expected certificate after 4 s: mail.h1.test port 465: "
+        why = "mox does not serve the expected certificate after 4 s: mail.h1.test 127.0.\\d+.11:465: "
     else:
         data["certsync_restart_command"] = "true"
         why = "mox does not serve the expected certificate after 4 s: .* serves sha256="
@@ -442,7 +442,7 @@ def test_ssh_drop_during_verify_ends_fully_synced(make_fleet, pki, tmp_path):
         )
     try:
         wait_for((host.run_dir / "restarting").exists, 60, "the sync to restart mox")
-        assert host_processes(host, r"certsync\.py sync")
+        assert host_processes(host, r"certsync\.pyz sync")
         assert host_processes(host, SSH_SESSION), "no SSH session to drop"
     finally:
         os.killpg(pyinfra.pid, signal.SIGKILL)
@@ -453,7 +453,7 @@ def test_ssh_drop_during_verify_ends_fully_synced(make_fleet, pki, tmp_path):
         30,
         f"the SSH session on {host.name} to end",
     )
-    assert host_processes(host, r"certsync\.py sync"), "the sync died with the SSH session"
+    assert host_processes(host, r"certsync\.pyz sync"), "the sync died with the SSH session"
     (host.run_dir / "go").touch()
 
     wait_until_no_sync_runs(host)

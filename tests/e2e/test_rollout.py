@@ -28,8 +28,8 @@ from tests.fleet import DEBIAN_CADDY_DATA_DIR, DOCKER_CADDY_DATA_DIR, Fleet, Pki
 
 CONFIG_FILE = "/etc/certsync/config.json"
 CRON_FILE = "/etc/cron.d/certsync"
-# The fact's one command carries this word (facts/certsync.py: `sh -c SCRIPT certsync-state ...`).
-FACT_MARKER = "certsync-state"
+# The fact's one command runs the host program's read-only `state` (certsync/facts.py).
+FACT_MARKER = "state --settings"
 COMMAND_RE = re.compile(r"^\[(?P<host>[^\]]+)\]\s+>>> ", re.M)
 # sshd (LogLevel VERBOSE) logs every session it opens: a command, a shell or the sftp subsystem.
 SESSION_RE = re.compile(r"Starting session: (?P<kind>.*?) for root from")

@@ -380,7 +380,6 @@ class TestHost:
             "ssh_allow_agent": False,
             "ssh_look_for_keys": False,
             "certsync_names": list(self.cert_names),
-            "certsync_verify_address": self.address,
             "certsync_restart_command": self.restart_command,
             "certsync_mox_binary": MOX_BINARY,
             "certsync_caddy_data_dir": self.caddy_data_dir,

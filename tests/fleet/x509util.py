@@ -58,13 +58,11 @@ def self_signed(
 
 
 def self_signed_placeholder(name: str) -> PemPair:
-    """ECDSA P-256, SAN = name, valid now-2d to now+30d: what mox serves before the first sync."""
+    """ECDSA P-256, SAN = name, valid from now for 30 days: what mox serves before the first
+    sync, made when the host is set up (so usually newer than Caddy's certificate)."""
     now = _now()
     return self_signed(
-        [name],
-        now - datetime.timedelta(days=2),
-        now + datetime.timedelta(days=30),
-        common_name=f"placeholder {name}",
+        [name], now, now + datetime.timedelta(days=30), common_name=f"placeholder {name}"
     )
 
 
