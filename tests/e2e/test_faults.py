@@ -256,7 +256,10 @@ def test_failed_install_is_rolled_back_and_the_old_certificate_served(
         why = "mox config test failed"
     elif failure == "mox does not come back":
         data["certsync_restart_command"] = "/etc/certsync/restart-down-once"
-        why = "mox does not serve the expected certificate after 4 s: mail.h1.test 127.0.\\d+.11:465: "
+        why = (
+            "mox does not serve the expected certificate after 4 s:"
+            " mail.h1.test 127.0.\\d+.11:465: "
+        )
     else:
         data["certsync_restart_command"] = "true"
         why = "mox does not serve the expected certificate after 4 s: .* serves sha256="
