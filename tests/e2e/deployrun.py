@@ -27,8 +27,17 @@ class DeployRun:
 
 def deploy(inventory: Path, *args: str, timeout: float = 300) -> DeployRun:
     """`pyinfra -y [args] inventory deploy.py` from the repository, as the README says."""
+    return _pyinfra(inventory, "-y", *args, timeout=timeout)
+
+
+def preview(inventory: Path, *args: str, timeout: float = 300) -> DeployRun:
+    """`pyinfra --dry [args] inventory deploy.py`: the preview, changing nothing."""
+    return _pyinfra(inventory, "--dry", *args, timeout=timeout)
+
+
+def _pyinfra(inventory: Path, *args: str, timeout: float) -> DeployRun:
     result = subprocess.run(
-        ["pyinfra", "-y", *args, str(inventory), "deploy.py"],
+        ["pyinfra", *args, str(inventory), "deploy.py"],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -48,8 +57,11 @@ def caddy_sha256(pki: Pki, name: str, suffix: str) -> str:
 
 
 def served_fingerprints(host: TestHost, name: str) -> dict[int, str]:
+    """What each port serves for `name` (for a wildcard, for a name under it)."""
+    server_name = name.replace("*.", "imap.", 1)
     return {
-        port: sha256_fingerprint(served_certificate(host.address, port, name)) for port in PORTS
+        port: sha256_fingerprint(served_certificate(host.address, port, server_name))
+        for port in PORTS
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.e2e.deployrun import BACKUP_DIR, MOX_CERT_DIR, served_fingerprints
 from tests.fleet import Pki, TestHost
+from tests.fleet.hostspec import storage_name
 from tests.fleet.pki import ISSUER_FOLDER
 from tests.fleet.waiting import wait_for
 from tests.fleet.x509util import (
@@ -58,7 +59,7 @@ def assert_serves_whole_pair(host: TestHost, name: str) -> str:
     """mox's .crt and .key for `name` are a matching pair and mox serves that certificate on
     every checked port; return its fingerprint. (The key is compared, never printed.)"""
     folder = host.source_of(MOX_CERT_DIR)
-    crt, key = folder / f"{name}.crt", folder / f"{name}.key"
+    crt, key = folder / f"{storage_name(name)}.crt", folder / f"{storage_name(name)}.key"
     assert not crt.is_symlink() and not key.is_symlink(), (host.name, name)
     cert = leaf_certificate(crt.read_bytes())
     assert key_matches_certificate(key.read_bytes(), cert), (
@@ -72,9 +73,9 @@ def assert_serves_whole_pair(host: TestHost, name: str) -> str:
 
 def assert_serves_caddys(host: TestHost, pki: Pki, name: str) -> None:
     """mox's files are Caddy's (pki's) pair for `name` and mox serves it."""
-    folder = host.source_of(MOX_CERT_DIR)
-    assert (folder / f"{name}.crt").read_bytes() == pki.cert_path(name).read_bytes(), name
-    assert (folder / f"{name}.key").read_bytes() == pki.key_path(name).read_bytes(), name
+    mox = host.source_of(MOX_CERT_DIR) / storage_name(name)
+    assert Path(f"{mox}.crt").read_bytes() == pki.cert_path(name).read_bytes(), name
+    assert Path(f"{mox}.key").read_bytes() == pki.key_path(name).read_bytes(), name
     assert assert_serves_whole_pair(host, name) == sha256_fingerprint(pki.certificate(name))
 
 

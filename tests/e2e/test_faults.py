@@ -244,8 +244,21 @@ exec {MOXCTL} restart
 """
 
 
+NOT_UTF8_MOX = """#!/bin/sh
+# `mox config test` that fails with bytes that are not UTF-8
+printf 'config error: \\377\\376\\n' >&2
+exit 1
+"""
+
+
 @pytest.mark.parametrize(
-    "failure", ["mox config test fails", "mox does not come back", "mox serves something else"]
+    "failure",
+    [
+        "mox config test fails",
+        "mox config test prints bytes that are not UTF-8",
+        "mox does not come back",
+        "mox serves something else",
+    ],
 )
 def test_failed_install_is_rolled_back_and_the_old_certificate_served(
     make_fleet, pki, tmp_path, failure
@@ -254,6 +267,9 @@ def test_failed_install_is_rolled_back_and_the_old_certificate_served(
     if failure == "mox config test fails":
         data["certsync_mox_config"] = "/etc/certsync/broken-mox.conf"
         why = "mox config test failed"
+    elif failure.startswith("mox config test"):
+        data["certsync_mox_binary"] = "/etc/certsync/not-utf8-mox"
+        why = "mox config test failed \\(exit 1\\): config error: \ufffd\ufffd"
     elif failure == "mox does not come back":
         data["certsync_restart_command"] = "/etc/certsync/restart-down-once"
         why = (
@@ -266,6 +282,7 @@ def test_failed_install_is_rolled_back_and_the_old_certificate_served(
     fleet, host, name, inventory = one_host(make_fleet, tmp_path, **data)
     write_host_file(host, "/etc/certsync/broken-mox.conf", "Listeners: [this is not sconf\n")
     write_host_file(host, "/etc/certsync/restart-down-once", RESTART_DOWN_ONCE)
+    write_host_file(host, "/etc/certsync/not-utf8-mox", NOT_UTF8_MOX)
     before = mox_files(host)
     old = assert_serves_whole_pair(host, name)
     pid = host.mox_pid()
@@ -275,7 +292,7 @@ def test_failed_install_is_rolled_back_and_the_old_certificate_served(
     assert_rolled_back(run, host, name, why)
     assert mox_files(host) == before
     assert assert_serves_whole_pair(host, name) == old
-    if failure == "mox config test fails":
+    if failure.startswith("mox config test"):
         assert "mox was not restarted" in run.output
         assert host.mox_pid() == pid
     else:

@@ -24,6 +24,7 @@ from .hostspec import (
     PRIVATE_DIRS,
     HostSpec,
     default_host_specs,
+    storage_name,
 )
 from .moxconf import domains_conf, mox_conf
 from .requirements import mox_binary
@@ -265,7 +266,7 @@ class TestHost:
             (".crt", pair.cert_pem, 0o644),
             (".key", pair.key_pem, 0o600),
         ):
-            path = cert_dir / f"{name}{suffix}"
+            path = cert_dir / f"{storage_name(name)}{suffix}"
             path.unlink(missing_ok=True)
             path.touch(mode=mode)
             path.write_bytes(content)

@@ -26,6 +26,13 @@ MOX_CONFIG = f"{MOX_HOME}/config/mox.conf"
 MOX_CERT_DIR = f"{MOX_HOME}/certs"
 
 
+def storage_name(name: str) -> str:
+    """How Caddy names the folder and files of `name` (`*.example.com`: `wildcard_.example.com`);
+    certsync names mox's files the same way."""
+    name = name.lower()
+    return "wildcard_." + name[2:] if name.startswith("*.") else name
+
+
 @dataclass(frozen=True)
 class HostSpec:
     index: int  # host i is mail-i on 127.0.s.(10+i), s the process's slot (0 when alone)

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from .hostspec import MOX_CERT_DIR, MOX_HOME, HostSpec
+from .hostspec import MOX_CERT_DIR, MOX_HOME, HostSpec, storage_name
 
 
 def mox_conf(spec: HostSpec) -> str:
     key_certs = "".join(
         f"\t\t\t\t-\n"
-        f"\t\t\t\t\tCertFile: {MOX_CERT_DIR}/{name}.crt\n"
-        f"\t\t\t\t\tKeyFile: {MOX_CERT_DIR}/{name}.key\n"
+        f"\t\t\t\t\tCertFile: {MOX_CERT_DIR}/{storage_name(name)}.crt\n"
+        f"\t\t\t\t\tKeyFile: {MOX_CERT_DIR}/{storage_name(name)}.key\n"
         for name in spec.cert_names
     )
     return (
         f"DataDir: {MOX_HOME}/data\n"
         "LogLevel: info\n"
         "User: mox\n"
-        f"Hostname: {spec.cert_names[0]}\n"
+        f"Hostname: {spec.cert_names[0].replace('*.', 'mail.', 1)}\n"
         "Listeners:\n"
         "\tpublic:\n"
         "\t\tIPs:\n"

@@ -17,6 +17,7 @@ from types import TracebackType
 from cryptography import x509
 
 from . import rundirs
+from .hostspec import storage_name
 from .slot import loopback
 from .waiting import port_open, wait_for
 from .x509util import (
@@ -36,6 +37,13 @@ CADDY_HTTPS_PORT = 18443
 ISSUE_TIMEOUT = 90.0  # caddy retries a failed order after 60 s
 SLOW_ISSUE = 10.0
 CADDY_ORDERS_PER_START = 10
+# Wildcards need the DNS challenge, which Debian's caddy cannot answer: Caddy's own CA
+# (`tls internal`, 12-hour certificates) issues them, stored under this issuer folder.
+LOCAL_ISSUER_FOLDER = "local"
+
+
+def issuer_folder(name: str) -> str:
+    return LOCAL_ISSUER_FOLDER if name.startswith("*.") else ISSUER_FOLDER
 
 
 class Pki:
@@ -160,7 +168,8 @@ class Pki:
             "}",
         ]
         for name in self.names:
-            lines += ["", f"{name} {{", '\trespond "certsync e2e"', "}"]
+            tls = ["\ttls internal"] if name.startswith("*.") else []
+            lines += ["", f"{name} {{", *tls, '\trespond "certsync e2e"', "}"]
         self.caddyfile.write_text("\n".join(lines) + "\n")
 
     def _stop_caddy(self) -> None:
@@ -205,20 +214,20 @@ class Pki:
 
     # -- certificates ----------------------------------------------------------------------------
     def name_dir(self, name: str) -> Path:
-        return self.data_dir / "certificates" / ISSUER_FOLDER / name.lower()
+        return self.data_dir / "certificates" / issuer_folder(name) / storage_name(name)
 
     def cert_path(self, name: str) -> Path:
-        return self.name_dir(name) / f"{name.lower()}.crt"
+        return self.name_dir(name) / f"{storage_name(name)}.crt"
 
     def key_path(self, name: str) -> Path:
-        return self.name_dir(name) / f"{name.lower()}.key"
+        return self.name_dir(name) / f"{storage_name(name)}.key"
 
     def certificate(self, name: str) -> x509.Certificate:
         return leaf_certificate(self.cert_path(name).read_bytes())
 
     def _complete_certificate(self, name: str) -> x509.Certificate | None:
         """The stored certificate once crt, key and json are all written and the key matches."""
-        meta = self.name_dir(name) / f"{name.lower()}.json"
+        meta = self.name_dir(name) / f"{storage_name(name)}.json"
         if not (self.cert_path(name).exists() and self.key_path(name).exists() and meta.exists()):
             return None
         cert = self.certificate(name)

@@ -66,6 +66,41 @@ def self_signed_placeholder(name: str) -> PemPair:
     )
 
 
+def ca_signed(
+    names: list[str], not_before: datetime.datetime, not_after: datetime.datetime
+) -> PemPair:
+    """A pair for `names` signed by a throw-away CA (so not self-signed): leaf, then the CA."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "throw-away CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before - datetime.timedelta(days=1))
+        .not_valid_after(not_after + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    chain = leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(
+        serialization.Encoding.PEM
+    )
+    return PemPair(chain, _key_pem(key))
+
+
 def local_ca_and_server(common_name: str, ip: str) -> tuple[bytes, PemPair]:
     """A throw-away CA and a server certificate for `ip` signed by it: (ca_pem, server pair)."""
     now = _now()
