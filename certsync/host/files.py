@@ -213,11 +213,12 @@ def writable_by_others(path: str) -> list[str]:
             except OSError:
                 break
             sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+            link = stat.S_ISLNK(info.st_mode)  # always mode 0777, which means nothing
             if info.st_uid != 0:
                 found.append(f"{current} is owned by {_user_name(info.st_uid)}")
-            elif info.st_mode & 0o002 and not sticky:
+            elif info.st_mode & 0o002 and not sticky and not link:
                 found.append(f"{current} is writable by every user")
-            elif info.st_mode & 0o020 and info.st_gid != 0 and not stat.S_ISLNK(info.st_mode):
+            elif info.st_mode & 0o020 and info.st_gid != 0 and not link:
                 found.append(f"{current} is writable by group {info.st_gid}")
             parent = os.path.dirname(current)
             if parent == current:
