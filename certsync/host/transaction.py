@@ -215,8 +215,9 @@ class Sync:
                     "mox config test",
                     [self.config.mox_binary, "-config", self.config.mox_config, "config", "test"],
                 )
-            restarted = True
-            run_command("restart", shlex.split(self.config.restart_command))
+            argv = shlex.split(self.config.restart_command)
+            restarted = True  # from here on mox may be down, or serving the new files
+            run_command("restart", argv)
             self._verify(
                 {
                     p.name: (p.pair.info.fingerprint, p.targets)
