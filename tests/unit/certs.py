@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,11 @@ class Issued:
     def key_pem(self) -> bytes:
         """What Caddy writes to <name>.key."""
         return caddy_key_pem(self.key)
+
+    @property
+    def sha256(self) -> str:
+        """The leaf's fingerprint: what a TLS client sees served."""
+        return hashlib.sha256(self.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 class Ca:
