@@ -54,8 +54,10 @@ def folder_refusal(config: Config) -> str | None:
     for folder, what in folders:
         try:
             os.close(open_dir(folder))
-        except FileNotFoundError:
-            continue  # a sync creates it
+        except FileNotFoundError as error:
+            if error.filename == folder:
+                continue  # a sync creates the last folder, not the ones above it
+            return what + reason(error)
         except (OSError, ValueError) as error:
             return what + reason(error)
     return None
