@@ -67,7 +67,10 @@ def hostile_crt(ca: Ca, caddys: Issued) -> bytes:
     )
 
 
-def test_state_prints_one_json_document_with_the_plan(caddys, make_config, mox_ids, capsys):
+def test_state_prints_one_json_document_with_the_plan(
+    caddys, make_config, mox_ids, tmp_path, capsys
+):
+    (tmp_path / "mox").mkdir()  # mox's home; a sync creates its certs folder
     state = state_command(make_config(), capsys)
     assert state["certsync_state"] == 1 and state["host"] == "mail-1" and state["error"] is None
     entry = state["names"][NAME]
