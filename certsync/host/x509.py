@@ -59,6 +59,13 @@ def _cert_time(value: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(value), dt.timezone.utc)
 
 
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (a newline, a terminal escape, a bidi
+    control...) written as its escape: a certificate's names are chosen by whoever made it, and
+    they end up in log lines, in the preview and on the operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _name(rdns: Any) -> str:
     short = {"commonName": "CN", "organizationName": "O", "countryName": "C"}
     parts = [f"{short.get(key, key)}={value}" for rdn in rdns or () for key, value in rdn]
@@ -116,12 +123,14 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
     leaf = decoded[0]
     info = CertInfo(
         fingerprint=hashlib.sha256(ders[0]).hexdigest(),
-        sans=tuple(value for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS"),
+        sans=tuple(
+            printable(value) for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS"
+        ),
         not_before=_cert_time(leaf["notBefore"]),
         not_after=_cert_time(leaf["notAfter"]),
         serial=format(int(leaf.get("serialNumber", "0"), 16), "x"),
-        subject=_name(leaf.get("subject")),
-        issuer=_name(leaf.get("issuer")),
+        subject=printable(_name(leaf.get("subject"))),
+        issuer=printable(_name(leaf.get("issuer"))),
         spki_sha256=hashlib.sha256(subject_public_key_info(ders[0])).hexdigest(),
     )
     return info, ders
