@@ -356,3 +356,17 @@ def test_self_signed_placeholder_is_told_apart(ca):
     assert info.to_json()["self_signed"] is True
     # a CA-issued leaf without any subject is not taken for a self-signed one
     assert not parse_chain(ca.issue(common_name=None).cert_pem)[0].self_signed
+
+
+def test_names_in_a_certificate_cannot_carry_control_characters(ca):
+    """A certificate's names are text its maker chose: a newline would forge a log or preview
+    line, an escape sequence would reach the operator's terminal."""
+    forged_line = "\n2026-01-01T00:00:00Z certsync mail-1: mail.example.com: in sync: ok"
+    issued = ca.issue([f"mail.evil.test{forged_line}\x1b[2J"], common_name="x\u202ey\x85")
+    info, _ = parse_chain(issued.cert_pem)
+    assert info.sans == (
+        "mail.evil.test\\n2026-01-01T00:00:00Z certsync mail-1: mail.example.com:"
+        " in sync: ok\\x1b[2J",
+    )
+    assert info.subject == "CN=x\\u202ey\\x85"
+    assert all(text.isprintable() for text in (*info.sans, info.subject, info.issuer))

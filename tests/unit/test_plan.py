@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from certsync import preview
 from certsync.host.plan import IN_SYNC, INSTALL, REFUSE, REPAIR, RESTART, NamePlan, plan_name
 from certsync.host.settings import Config
 from certsync.host.x509 import parse_chain
@@ -271,3 +272,18 @@ def test_plan_dates_are_taken_at_the_given_time(ca, caddys, config, cert_dir, mo
     assert "a certificate that expired 1 day ago" in later.detail
     assert later.choice is not None and later.choice.pair is not None
     assert later.choice.pair.info.not_after - (NOW + 21 * DAY) > dt.timedelta(days=20)
+
+
+def test_names_mox_s_certificate_carries_are_shown_escaped(
+    ca, caddys, config, cert_dir, mox_dir_fd, mox_ids
+):
+    """The preview prints the plan's detail line by line: mox's own certificate cannot add one."""
+    forged = ca.issue([f"www.example.com\n{NAME}: in sync: \x1b[32mok"], not_before=NOW - DAY)
+    write_mox_files(cert_dir, NAME, forged.cert_pem, forged.key_pem, mox_ids)
+    result = plan(config, mox_dir_fd)
+    assert result.action == INSTALL
+    assert "replacing a certificate for other names (www.example.com\\nmail.example.com" in (
+        result.detail
+    )
+    assert result.detail.isprintable()
+    assert all(line.isprintable() for line in preview.name_lines(NAME, result.to_json()))

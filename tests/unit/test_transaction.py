@@ -250,43 +250,33 @@ def test_a_rollback_removes_a_file_that_was_not_there(host):
     assert host.entries() == before
 
 
-def test_a_restore_that_fails_is_never_reported_as_restored(host, monkeypatch):
+@pytest.mark.parametrize(
+    ("restore", "says"),
+    [
+        ("raises", "restoring mox's previous files FAILED (Read-only file system)"),
+        ("does nothing", "mox's previous files could not be put back as they were"),
+    ],
+)
+def test_a_restore_that_fails_is_never_reported_as_restored(host, monkeypatch, restore, says):
     real = transaction.put_entries
-    calls: list[dict[str, FileState]] = []
+    installed: list[bool] = []
 
-    def install_then_fail(dir_fd: int, entries: dict[str, FileState]) -> None:
-        calls.append(entries)
-        if len(calls) > 1:
+    def install_then_break(dir_fd: int, entries: dict[str, FileState]) -> None:
+        if not installed:
+            installed.append(True)
+            real(dir_fd, entries)
+        elif restore == "raises":
             raise OSError(30, "Read-only file system")
-        real(dir_fd, entries)
 
-    monkeypatch.setattr(transaction, "put_entries", install_then_fail)
+    monkeypatch.setattr(transaction, "put_entries", install_then_break)
     host.mox.config_test(exit_status=1, output=b"bad\n")
 
     (outcome,) = host.sync()
 
     assert (outcome.status, outcome.exit_status) == ("restore failed", 4)
-    assert "restoring mox's previous files FAILED (Read-only file system)" in outcome.detail
+    assert says in outcome.detail
     assert f"in the newest backup under {host.config.backup_dir}" in outcome.detail
     assert "restored" not in outcome.detail.replace("restoring", "")
-
-
-def test_a_restore_that_leaves_other_files_is_never_reported_as_restored(host, monkeypatch):
-    real = transaction.put_entries
-    calls: list[dict[str, FileState]] = []
-
-    def install_only(dir_fd: int, entries: dict[str, FileState]) -> None:
-        calls.append(entries)
-        if len(calls) == 1:
-            real(dir_fd, entries)
-
-    monkeypatch.setattr(transaction, "put_entries", install_only)
-    host.mox.config_test(exit_status=1, output=b"bad\n")
-
-    (outcome,) = host.sync()
-
-    assert (outcome.status, outcome.exit_status) == ("restore failed", 4)
-    assert "could not be put back as they were" in outcome.detail
 
 
 def test_mox_not_coming_back_after_the_rollback_is_exit_4(host):
