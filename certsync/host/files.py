@@ -13,7 +13,7 @@ import os
 import pwd
 import stat
 
-from .errors import SymlinkedFolder
+from .errors import SymlinkedFolder, printable
 
 FILE, LINK, MISSING, OTHER = "file", "link", "missing", "other"
 
@@ -73,7 +73,7 @@ class FileState:
 
     def describe(self) -> str:
         if self.kind == LINK:
-            return f"a symlink to {self.target}"
+            return f"a symlink to {printable(self.target or '')}"
         if self.kind == OTHER:
             return "something else than a file"
         return "nothing" if self.kind == MISSING else "a file"

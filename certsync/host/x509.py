@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import reason
+from .errors import printable, reason
 from .pem import memory_file, pem_blocks, pem_encode
 
 
@@ -57,13 +57,6 @@ def _decode_cert(der: bytes) -> dict:
 
 def _cert_time(value: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(value), dt.timezone.utc)
-
-
-def printable(text: str) -> str:
-    """`text` with every character that is not printable (a newline, a terminal escape, a bidi
-    control...) written as its escape: a certificate's names are chosen by whoever made it, and
-    they end up in log lines, in the preview and on the operator's terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _name(rdns: Any) -> str:
