@@ -54,6 +54,16 @@ def test_read_file_does_not_follow_a_symlink(tmp_path, dir_fd):
     assert state.describe() == f"a symlink to {secret}"
 
 
+def test_a_symlink_target_is_described_escaped_and_kept_as_it_is(tmp_path, dir_fd):
+    """The mox user chooses the target: described, it cannot add a line or a terminal escape;
+    kept raw, a rollback puts the very same link back."""
+    target = "../x\nmail.example.com: in sync: \x1b[32mok"
+    (tmp_path / "a.crt").symlink_to(target)
+    state = read_file(dir_fd, "a.crt")
+    assert state.target == target
+    assert state.describe() == "a symlink to ../x\\nmail.example.com: in sync: \\x1b[32mok"
+
+
 def test_read_file_of_a_dangling_symlink(tmp_path, dir_fd):
     (tmp_path / "a.key").symlink_to(tmp_path / "nowhere")
     state = read_file(dir_fd, "a.key")
