@@ -16,6 +16,9 @@ import stat
 from .errors import SymlinkedFolder, printable
 
 FILE, LINK, MISSING, OTHER = "file", "link", "missing", "other"
+# Certificate chains and keys are a few kB: a larger file is not read (a sparse file of terabytes
+# planted by the mox user would otherwise be read into this root program's memory).
+MAX_FILE_BYTES = 1 << 20
 
 
 def open_dir(path: str, create_mode: int | None = None) -> int:
@@ -97,20 +100,25 @@ def read_file(dir_fd: int, name: str) -> FileState:
         )
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        data = _read_all(fd) if stat.S_ISREG(info.st_mode) else None
+        if data is None:
             return FileState(OTHER)
-        return FileState(
-            FILE, _read_all(fd), None, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
-        )
+        return FileState(FILE, data, None, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode))
     finally:
         os.close(fd)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
+def _read_all(fd: int) -> bytes | None:
+    """The file's bytes; None when it holds more than MAX_FILE_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_FILE_BYTES:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
+        size += len(chunk)
+    return None
 
 
 def _temp_name(name: str) -> str:
