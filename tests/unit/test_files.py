@@ -12,6 +12,7 @@ from certsync.host.errors import SymlinkedFolder
 from certsync.host.files import (
     FILE,
     LINK,
+    MAX_FILE_BYTES,
     MISSING,
     OTHER,
     FileState,
@@ -75,6 +76,17 @@ def test_read_file_does_not_block_on_a_fifo(tmp_path, dir_fd):
     state = read_file(dir_fd, "a.crt")
     assert state == FileState(OTHER) and state.exists
     assert state.describe() == "something else than a file"
+
+
+def test_read_file_does_not_read_a_file_larger_than_any_certificate(tmp_path, dir_fd):
+    """A sparse file of any size costs the mox user nothing to make; root reads at most
+    MAX_FILE_BYTES of it."""
+    with open(tmp_path / "a.crt", "wb") as file:
+        file.truncate(64 * MAX_FILE_BYTES)
+    assert read_file(dir_fd, "a.crt") == FileState(OTHER)
+    with open(tmp_path / "a.key", "wb") as file:
+        file.truncate(MAX_FILE_BYTES)
+    assert read_file(dir_fd, "a.key").data == bytes(MAX_FILE_BYTES)
 
 
 def test_read_file_of_a_directory(tmp_path, dir_fd):
