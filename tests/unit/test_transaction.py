@@ -343,3 +343,18 @@ def test_a_hard_link_swapped_in_before_the_repair_is_never_chowned(host, monkeyp
     assert key.read_bytes() == host.new.key_pem and key.stat().st_nlink == 1
     assert (key.stat().st_uid, stat.S_IMODE(key.stat().st_mode)) == (mox_ids[0], 0o600)
     assert host.mox.served(NAME) == host.new.sha256
+
+
+def test_a_failed_restart_only_leaves_mox_s_files_and_says_so(host, mox_ids):
+    """mox's files already equal Caddy's, mox serves the old pair: a restart, which fails."""
+    write_mox_files(host.cert_dir, NAME, host.new.cert_pem, host.new.key_pem, mox_ids)
+    before = host.entries()
+    host.mox.failing_restarts = 1
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("failed", 3)
+    assert outcome.detail.startswith("restart failed (exit 1): Job for mox.service failed")
+    assert outcome.detail.endswith("; mox's files unchanged")
+    assert host.entries() == before and host.mox.served(NAME) == host.old.sha256
+    assert list(Path(host.config.backup_dir).iterdir()) == []  # nothing was backed up
