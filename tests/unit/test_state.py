@@ -51,7 +51,7 @@ def caddys(ca: Ca, tmp_path: Path) -> Issued:
 def hostile_crt(ca: Ca, caddys: Issued) -> bytes:
     """A mox .crt the mox user wrote to fool a line-based reader of the state: lines shaped like
     the old state's own (`candidate ...`, `file ...`), a JSON state, and PEM blocks: one under a
-    made-up label, and a certificate newer than Caddy's with its key placed beside it."""
+    made-up label, a certificate newer than Caddy's, and Caddy's own."""
     forged = ca.issue([NAME], key=key_of("ec256", 22), not_before=NOW - DAY)
     lines = [
         f"candidate {LETSENCRYPT} sha256={'0' * 64} not_before=2099-01-01T00:00:00Z",

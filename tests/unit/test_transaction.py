@@ -187,13 +187,15 @@ def test_mox_serving_another_certificate_after_the_restart_rolls_back(host, make
     other = FakeMox(tmp_path / "other", host.cert_dir, [NAME])
     try:
         other.start()  # serves the old pair, and is never restarted
-        host.config.values.update(verify_address="127.0.0.1", verify_ports=[other.port])
+        host.config.values.update(
+            verify_address="127.0.0.1", verify_ports=[other.port], verify_timeout_seconds=1
+        )
         before = host.entries()
 
         (outcome,) = host.sync()
 
         assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
-        assert outcome.detail.startswith("mox does not serve the expected certificate after 2 s:")
+        assert outcome.detail.startswith("mox does not serve the expected certificate after 1 s:")
         assert f"serves sha256={host.old.sha256[:16]}" in outcome.detail
         assert host.entries() == before
     finally:
