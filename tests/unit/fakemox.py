@@ -15,6 +15,7 @@ import socket
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.unit.certs import stored_name
@@ -71,8 +72,8 @@ class FakeMox:
         self.config_test()
         self.mox_config = folder / "mox.conf"
         self.mox_config.write_text(self._mox_conf())
-        for loop in (self._serve, self._answer_restarts):
-            threading.Thread(target=loop, daemon=True).start()
+        accept_each(self._server, self._serve)
+        accept_each(self._control, self._answer_restart)
 
     def _mox_conf(self) -> str:
         key_certs = "".join(
@@ -137,34 +138,38 @@ class FakeMox:
                 connection.context = context
                 return
 
-    def _serve(self) -> None:
+    def _serve(self, conn: socket.socket) -> None:
+        with self._lock:
+            contexts = list(self._contexts.values())
+        if contexts:
+            contexts[0].wrap_socket(conn, server_side=True).close()
+
+    def _answer_restart(self, conn: socket.socket) -> None:
+        conn.makefile("rb").readline()
+        self.restarts += 1
+        if self.failing_restarts:
+            self.failing_restarts -= 1
+            conn.sendall(b"failed\n")
+            return
+        self.start()
+        conn.sendall(b"ok\n")
+
+
+def accept_each(sock: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """In a thread, until `sock` is closed: hand each connection to `handle` (5 s timeout, a
+    client that goes away is no error), then close it."""
+
+    def loop() -> None:
         while True:
             try:
-                conn, _ = self._server.accept()
+                conn, _ = sock.accept()
             except OSError:
                 return
             with conn, contextlib.suppress(OSError):
                 conn.settimeout(5)
-                with self._lock:
-                    contexts = list(self._contexts.values())
-                if contexts:
-                    contexts[0].wrap_socket(conn, server_side=True).close()
+                handle(conn)
 
-    def _answer_restarts(self) -> None:
-        while True:
-            try:
-                conn, _ = self._control.accept()
-            except OSError:
-                return
-            with conn, contextlib.suppress(OSError):
-                conn.makefile("rb").readline()
-                self.restarts += 1
-                if self.failing_restarts:
-                    self.failing_restarts -= 1
-                    conn.sendall(b"failed\n")
-                    continue
-                self.start()
-                conn.sendall(b"ok\n")
+    threading.Thread(target=loop, daemon=True).start()
 
 
 def write_mox_files(

@@ -3,10 +3,8 @@ certificate name (a name under a wildcard) as SNI."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from certsync.host.moxconf import Target
 from certsync.host.names import server_name
 from certsync.host.probe import PROBE_ERRORS, served_fingerprint
 from tests.unit.certs import Ca, Issued
+from tests.unit.fakemox import accept_each
 
 Dialog = Callable[[socket.socket, Callable[[socket.socket], ssl.SSLSocket]], None]
 
@@ -77,21 +76,10 @@ class Server:
         self.server_names: list[str | None] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.dialog = dialog
-        threading.Thread(target=self._serve, daemon=True).start()
+        accept_each(self.sock, lambda conn: dialog(conn, self._start_tls))
 
     def _start_tls(self, conn: socket.socket) -> ssl.SSLSocket:
         return self.context.wrap_socket(conn, server_side=True)
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(5)
-                self.dialog(conn, self._start_tls)
 
 
 @pytest.fixture
