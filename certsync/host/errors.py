@@ -1,4 +1,4 @@
-"""The errors of the host program, and a short text for any error."""
+"""The errors of the host program, a short text for any error, and text made safe to print."""
 
 from __future__ import annotations
 
@@ -28,3 +28,10 @@ def reason(error: BaseException) -> str:
         where = f": {error.filename}" if error.filename else ""
         return f"{error.strerror}{where}"
     return str(error) or type(error).__name__
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (a newline, a terminal escape, a bidi
+    control...) written as its escape: a certificate's names or a link's target are chosen by
+    whoever made them, and end up in log lines, in the preview and on the operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -13,9 +13,12 @@ import os
 import pwd
 import stat
 
-from .errors import SymlinkedFolder
+from .errors import SymlinkedFolder, printable
 
 FILE, LINK, MISSING, OTHER = "file", "link", "missing", "other"
+# Certificate chains and keys are a few kB: a larger file is not read (a sparse file of terabytes
+# planted by the mox user would otherwise be read into this root program's memory).
+MAX_FILE_BYTES = 1 << 20
 
 
 def open_dir(path: str, create_mode: int | None = None) -> int:
@@ -73,7 +76,7 @@ class FileState:
 
     def describe(self) -> str:
         if self.kind == LINK:
-            return f"a symlink to {self.target}"
+            return f"a symlink to {printable(self.target or '')}"
         if self.kind == OTHER:
             return "something else than a file"
         return "nothing" if self.kind == MISSING else "a file"
@@ -97,20 +100,25 @@ def read_file(dir_fd: int, name: str) -> FileState:
         )
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        data = _read_all(fd) if stat.S_ISREG(info.st_mode) else None
+        if data is None:
             return FileState(OTHER)
-        return FileState(
-            FILE, _read_all(fd), None, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
-        )
+        return FileState(FILE, data, None, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode))
     finally:
         os.close(fd)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
+def _read_all(fd: int) -> bytes | None:
+    """The file's bytes; None when it holds more than MAX_FILE_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_FILE_BYTES:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
+        size += len(chunk)
+    return None
 
 
 def _temp_name(name: str) -> str:
@@ -213,11 +221,12 @@ def writable_by_others(path: str) -> list[str]:
             except OSError:
                 break
             sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+            link = stat.S_ISLNK(info.st_mode)  # always mode 0777, which means nothing
             if info.st_uid != 0:
                 found.append(f"{current} is owned by {_user_name(info.st_uid)}")
-            elif info.st_mode & 0o002 and not sticky:
+            elif info.st_mode & 0o002 and not sticky and not link:
                 found.append(f"{current} is writable by every user")
-            elif info.st_mode & 0o020 and info.st_gid != 0 and not stat.S_ISLNK(info.st_mode):
+            elif info.st_mode & 0o020 and info.st_gid != 0 and not link:
                 found.append(f"{current} is writable by group {info.st_gid}")
             parent = os.path.dirname(current)
             if parent == current:

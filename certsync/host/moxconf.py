@@ -119,7 +119,8 @@ def listener_targets(
             if service.get("Enabled") != "true":
                 continue
             try:
-                port = int(service.get("Port", default_port))
+                # mox's config.Port(port, fallback): 0 (or no Port) is the default port.
+                port = int(service.get("Port", 0)) or default_port
             except ValueError:
                 continue
             if port in ports:

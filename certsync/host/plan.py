@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import grp
 import os
 import pwd
+import stat
 from typing import Any
 
 from .caddy import Choice, Pair, choose_pair
 from .errors import reason
 from .files import FILE, MISSING, FileState, read_file
-from .moxconf import Target, listener_targets, protocol_of_port
+from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
 from .probe import PROBE_ERRORS, served_fingerprint
 from .settings import Config
@@ -162,6 +164,16 @@ def current_files(dir_fd: int | None, name: str, now: dt.datetime) -> Current:
     return Current(crt, key, info, unprotected)
 
 
+def read_mox_config(path: str) -> str:
+    """mox.conf's text (its first MB). It is the mox user's file: a FIFO or a device planted
+    there is refused, without blocking on it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return file.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
+
+
 def verify_targets(config: Config, name: str) -> tuple[list[Target], list[str]]:
     """Where to check what mox serves for `name`, and warnings when that cannot be known."""
     ports = list(config.verify_ports)
@@ -171,8 +183,7 @@ def verify_targets(config: Config, name: str) -> tuple[list[Target], list[str]]:
     cert_file = os.path.join(config.mox_cert_dir, stored + ".crt")
     key_file = os.path.join(config.mox_cert_dir, stored + ".key")
     try:
-        with open(config.mox_config, "rb") as file:
-            text = file.read(1 << 20).decode("utf-8", "replace")
+        text = read_mox_config(config.mox_config)
     except OSError as error:
         return [], [f"cannot read {config.mox_config} to find mox's listeners ({reason(error)})"]
     targets = listener_targets(text, os.path.dirname(config.mox_config), cert_file, key_file, ports)

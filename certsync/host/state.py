@@ -43,20 +43,23 @@ def file_meta(path: str) -> dict[str, Any]:
 
 
 def folder_refusal(config: Config) -> str | None:
-    """A folder certsync writes that it would refuse (a symlink on the way), as sync refuses."""
+    """A folder certsync writes that it would refuse (a symlink on the way): the reason sync
+    gives, in the order sync checks them (cli.run_sync, then Sync.run)."""
     folders = (
-        os.path.dirname(config.log_file),
-        os.path.dirname(config.lock_file),
-        config.backup_dir,
-        config.mox_cert_dir,
+        (os.path.dirname(config.log_file), "log folder: "),
+        (os.path.dirname(config.lock_file), f"lock {config.lock_file}: "),
+        (config.backup_dir, ""),
+        (config.mox_cert_dir, ""),
     )
-    for folder in folders:
+    for folder, what in folders:
         try:
             os.close(open_dir(folder))
-        except FileNotFoundError:
-            continue  # a sync creates it
+        except FileNotFoundError as error:
+            if error.filename == folder:
+                continue  # a sync creates the last folder, not the ones above it
+            return what + reason(error)
         except (OSError, ValueError) as error:
-            return reason(error)
+            return what + reason(error)
     return None
 
 

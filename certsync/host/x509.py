@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import reason
+from .errors import printable, reason
 from .pem import memory_file, pem_blocks, pem_encode
 
 
@@ -116,12 +116,14 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
     leaf = decoded[0]
     info = CertInfo(
         fingerprint=hashlib.sha256(ders[0]).hexdigest(),
-        sans=tuple(value for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS"),
+        sans=tuple(
+            printable(value) for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS"
+        ),
         not_before=_cert_time(leaf["notBefore"]),
         not_after=_cert_time(leaf["notAfter"]),
         serial=format(int(leaf.get("serialNumber", "0"), 16), "x"),
-        subject=_name(leaf.get("subject")),
-        issuer=_name(leaf.get("issuer")),
+        subject=printable(_name(leaf.get("subject"))),
+        issuer=printable(_name(leaf.get("issuer"))),
         spki_sha256=hashlib.sha256(subject_public_key_info(ders[0])).hexdigest(),
     )
     return info, ders

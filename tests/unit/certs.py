@@ -1,6 +1,5 @@
-"""Helpers for the unit tests: load files/certsync.py, make certificates, lay out Caddy storage.
+"""Helpers for the unit tests of certsync.host: make certificates, lay out Caddy storage.
 
-files/ is not a package (it is what the hosts receive), so certsync.py is loaded from its path.
 Certificates are made with `cryptography`; keys are written in the PEM formats Caddy writes.
 """
 
@@ -9,20 +8,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
-import importlib.util
+import hashlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
-
-CERTSYNC_PATH = Path(__file__).resolve().parents[2] / "files" / "certsync.py"
-MODULE_NAME = "certsync_under_test"
 
 # One reference instant for every test, whole seconds (X.509 times have no fractions).
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -32,19 +26,6 @@ HOUR = dt.timedelta(hours=1)
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 KEY_KINDS = ("ec256", "ec384", "rsa", "ed25519")
-
-
-def load_certsync() -> ModuleType:
-    """files/certsync.py as a module (once per session)."""
-    module = sys.modules.get(MODULE_NAME)
-    if module is not None:
-        return module
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, CERTSYNC_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[MODULE_NAME] = module  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @functools.cache
@@ -131,6 +112,11 @@ class Issued:
     def key_pem(self) -> bytes:
         """What Caddy writes to <name>.key."""
         return caddy_key_pem(self.key)
+
+    @property
+    def sha256(self) -> str:
+        """The leaf's fingerprint: what a TLS client sees served."""
+        return hashlib.sha256(self.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 class Ca:
@@ -225,3 +211,16 @@ def write_caddy(
         json.dumps({"sans": [name], "issuer_data": {"url": "https://example.invalid/cert"}})
     )
     return folder
+
+
+def secret_forms(key_pem: bytes) -> list[str]:
+    """Pieces of a PEM private key that must never appear in output, a log or a message: each of
+    its base64 lines, and its DER as hex and as a Python bytes repr."""
+    lines = [line for line in key_pem.splitlines() if line and not line.startswith(b"-----")]
+    der = base64.b64decode(b"".join(lines))
+    return [line.decode() for line in lines if len(line) >= 16] + [der.hex(), repr(der)[2:40]]
+
+
+def leaked_secrets(text: str, *key_pems: bytes) -> list[str]:
+    """The pieces of these private keys (secret_forms) that `text` holds: [] when none."""
+    return [form for key in key_pems for form in secret_forms(key) if form in text]

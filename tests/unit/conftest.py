@@ -1,22 +1,23 @@
-"""Fixtures of the unit tests of files/certsync.py (helpers live in certs.py beside this file)."""
+"""Fixtures of the unit tests of certsync.host (helpers live in certs.py and fakemox.py)."""
 
 from __future__ import annotations
 
+import grp
 import os
-from collections.abc import Callable
+import pwd
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.unit.certs import Ca, load_certsync
+from certsync import program
+from certsync.host.settings import Config
+from tests.unit.certs import Ca
+from tests.unit.fakemox import FakeMox
 
-
-@pytest.fixture(scope="session")
-def cs() -> ModuleType:
-    """The certsync host program, files/certsync.py."""
-    return load_certsync()
+MOX_ACCOUNT = "mox"
 
 
 @pytest.fixture(scope="session")
@@ -25,23 +26,34 @@ def ca() -> Ca:
     return Ca()
 
 
-@pytest.fixture
-def make_config(cs: ModuleType, tmp_path: Path) -> Callable[..., Any]:
-    """A certsync Config whose folders are under tmp_path; keyword arguments override fields."""
+@pytest.fixture(scope="session")
+def mox_ids() -> tuple[int, int]:
+    """uid and gid of the `mox` user and group (created when missing); the tests run as root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the host program reads keys and sets owners as root")
+    try:
+        pwd.getpwnam(MOX_ACCOUNT)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", MOX_ACCOUNT], check=True)
+    return pwd.getpwnam(MOX_ACCOUNT).pw_uid, grp.getgrnam(MOX_ACCOUNT).gr_gid
 
-    def make(**overrides: Any) -> Any:
-        settings: dict[str, Any] = {
-            "host": "mail-1",
-            "names": ("mail.example.com",),
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """A certsync Config whose folders are under tmp_path; keyword arguments override settings."""
+
+    def make(**overrides: Any) -> Config:
+        values: dict[str, Any] = {
+            "names": ["mail.example.com"],
             "caddy_data_dir": str(tmp_path / "caddy"),
             "mox_cert_dir": str(tmp_path / "mox" / "certs"),
-            "mox_user": "mox",
-            "mox_group": "mox",
+            "mox_user": MOX_ACCOUNT,
+            "mox_group": MOX_ACCOUNT,
             "mox_binary": "/usr/local/bin/mox",
             "mox_config": str(tmp_path / "mox" / "mox.conf"),
             "restart_command": "systemctl restart mox",
             "verify_address": "127.0.0.1",
-            "verify_ports": (993, 465, 587),
+            "verify_ports": [993, 465, 587],
             "verify_timeout_seconds": 30,
             "min_validity_hours": 24,
             "backups_keep": 5,
@@ -50,15 +62,54 @@ def make_config(cs: ModuleType, tmp_path: Path) -> Callable[..., Any]:
             "log_file": str(tmp_path / "log" / "certsync.log"),
             "alert_command": "",
         }
-        settings.update(overrides)
-        return cs.Config(**settings)
+        values.update(overrides)
+        return Config("mail-1", values)
 
     return make
 
 
 @pytest.fixture
-def dir_fd(tmp_path: Path):
+def dir_fd(tmp_path: Path) -> Iterator[int]:
     """An O_DIRECTORY descriptor of tmp_path, closed after the test."""
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     yield fd
     os.close(fd)
+
+
+MakeFakeMox = Callable[..., tuple[FakeMox, Config]]
+
+
+@pytest.fixture
+def fake_mox(
+    tmp_path: Path, mox_ids: tuple[int, int], make_config: Callable[..., Config]
+) -> Iterator[MakeFakeMox]:
+    """Factory: fake_mox(names, **settings) -> (a FakeMox for these names in tmp_path/mox, not
+    started yet, and a Config whose restart, `mox config test` and mox.conf are that mox's).
+    Without `verify_address`, the check after a restart goes where mox.conf's listener says."""
+    made: list[FakeMox] = []
+
+    def make(names: tuple[str, ...] = ("mail.example.com",), **overrides: Any) -> Any:
+        mox = FakeMox(tmp_path / "mox", tmp_path / "mox" / "certs", list(names))
+        made.append(mox)
+        settings: dict[str, Any] = {
+            "names": list(names),
+            "mox_binary": str(mox.mox_binary),
+            "mox_config": str(mox.mox_config),
+            "restart_command": mox.restart_command,
+            "verify_address": "",
+            "verify_ports": [mox.port],
+            "verify_timeout_seconds": 2,
+        }
+        return mox, make_config(**{**settings, **overrides})
+
+    yield make
+    for mox in made:
+        mox.close()
+
+
+@pytest.fixture(scope="session")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The host program as the hosts get it: the zipapp, in a file."""
+    path = tmp_path_factory.mktemp("program") / "certsync.pyz"
+    path.write_bytes(program.zipapp())
+    return path

@@ -7,52 +7,56 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.unit.certs import LETSENCRYPT, NOW, Ca, cert_pem, write_caddy
+from certsync import program
+from certsync.host import cli
+from certsync.host.backup import take_backup
+from certsync.host.caddy import choose_pair
+from certsync.host.files import FILE, FileState
+from certsync.host.output import Log
+from certsync.host.pem import pem_blocks
+from certsync.host.transaction import Outcome, Sync
+from certsync.host.x509 import untrusted_chain_problem
+from tests.unit.certs import HOUR, LETSENCRYPT, NOW, Ca, cert_pem, write_caddy
+from tests.unit.hostrun import HOST_PYTHON, ISOLATED, run_host_program, write_config
 
 NAME = "mail.example.com"
-PROGRAM = Path(__file__).resolve().parents[2] / "files" / "certsync.py"
 
 
-def test_open_dir_names_the_symlinked_folder(cs, tmp_path):
-    (tmp_path / "real" / "sub").mkdir(parents=True)
-    (tmp_path / "link").symlink_to(tmp_path / "real")
-    with pytest.raises(cs.SymlinkedFolder) as caught:
-        cs.open_dir(str(tmp_path / "link" / "sub"), create_mode=0o700)
-    assert str(caught.value) == f"{tmp_path / 'link'} is a symlink; refusing"
-    assert isinstance(caught.value, OSError)
+def sync(config) -> list[Outcome]:
+    return Sync(config, False, Log(config.host, config.log_file)).run(list(config.names))
 
 
-def test_sync_refuses_every_name_when_the_mox_folder_is_a_symlink(cs, make_config, tmp_path):
+def test_sync_refuses_every_name_when_the_mox_folder_is_a_symlink(make_config, tmp_path, mox_ids):
     real = tmp_path / "elsewhere"
     real.mkdir()
     (tmp_path / "mox").mkdir()
     (tmp_path / "mox" / "certs").symlink_to(real)
-    config = make_config(names=(NAME, "mta-sts.example.com"), mox_user="root", mox_group="root")
+    config = make_config(names=[NAME, "mta-sts.example.com"])
 
-    outcomes = cs.Host(config, force=False).sync(list(config.names))
+    outcomes = sync(config)
 
     detail = f"{tmp_path / 'mox' / 'certs'} is a symlink; refusing"
     assert [(o.status, o.detail) for o in outcomes] == [("refused", detail)] * 2
     assert {o.exit_status for o in outcomes} == {1}
     assert list(real.iterdir()) == []
+    assert real.stat().st_uid == 0  # the link's target was not chowned to mox
 
 
-def test_sync_refuses_when_the_backup_folder_is_a_symlink(cs, make_config, tmp_path):
+def test_sync_refuses_when_the_backup_folder_is_a_symlink(make_config, tmp_path, mox_ids):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "backups").symlink_to(tmp_path / "elsewhere")
-    config = make_config(mox_user="root", mox_group="root")
 
-    (outcome,) = cs.Host(config, force=False).sync([NAME])
+    (outcome,) = sync(make_config())
 
     assert (outcome.status, outcome.detail) == (
         "refused",
         f"{tmp_path / 'backups'} is a symlink; refusing",
     )
+    assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -61,34 +65,37 @@ def test_sync_refuses_when_the_backup_folder_is_a_symlink(cs, make_config, tmp_p
         ("in sync", 0),
         ("installed", 0),
         ("repaired", 0),
+        ("restarted", 0),
         ("refused", 1),
         ("failed", 3),
         ("rolled back", 3),
         ("restore failed", 4),
     ],
 )
-def test_exit_status_of_each_outcome(cs, status, code):
-    assert cs.Outcome(NAME, status).exit_status == code
+def test_exit_status_of_each_outcome(status, code):
+    assert Outcome(NAME, status).exit_status == code
+    assert Outcome(NAME, status).ok is (code == 0)
 
 
-def test_untrusted_chain_problem(cs, tmp_path):
+def test_untrusted_chain_problem(tmp_path):
     ca, other = Ca("trusted"), Ca("other")
     issued = ca.issue((NAME,))
-    ders = [cs.pem_blocks(issued.cert_pem)[i][1] for i in range(2)]
+    ders = [der for _, der in pem_blocks(issued.cert_pem)]
     trusted = tmp_path / "trusted.pem"
     trusted.write_bytes(cert_pem(ca.root))
     untrusted = tmp_path / "untrusted.pem"
     untrusted.write_bytes(cert_pem(other.root))
 
-    assert cs.untrusted_chain_problem(ders, str(trusted)) is None
-    problem = cs.untrusted_chain_problem(ders, str(untrusted))
+    assert untrusted_chain_problem(ders, str(trusted)) is None
+    problem = untrusted_chain_problem(ders, str(untrusted))
+    assert problem is not None
     assert problem.startswith(f"certificate chain is not trusted by {untrusted} (")
     # without the intermediate, the root alone cannot vouch for the leaf
-    assert "not trusted" in cs.untrusted_chain_problem(ders[:1], str(trusted))
-    assert "not trusted" in cs.untrusted_chain_problem(ders, str(tmp_path / "missing.pem"))
+    assert "not trusted" in (untrusted_chain_problem(ders[:1], str(trusted)) or "")
+    assert "not trusted" in (untrusted_chain_problem(ders, str(tmp_path / "missing.pem")) or "")
 
 
-def test_caddy_pair_requires_a_trusted_chain_when_asked(cs, make_config, tmp_path):
+def test_choose_pair_requires_a_trusted_chain_when_asked(tmp_path):
     ca = Ca("caddy's")
     issued = ca.issue((NAME,))
     write_caddy(tmp_path / "caddy", LETSENCRYPT, NAME, issued.cert_pem, issued.key_pem)
@@ -97,75 +104,87 @@ def test_caddy_pair_requires_a_trusted_chain_when_asked(cs, make_config, tmp_pat
     system = tmp_path / "system.pem"
     system.write_bytes(cert_pem(Ca("system").root))
 
-    config = make_config(require_trusted_chain=True, trusted_ca_file=str(system))
-    with pytest.raises(cs.Refused, match="not trusted by"):
-        cs.caddy_pair(config, NAME, NOW)
-    config = make_config(require_trusted_chain=True, trusted_ca_file=str(trusted))
-    assert cs.caddy_pair(config, NAME, NOW).cert == issued.cert_pem
-    config = make_config(require_trusted_chain=False, trusted_ca_file=str(system))
-    assert cs.caddy_pair(config, NAME, NOW).cert == issued.cert_pem
+    def choose(trusted_ca_file: str | None):
+        return choose_pair(str(tmp_path / "caddy"), NAME, NOW, 24 * HOUR, trusted_ca_file)
+
+    refused = choose(str(system))
+    assert refused.pair is None
+    assert refused.refusal and f"{LETSENCRYPT}: certificate chain is not trusted by" in (
+        refused.refusal
+    )
+    assert (pair := choose(str(trusted)).pair) and pair.cert == issued.cert_pem
+    assert (pair := choose(None).pair) and pair.cert == issued.cert_pem
 
 
-def test_pruning_never_removes_the_backup_just_taken(cs, make_config, tmp_path):
+def test_pruning_never_removes_the_backup_just_taken(tmp_path):
     """Backups dated in the future (the clock was set back) sort after the new one."""
-    config = make_config(backups_keep=2)
     root = tmp_path / "backups"
     root.mkdir(mode=0o700)
     stamps = ["20000101T000000000000Z", "29990101T000000000000Z", "29990102T000000000000Z"]
     for stamp in stamps:
         (root / stamp).mkdir()
         (root / stamp / "a.crt").write_text("old\n")
-    host = cs.Host(make_config(mox_user="root", mox_group="root", backups_keep=2), force=False)
-    assert config.backups_keep == 2
+    (root / "not-a-backup").mkdir()
 
-    path, note = host._backup({"a.crt": cs.FileState(b"cert\n", True, 0, 0, 0o644)})
+    path, note = take_backup(
+        str(root), {"a.crt": FileState(FILE, b"cert\n", None, 995, 995, 0o644)}, keep=2
+    )
 
     assert note == ""
     new = os.path.basename(path)
-    assert sorted(p.name for p in root.iterdir()) == sorted([new, stamps[-1]])
-    assert (root / new / "a.crt").read_bytes() == b"cert\n"
+    assert sorted(p.name for p in root.iterdir()) == sorted([new, stamps[-1], "not-a-backup"])
+    copy = root / new / "a.crt"
+    assert copy.read_bytes() == b"cert\n"
+    assert (copy.stat().st_uid, copy.stat().st_gid) == (0, 0)  # root's copy of mox's file
+    assert oct(root.stat().st_mode & 0o777) == oct(0o700)
 
 
-def _config_file(make_config, tmp_path, **overrides) -> Path:
-    (tmp_path / "mox").mkdir()
-    config = make_config(mox_user="root", mox_group="root", **overrides)
-    raw = {
-        field: list(value) if isinstance(value, tuple) else value
-        for field, value in vars(config).items()
-    }
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(raw))
-    return path
-
-
-def _run_program(*args: str, stdout=subprocess.PIPE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(PROGRAM), *args],
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=60,
+def test_a_backup_keeps_links_as_links_and_skips_what_was_not_there(tmp_path):
+    path, _ = take_backup(
+        str(tmp_path / "backups"),
+        {
+            "a.crt": FileState("link", None, "/var/lib/caddy/a.crt", 995, 995, 0o777),
+            "a.key": FileState("missing"),
+        },
+        keep=5,
     )
+    assert os.readlink(Path(path) / "a.crt") == "/var/lib/caddy/a.crt"
+    assert sorted(os.listdir(path)) == ["a.crt"]
 
 
-def test_settings_errors_exit_2_without_a_traceback(make_config, tmp_path):
-    missing = _run_program("sync", "--config", str(tmp_path / "nowhere.json"))
+# --- the program as the hosts run it -----------------------------------------------------------
+
+
+def config_file(make_config, tmp_path: Path, **overrides) -> Path:
+    (tmp_path / "mox").mkdir(exist_ok=True)
+    return write_config(make_config(**overrides), tmp_path / "config.json")
+
+
+def test_settings_errors_exit_2_without_a_traceback(pyz, make_config, tmp_path, mox_ids):
+    missing = run_host_program(pyz, "sync", "--config", str(tmp_path / "nowhere.json"))
     assert missing.returncode == 2
     assert "settings error" in missing.stderr and "Traceback" not in missing.stderr
-    path = _config_file(make_config, tmp_path)
+    path = config_file(make_config, tmp_path)
     raw = json.loads(path.read_text())
-    del raw["mox_binary"]
+    raw["mox_cert_dir"] = "/home/mox/../../etc"
     path.write_text(json.dumps(raw))
-    incomplete = _run_program("sync", "--config", str(path))
-    assert incomplete.returncode == 2
-    assert "missing settings ['mox_binary']" in incomplete.stderr
-    assert "Traceback" not in incomplete.stderr
+    hostile = run_host_program(pyz, "sync", "--config", str(path))
+    assert hostile.returncode == 2
+    assert "mail-1: certsync_mox_cert_dir: '/home/mox/../../etc'" in hostile.stderr
+    assert "Traceback" not in hostile.stderr
 
 
-def test_refusal_exits_1_and_says_so_last(make_config, tmp_path):
-    path = _config_file(make_config, tmp_path)  # Caddy's storage does not exist
+def test_an_unknown_mox_user_exits_2(pyz, make_config, tmp_path):
+    path = config_file(make_config, tmp_path, mox_user="nosuchuser")
+    result = run_host_program(pyz, "sync", "--config", str(path))
+    assert result.returncode == 2
+    assert "no such user or group" in result.stderr and "Traceback" not in result.stderr
 
-    result = _run_program("sync", "--config", str(path))
+
+def test_refusal_exits_1_and_says_so_last(pyz, make_config, tmp_path, mox_ids):
+    path = config_file(make_config, tmp_path)  # Caddy's storage does not exist
+
+    result = run_host_program(pyz, "sync", "--config", str(path))
 
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
@@ -173,18 +192,15 @@ def test_refusal_exits_1_and_says_so_last(make_config, tmp_path):
     assert lines[-1].endswith("exit 1: some names were refused; nothing changed for them")
 
 
-def test_a_reader_gone_does_not_change_the_exit_status(make_config, tmp_path):
+def test_a_reader_gone_does_not_change_the_exit_status(pyz, make_config, tmp_path, mox_ids):
     """stdout and stderr are pipes whose reader has gone (a dropped SSH session): the run
     finishes, logs, and exits with its own status, without a traceback or Python's 120."""
-    path = _config_file(make_config, tmp_path)
+    path = config_file(make_config, tmp_path)
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        result = subprocess.run(
-            [sys.executable, str(PROGRAM), "sync", "--config", str(path)],
-            stdout=write_end,
-            stderr=write_end,
-            timeout=60,
+        result = run_host_program(
+            pyz, "sync", "--config", str(path), stdout=write_end, stderr=write_end
         )
     finally:
         os.close(write_end)
@@ -193,16 +209,17 @@ def test_a_reader_gone_does_not_change_the_exit_status(make_config, tmp_path):
     assert f"{NAME}: refused: Caddy's storage" in log
 
 
-def test_emit_to_a_closed_pipe_is_dropped_also_at_exit(tmp_path):
+def test_emit_to_a_closed_pipe_is_dropped_also_at_exit(pyz):
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import certsync\n"
-        "certsync.emit('x' * 200000)\ncertsync.emit('more')\nsys.exit(0)\n"
+        f"import sys; sys.path.insert(0, {str(pyz)!r})\n"
+        f"from {program.HOST_PACKAGE}.output import emit\n"
+        "emit('x' * 200000)\nemit('more')\nsys.exit(0)\n"
     )
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
         result = subprocess.run(
-            [sys.executable, "-c", code, str(PROGRAM.parent)],
+            [HOST_PYTHON, *ISOLATED, "-c", code],
             stdout=write_end,
             stderr=subprocess.PIPE,
             timeout=60,
@@ -213,56 +230,19 @@ def test_emit_to_a_closed_pipe_is_dropped_also_at_exit(tmp_path):
     assert result.stderr == b""
 
 
-def _data(**overrides):
-    import group_data.all as defaults
-
-    data = {k: v for k, v in vars(defaults).items() if k.startswith("certsync_")}
-    data["certsync_names"] = [NAME]
-    data.update(overrides)
-    return data
-
-
-def test_trusted_chain_settings_default_off_and_reach_the_host_config():
-    from operations.settings import settings_from_data
-
-    settings = settings_from_data("mail-1", _data())
-    assert settings.require_trusted_chain is False
-    assert settings.trusted_ca_file == "/etc/ssl/certs/ca-certificates.crt"
-    on = settings_from_data(
-        "mail-1",
-        _data(certsync_require_trusted_chain="yes", certsync_trusted_ca_file="/etc/ca.pem"),
-    ).host_config()
-    assert (on["require_trusted_chain"], on["trusted_ca_file"]) == (True, "/etc/ca.pem")
-
-
-@pytest.mark.parametrize(
-    ("setting", "value"),
-    [
-        ("certsync_require_trusted_chain", "maybe"),
-        ("certsync_trusted_ca_file", "ca.pem"),
-        ("certsync_trusted_ca_file", "/etc/ssl/../shadow"),
-        ("certsync_trusted_ca_file", "/etc/ssl/my ca.pem"),
-    ],
-)
-def test_trusted_chain_settings_are_validated(setting, value):
-    from operations.settings import SettingsError, settings_from_data
-
-    with pytest.raises(SettingsError, match=f"mail-1: {setting}: "):
-        settings_from_data("mail-1", _data(**{setting: value}))
-
-
 def test_an_unexpected_error_is_reported_per_name_with_exit_4(
-    cs, make_config, tmp_path, monkeypatch, capsys
+    make_config, tmp_path, monkeypatch, capsys, mox_ids
 ):
     """The last-resort net for a bug in the transaction: no traceback, a pointer to the backup."""
-    path = _config_file(make_config, tmp_path)
+    path = config_file(make_config, tmp_path)
 
     def bug(*args, **kwargs):
         raise KeyError("oops")
 
-    monkeypatch.setattr(cs, "run_sync", bug)
+    monkeypatch.setattr(Sync, "run", bug)
+    monkeypatch.setattr(os, "umask", lambda mask: mask)  # main() sets the process' umask
 
-    assert cs.main(["sync", "--config", str(path)]) == 4
+    assert cli.main(["sync", "--config", str(path)]) == 4
     err = capsys.readouterr().err
     assert f"{NAME}: restore failed: unexpected error (KeyError: 'oops'); check mox's files" in err
-    assert err.splitlines()[-1].endswith("exit 4: " + cs.EXIT_MEANINGS[4])
+    assert err.splitlines()[-1].endswith("exit 4: " + cli.EXIT_MEANINGS[4])

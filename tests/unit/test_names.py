@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from certsync.host.names import is_host_name, name_covered, server_name, storage_name
+
 
 @pytest.mark.parametrize(
     "name",
@@ -17,8 +19,8 @@ import pytest
         ".".join(["a" * 49] * 5),  # 249 characters
     ],
 )
-def test_is_host_name_accepts(cs, name):
-    assert cs.is_host_name(name)
+def test_is_host_name_accepts(name):
+    assert is_host_name(name)
 
 
 @pytest.mark.parametrize(
@@ -55,13 +57,13 @@ def test_is_host_name_accepts(cs, name):
         "mail\nexample.com",
     ],
 )
-def test_is_host_name_rejects(cs, name):
-    assert not cs.is_host_name(name)
+def test_is_host_name_rejects(name):
+    assert not is_host_name(name)
 
 
-def test_is_host_name_rejects_trailing_newline(cs):
+def test_is_host_name_rejects_trailing_newline():
     # '$' would also match before a final newline
-    assert not cs.is_host_name("mail.example.com\n")
+    assert not is_host_name("mail.example.com\n")
 
 
 @pytest.mark.parametrize(
@@ -74,12 +76,12 @@ def test_is_host_name_rejects_trailing_newline(cs):
         "xn--mil-via.example.com\u200b",
     ],
 )
-def test_is_host_name_rejects_non_ascii(cs, name):
-    assert not cs.is_host_name(name)
+def test_is_host_name_rejects_non_ascii(name):
+    assert not is_host_name(name)
 
 
-def test_is_host_name_accepts_punycode(cs):
-    assert cs.is_host_name("xn--mil-via.example.com")
+def test_is_host_name_accepts_punycode():
+    assert is_host_name("xn--mil-via.example.com")
 
 
 @pytest.mark.parametrize(
@@ -91,8 +93,8 @@ def test_is_host_name_accepts_punycode(cs):
         ("*.Example.com", "wildcard_.example.com"),
     ],
 )
-def test_storage_name_is_how_caddy_stores_it(cs, name, stored):
-    assert cs.storage_name(name) == stored
+def test_storage_name_is_how_caddy_stores_it(name, stored):
+    assert storage_name(name) == stored
 
 
 @pytest.mark.parametrize(
@@ -122,5 +124,19 @@ def test_storage_name_is_how_caddy_stores_it(cs, name, stored):
         ("*.EXAMPLE.com", ["*.example.COM"], True),
     ],
 )
-def test_name_covered(cs, name, sans, covered):
-    assert cs.name_covered(name, sans) is covered
+def test_name_covered(name, sans, covered):
+    assert name_covered(name, sans) is covered
+
+
+@pytest.mark.parametrize(
+    ("name", "sni"),
+    [
+        ("mail.example.com", "mail.example.com"),
+        ("*.example.com", "certsync-check.example.com"),
+        ("*.mail.example.com", "certsync-check.mail.example.com"),
+    ],
+)
+def test_server_name_is_a_name_the_certificate_covers(name, sni):
+    assert server_name(name) == sni
+    assert is_host_name(sni) and not sni.startswith("*")
+    assert name_covered(sni, [name])

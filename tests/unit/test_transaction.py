@@ -1,0 +1,362 @@
+"""The sync transaction against a fake mox that really serves TLS: install, restart, verify, and
+the rollback that puts back exactly what was there, or says it could not."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from certsync.host import plan as plan_module
+from certsync.host import transaction
+from certsync.host.cli import run_sync
+from certsync.host.files import FileState
+from certsync.host.output import Log
+from certsync.host.settings import Config
+from certsync.host.transaction import Outcome
+from tests.unit.certs import DAY, LETSENCRYPT, NOW, Ca, Issued, key_of, write_caddy
+from tests.unit.conftest import MakeFakeMox
+from tests.unit.fakemox import FakeMox, write_mox_files
+
+NAME = "mail.example.com"
+NOT_UTF8 = b"\xff\xfe invalid key \xc3\x28 for mail.example.com\n"
+
+
+def entry_of(path: Path) -> tuple:
+    info = path.lstat()
+    what: str | bytes | None = None
+    if stat.S_ISLNK(info.st_mode):
+        what = os.readlink(path)
+    elif stat.S_ISREG(info.st_mode):
+        what = path.read_bytes()
+    return stat.S_IFMT(info.st_mode), what, info.st_uid, info.st_gid, info.st_mode
+
+
+@dataclasses.dataclass
+class Host:
+    """A host in a tmp dir: Caddy's new pair, mox serving its old one."""
+
+    mox: FakeMox
+    config: Config
+    cert_dir: Path
+    new: Issued
+    old: Issued
+
+    def sync(self, *names: str) -> list[Outcome]:
+        log = Log(self.config.host, self.config.log_file)
+        return run_sync(self.config, list(names or self.config.names), False, log)
+
+    def entries(self) -> dict[str, tuple]:
+        """What mox's folder holds, as a rollback must put it back: kind, contents or link
+        target, owner, mode (not the inode: files come back by rename)."""
+        return {entry: entry_of(self.cert_dir / entry) for entry in os.listdir(self.cert_dir)}
+
+    def staged(self) -> list[str]:
+        return [e for e in os.listdir(self.cert_dir) if ".certsync-" in e]
+
+
+@pytest.fixture
+def host(ca: Ca, fake_mox: MakeFakeMox, mox_ids, tmp_path: Path) -> Host:
+    mox, config = fake_mox()
+    new = ca.issue([NAME], key=key_of("ec256", 11), not_before=NOW - DAY)
+    old = ca.issue([NAME], key=key_of("ec256", 12), not_before=NOW - 40 * DAY)
+    write_caddy(tmp_path / "caddy", LETSENCRYPT, NAME, new.cert_pem, new.key_pem)
+    cert_dir = tmp_path / "mox" / "certs"
+    write_mox_files(cert_dir, NAME, old.cert_pem, old.key_pem, mox_ids)
+    mox.start()
+    assert mox.served(NAME) == old.sha256
+    return Host(mox, config, cert_dir, new, old)
+
+
+def test_install_restarts_once_and_mox_serves_the_new_certificate(host, mox_ids, tmp_path):
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("installed", 0), outcome.detail
+    assert host.mox.served(NAME) == host.new.sha256
+    assert host.mox.restarts == 1
+    assert host.mox.config_test_calls == [f"-config {host.config.mox_config} config test"]
+    crt, key = host.cert_dir / f"{NAME}.crt", host.cert_dir / f"{NAME}.key"
+    assert (crt.read_bytes(), key.read_bytes()) == (host.new.cert_pem, host.new.key_pem)
+    assert [(p.stat().st_uid, p.stat().st_gid, p.stat().st_mode & 0o777) for p in (crt, key)] == [
+        (*mox_ids, 0o644),
+        (*mox_ids, 0o600),
+    ]
+    (backup,) = (tmp_path / "backups").iterdir()
+    assert (backup / f"{NAME}.key").read_bytes() == host.old.key_pem
+    assert f"backup {backup}" in outcome.detail
+    assert host.staged() == []
+
+
+def test_a_second_sync_is_in_sync_and_does_not_restart(host):
+    assert host.sync()[0].status == "installed"
+    (outcome,) = host.sync()
+    assert outcome.status == "in sync" and host.mox.restarts == 1
+
+
+def test_one_restart_for_all_names_and_a_refused_name_does_not_stop_the_others(
+    ca, fake_mox, mox_ids, tmp_path
+):
+    names = (NAME, "*.example.com", "mta-sts.example.com")
+    mox, config = fake_mox(names)
+    for name in names:
+        old = ca.issue([name], not_before=NOW - 40 * DAY)
+        write_mox_files(tmp_path / "mox" / "certs", name, old.cert_pem, old.key_pem, mox_ids)
+    new = {name: ca.issue([name], not_before=NOW - DAY) for name in names[:2]}
+    for name, issued in new.items():
+        write_caddy(tmp_path / "caddy", LETSENCRYPT, name, issued.cert_pem, issued.key_pem)
+    mox.start()
+
+    outcomes = run_sync(config, list(names), False, Log(config.host, config.log_file))
+
+    assert [(o.name, o.status) for o in outcomes] == [
+        (NAME, "installed"),
+        ("*.example.com", "installed"),
+        ("mta-sts.example.com", "refused"),
+    ]
+    assert mox.restarts == 1
+    assert [mox.served(name) for name in names[:2]] == [new[name].sha256 for name in names[:2]]
+    assert max(o.exit_status for o in outcomes) == 1
+
+
+# --- failures after the first file changed roll back -------------------------------------------
+
+
+def test_a_failing_config_test_with_non_utf8_output_rolls_back(host):
+    before = host.entries()
+    host.mox.config_test(exit_status=1, output=NOT_UTF8)
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3)
+    assert outcome.detail.startswith("mox config test failed (exit 1): \ufffd\ufffd invalid key")
+    assert "mox was not restarted: it still serves them" in outcome.detail
+    assert host.entries() == before
+    assert host.mox.restarts == 0 and host.mox.served(NAME) == host.old.sha256
+    assert host.staged() == []
+
+
+def test_a_restart_command_that_does_not_split_into_words_rolls_back(host):
+    """The settings check refuses such a command; should one get through, it is still an
+    install that failed, rolled back with the reason, never a lock refusal."""
+    before = host.entries()
+    host.config.values["restart_command"] = "systemctl restart 'mox"
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
+    assert outcome.detail.startswith("unexpected error (ValueError: No closing quotation)")
+    assert host.entries() == before
+    assert host.mox.served(NAME) == host.old.sha256
+    assert host.staged() == []
+
+
+def test_an_unexpected_error_after_the_install_rolls_back(host, monkeypatch):
+    before = host.entries()
+
+    def broken(path: str) -> list[str]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(transaction, "writable_by_others", broken)
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3)
+    assert outcome.detail.startswith("unexpected error (RuntimeError: a bug); rolled back:")
+    assert host.entries() == before and host.staged() == []
+
+
+def test_a_failed_restart_rolls_back_and_mox_serves_the_old_certificate(host):
+    before = host.entries()
+    host.mox.failing_restarts = 1
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
+    assert outcome.detail.startswith("restart failed (exit 1): Job for mox.service failed")
+    assert outcome.detail.endswith("mox's previous files restored and served again")
+    assert host.entries() == before
+    assert host.mox.restarts == 2 and host.mox.served(NAME) == host.old.sha256
+
+
+def test_mox_serving_another_certificate_after_the_restart_rolls_back(host, make_config, tmp_path):
+    """The check goes to a port where something else answers: the new certificate is never
+    seen there, so the install is undone."""
+    other = FakeMox(tmp_path / "other", host.cert_dir, [NAME])
+    try:
+        other.start()  # serves the old pair, and is never restarted
+        host.config.values.update(
+            verify_address="127.0.0.1", verify_ports=[other.port], verify_timeout_seconds=1
+        )
+        before = host.entries()
+
+        (outcome,) = host.sync()
+
+        assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
+        assert outcome.detail.startswith("mox does not serve the expected certificate after 1 s:")
+        assert f"serves sha256={host.old.sha256[:16]}" in outcome.detail
+        assert host.entries() == before
+    finally:
+        other.close()
+
+
+def test_a_rollback_restores_what_mox_served_its_files_not_a_stale_memory(host, ca, mox_ids):
+    """mox served an older certificate than its files (they were copied by hand without a
+    restart); after a failed install and the rollback's restart, mox serves its files again."""
+    by_hand = ca.issue([NAME], key=key_of("ec256", 13), not_before=NOW - 20 * DAY)
+    write_mox_files(host.cert_dir, NAME, by_hand.cert_pem, by_hand.key_pem, mox_ids)
+    before = host.entries()
+    host.mox.failing_restarts = 1
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
+    assert host.entries() == before
+    assert host.mox.served(NAME) == by_hand.sha256
+
+
+# --- a rollback puts back exactly what was there, or says it could not -------------------------
+
+
+def test_a_rollback_puts_back_symlinks_with_their_targets(host, tmp_path, mox_ids):
+    handmade = tmp_path / "handmade"
+    handmade.mkdir()
+    (handmade / "old.crt").write_bytes(host.old.cert_pem)
+    (handmade / "old.key").write_bytes(host.old.key_pem)
+    for suffix in ("crt", "key"):
+        link = host.cert_dir / f"{NAME}.{suffix}"
+        link.unlink()
+        link.symlink_to(handmade / f"old.{suffix}")
+        os.lchown(link, *mox_ids)
+    before = host.entries()
+    host.mox.config_test(exit_status=1, output=b"config test failed\n")
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3)
+    assert host.entries() == before
+    assert (handmade / "old.key").read_bytes() == host.old.key_pem  # the targets untouched
+
+
+def test_a_rollback_removes_a_file_that_was_not_there(host):
+    (host.cert_dir / f"{NAME}.key").unlink()
+    before = host.entries()
+    assert list(before) == [f"{NAME}.crt"]
+    host.mox.config_test(exit_status=1, output=b"no key\n")
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3)
+    assert host.entries() == before
+
+
+@pytest.mark.parametrize(
+    ("restore", "says"),
+    [
+        ("raises", "restoring mox's previous files FAILED (Read-only file system)"),
+        ("does nothing", "mox's previous files could not be put back as they were"),
+    ],
+)
+def test_a_restore_that_fails_is_never_reported_as_restored(host, monkeypatch, restore, says):
+    real = transaction.put_entries
+    installed: list[bool] = []
+
+    def install_then_break(dir_fd: int, entries: dict[str, FileState]) -> None:
+        if not installed:
+            installed.append(True)
+            real(dir_fd, entries)
+        elif restore == "raises":
+            raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(transaction, "put_entries", install_then_break)
+    host.mox.config_test(exit_status=1, output=b"bad\n")
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("restore failed", 4)
+    assert says in outcome.detail
+    assert f"in the newest backup under {host.config.backup_dir}" in outcome.detail
+    assert "restored" not in outcome.detail.replace("restoring", "")
+
+
+def test_mox_not_coming_back_after_the_rollback_is_exit_4(host):
+    host.mox.failing_restarts = 2
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("restore failed", 4)
+    assert "mox's previous files restored, but after restarting mox: restart failed" in (
+        outcome.detail
+    )
+
+
+def test_a_failed_install_leaves_no_staged_file_and_changes_nothing(host):
+    """The key's staging fails (a folder sits at its temporary name): the staged certificate,
+    which would hold nothing secret, and the staged key are both gone."""
+    before = host.entries()
+    blocker = host.cert_dir / f".{NAME}.key.certsync-{os.getpid()}.tmp"
+    (blocker / "inside").mkdir(parents=True)
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("failed", 3)
+    assert outcome.detail.startswith("install failed (")
+    assert outcome.detail.endswith("mox's files unchanged")
+    blocker_entry = blocker.name
+    after = host.entries()
+    del after[blocker_entry]
+    assert after == before
+    assert host.staged() == [blocker_entry]
+    assert host.mox.restarts == 0
+
+
+# --- owner and mode repair never touches a file swapped in -------------------------------------
+
+
+def test_a_hard_link_swapped_in_before_the_repair_is_never_chowned(host, monkeypatch, mox_ids):
+    """mox's files equal Caddy's with a wrong mode: a repair. Right after the plan read
+    `<name>.key`, the mox user swaps in a hard link to a root-owned 0600 file holding the same
+    bytes. That file keeps its owner and mode; mox gets Caddy's pair anew."""
+    write_mox_files(host.cert_dir, NAME, host.new.cert_pem, host.new.key_pem, mox_ids)
+    (host.cert_dir / f"{NAME}.key").chmod(0o640)
+    victim = host.cert_dir.parent / "victim"
+    victim.write_bytes(host.new.key_pem)
+    victim.chmod(0o600)
+    real_read = plan_module.read_file
+
+    def read_then_swap(dir_fd: int, name: str) -> FileState:
+        state = real_read(dir_fd, name)
+        if name == f"{NAME}.key":
+            os.unlink(name, dir_fd=dir_fd)
+            os.link(victim, name, dst_dir_fd=dir_fd)
+        return state
+
+    monkeypatch.setattr(plan_module, "read_file", read_then_swap)
+
+    (outcome,) = host.sync()
+
+    info = victim.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600)
+    assert victim.read_bytes() == host.new.key_pem
+    assert outcome.status == "installed", outcome.detail
+    key = host.cert_dir / f"{NAME}.key"
+    assert key.read_bytes() == host.new.key_pem and key.stat().st_nlink == 1
+    assert (key.stat().st_uid, stat.S_IMODE(key.stat().st_mode)) == (mox_ids[0], 0o600)
+    assert host.mox.served(NAME) == host.new.sha256
+
+
+def test_a_failed_restart_only_leaves_mox_s_files_and_says_so(host, mox_ids):
+    """mox's files already equal Caddy's, mox serves the old pair: a restart, which fails."""
+    write_mox_files(host.cert_dir, NAME, host.new.cert_pem, host.new.key_pem, mox_ids)
+    before = host.entries()
+    host.mox.failing_restarts = 1
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("failed", 3)
+    assert outcome.detail.startswith("restart failed (exit 1): Job for mox.service failed")
+    assert outcome.detail.endswith("; mox's files unchanged")
+    assert host.entries() == before and host.mox.served(NAME) == host.old.sha256
+    assert list(Path(host.config.backup_dir).iterdir()) == []  # nothing was backed up
