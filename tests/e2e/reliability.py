@@ -10,7 +10,13 @@ from typing import NamedTuple
 
 START_MARKER = "<!-- reliability:start -->"
 END_MARKER = "<!-- reliability:end -->"
-TEST_FILES = ("tests/e2e/test_faults.py", "tests/e2e/test_deploy.py")
+TEST_FILES = (
+    "tests/e2e/test_faults.py",
+    "tests/e2e/test_deploy.py",
+    "tests/e2e/test_starting_states.py",
+    "tests/unit/test_transaction.py",
+    "tests/unit/test_parity.py",
+)
 
 
 class Row(NamedTuple):
@@ -20,6 +26,68 @@ class Row(NamedTuple):
 
 
 ROWS: tuple[Row, ...] = (
+    Row(
+        "mox has what it had before certsync: a self-signed placeholder made at setup (newer than"
+        " Caddy's certificate), an expired certificate, one for other names, a file that does"
+        " not parse",
+        "replaced by Caddy's pair; the preview says what it replaces. Only a certificate that is"
+        " valid now, for the name, with a matching key and not self-signed is kept from a"
+        " downgrade",
+        ("test_first_sync_replaces_whatever_mox_had_and_says_what",),
+    ),
+    Row(
+        "A wildcard name (`*.example.com`); names that do not resolve; `certsync_verify_address`"
+        " unset",
+        "mox's files are `wildcard_.example.com.crt`/`.key`; the check after the restart"
+        " connects to the addresses of mox.conf's listeners for those files (loopback for"
+        " 0.0.0.0 and ::), with a name under the wildcard as SNI",
+        ("test_wildcard_name_is_synced_and_checked_on_mox_listeners",),
+    ),
+    Row(
+        "mox's files equal Caddy's, but mox serves another certificate (files copied by hand, a"
+        " sync killed before its restart)",
+        "the state read sees what mox serves: planned and shown as a restart, then checked like"
+        " an install; no backup (nothing installed)",
+        (
+            "test_files_equal_but_mox_serving_another_certificate_is_restarted",
+            "test_mox_serving_another_certificate_than_its_files_is_restarted",
+        ),
+    ),
+    Row(
+        "mox's files are symlinks (into Caddy's storage), or one of the pair is missing",
+        "replaced by regular files; a rollback puts back exactly what was there (links with"
+        " their targets) and removes what was not; when it cannot: exit 4, never \"restored\"",
+        (
+            "test_rollback_puts_back_exactly_what_mox_had",
+            "test_a_restore_that_fails_is_never_reported_as_restored",
+        ),
+    ),
+    Row(
+        "The `mox` user writes lines into its `.crt` that look like the state's structure",
+        "the state is one JSON document printed by the host program: file contents are parsed"
+        " as certificates or called unparseable, never read as structure",
+        ("test_lines_in_mox_crt_cannot_pass_for_the_state",),
+    ),
+    Row(
+        "The `mox` user swaps a hard link in between the check of its files and the owner and"
+        " mode repair",
+        "owner and mode are set through the descriptor whose contents were checked, and only on"
+        " a file with one link; otherwise Caddy's pair is installed anew by rename",
+        ("test_a_hard_link_swapped_in_before_the_repair_is_never_chowned",),
+    ),
+    Row(
+        "The mox binary, or a folder above it, can be written by another user than root",
+        "the preview and the run warn that running it as root for `mox config test` trusts that"
+        " user (mox's own service does the same): a warning, not a refusal",
+        ("test_first_sync_replaces_whatever_mox_had_and_says_what",),
+    ),
+    Row(
+        "The preview and the sync on the same state",
+        "one decision in one place: the preview shows the plan the host program makes, with the"
+        " same code the sync runs; a test compares the two for every case of this table that a"
+        " folder can hold",
+        ("test_sync_does_what_state_planned",),
+    ),
     Row(
         "Caddy has no certificate for a name, or its data dir does not exist",
         "that name is refused with the reason; the host's other names still sync; exit 1",
@@ -50,15 +118,20 @@ ROWS: tuple[Row, ...] = (
         ("test_older_caddy_certificate_than_mox_is_not_installed",),
     ),
     Row(
-        "`mox config test` fails; mox does not come back; mox serves another certificate",
+        "`mox config test` fails (whatever bytes it prints); mox does not come back; mox serves"
+        " another certificate; any unexpected error after the first file changed",
         "backup restored, mox restarted (unless it never was), old certificate served again;"
-        ' "rolled back" and why; exit 3 (4 if the restore fails)',
-        ("test_failed_install_is_rolled_back_and_the_old_certificate_served",),
+        ' "rolled back" and the real reason; exit 3 (4 if the restore fails)',
+        (
+            "test_failed_install_is_rolled_back_and_the_old_certificate_served",
+            "test_a_restart_command_that_does_not_split_into_words_rolls_back",
+            "test_an_unexpected_error_after_the_install_rolls_back",
+        ),
     ),
     Row(
         "Disk full or read-only certificate folder while installing",
-        "new files are staged beside the old ones first: the old files stay whole and served;"
-        " exit 3",
+        "new files are staged beside the old ones first: the old files stay whole and served,"
+        " no staged file (it would hold the new key) is left behind; exit 3",
         ("test_full_or_read_only_cert_folder_keeps_the_old_files",),
     ),
     Row(
