@@ -15,6 +15,9 @@ MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
 APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3-pip
     ca-certificates util-linux procps iproute2 passwd"
 PIP_PACKAGES="pyinfra>=3,<4 cryptography pytest pytest-testinfra paramiko ruff mypy"
+# logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
+APT_PACKAGES="$APT_PACKAGES logrotate"
+PIP_PACKAGES="$PIP_PACKAGES aiosmtpd prometheus_client"
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -60,6 +63,8 @@ install_python_packages() {
     if "$PYTHON" - <<'PY' 2>/dev/null
 import importlib.metadata as md
 import shutil
+for dist in ("aiosmtpd", "prometheus_client"):
+    md.version(dist)
 assert md.version("pyinfra").startswith("3.")
 for dist in ("cryptography", "pytest", "pytest-testinfra", "paramiko", "ruff", "mypy"):
     md.version(dist)
