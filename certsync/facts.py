@@ -37,7 +37,12 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
         for path in (
             files
             if files is not None
-            else [settings.program, settings.config_file, settings.cron_file]
+            else [
+                settings.program,
+                settings.config_file,
+                settings.cron_file,
+                settings.logrotate_file,
+            ]
         ):
             args += ["--file", path]
         if force:

@@ -32,12 +32,17 @@ from certsync.preview import host_lines
 _state_of: dict[tuple[str, int], dict[str, Any] | None] = {}
 
 
+def _render(template: str, **values: Any) -> str:
+    text = resources.files("certsync").joinpath(f"templates/{template}").read_text()
+    return jinja2.Template(text, keep_trailing_newline=True).render(**values)
+
+
 def cron_file(settings: HostSettings) -> str:
-    template = resources.files("certsync").joinpath("templates/certsync.cron.j2").read_text()
-    return jinja2.Template(template, keep_trailing_newline=True).render(
+    return _render(
+        "certsync.cron.j2",
         alert_email=settings.alert_email,
         schedule=settings.cron_schedule,
-        command=str(sync_command(settings, [], force=False)),
+        command=str(sync_command(settings, [], force=False, cron=True)),
     )
 
 
@@ -47,15 +52,23 @@ def host_files(settings: HostSettings) -> dict[str, tuple[bytes, int]]:
         settings.program: (program.zipapp(), 0o755),
         settings.config_file: (settings.config_json().encode(), 0o644),
         settings.cron_file: (cron_file(settings).encode(), 0o644),
+        settings.logrotate_file: (
+            _render("certsync.logrotate.j2", log_file=settings.log_file).encode(),
+            0o644,
+        ),
     }
 
 
-def sync_command(settings: HostSettings, names: list[str], force: bool) -> StringCommand:
+def sync_command(
+    settings: HostSettings, names: list[str], force: bool, cron: bool = False
+) -> StringCommand:
     args = ["sync", "--config", settings.config_file]
     for name in names:
         args += ["--name", name]
     if force:
         args.append("--force")
+    if cron:
+        args.append("--cron")
     return StringCommand(
         QuoteString(settings.python),
         "-I",
@@ -132,7 +145,7 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
         return
     # Shown once: in the preview, or as the run goes when the preview was skipped (--yes).
     if not host.state.is_executing or not host.state.check_for_changes:
-        for line in host_lines(state):
+        for line in host_lines(state, verbose=host.state.print_noop_info):
             host.log(line)
     for path, (content, mode) in files.items():
         if not _is_installed(state, path, content, mode):

@@ -1,24 +1,88 @@
-"""What the deploy shows for a host: one line per name from the host's own plan (`state`)."""
+"""What the deploy shows for a host, from the host's own plan (`state`): each name that changes,
+with mox's current certificate and Caddy's side by side; a key change flagged with the DANE
+record to publish; names in sync in one line (one line each with `-v`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from certsync.certview import expiry, sans, short, tlsa_record
 
-def name_lines(name: str, plan: dict[str, Any]) -> list[str]:
+IN_SYNC, INSTALL = "in sync", "install"
+LABEL_WIDTH = 12
+MAX_COLUMN = 48
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_COLUMN else text[: MAX_COLUMN - 1] + "…"
+
+
+def _column(cert: dict[str, Any] | None, now: dt.datetime, missing: str) -> list[str]:
+    if cert is None:
+        return [_cut(missing), "-", "-", "-"]
+    return [
+        _cut(f"sha256={short(cert['sha256'])}"),
+        _cut(expiry(cert, now)),
+        _cut(sans(cert)),
+        _cut(cert["issuer"] or "(none)"),
+    ]
+
+
+def side_by_side(name: str, plan: dict[str, Any], now: dt.datetime) -> list[str]:
+    """mox's certificate next to Caddy's, row by row, and whether the private key changes."""
+    mox = plan.get("mox") or {}
+    old = mox.get("cert")
+    new = plan["caddy"]["cert"]
+    left = _column(old, now, mox.get("replaces") or "nothing")
+    right = _column(new, now, "-")
+    key = "new" if old is None else "CHANGES" if plan["key_changes"] else "same"
+    rows = [("", "mox now", f"Caddy's ({plan['caddy']['issuer']})")]
+    rows += list(zip(("certificate", "not after", "names", "issuer"), left, right, strict=True))
+    rows.append(("private key", "", key))
+    width = max(len(row[1]) for row in rows) + 2
+    return [f"{name}:   {label:<{LABEL_WIDTH}} {a:<{width}}{b}".rstrip() for label, a, b in rows]
+
+
+def key_change_lines(name: str, plan: dict[str, Any]) -> list[str]:
+    """The DANE record to publish for a new key (mox's TLSA 3 1 1 pins the key)."""
+    new = plan["caddy"]["cert"]
+    if plan["action"] != INSTALL or not plan.get("key_changes") or not new:
+        return []
+    old = (plan.get("mox") or {}).get("cert")
+    current = f" (3 1 1 {short(old['spki_sha256'])}…)" if old else ""
+    return [
+        f"{name}: the private key changes: publish {tlsa_record(name, new['spki_sha256'])}",
+        f"{name}: next to the record of the current key{current} before this sync, or senders"
+        " that check DANE cannot deliver; remove the old record once mox serves the new key",
+    ]
+
+
+def name_lines(name: str, plan: dict[str, Any], now: dt.datetime) -> list[str]:
     lines = [f"{name}: {plan['action']}: {plan['detail']}"]
-    new = (plan.get("caddy") or {}).get("cert")
-    if plan["action"] == "install" and plan.get("key_changes") and new:
-        lines.append(
-            f"{name}: the private key changes: publish the DANE record TLSA 3 1 1"
-            f" {new['spki_sha256']} before mail from DANE senders fails"
-        )
+    if plan["action"] == INSTALL and plan["caddy"]["cert"]:
+        lines += side_by_side(name, plan, now)
+        lines += key_change_lines(name, plan)
     lines += [f"{name}: warning: {warning}" for warning in plan.get("warnings", [])]
     return lines
 
 
-def host_lines(state: dict[str, Any]) -> list[str]:
-    lines = [f"warning: {warning}" for warning in state.get("warnings", [])]
-    for name, plan in state["names"].items():
-        lines += name_lines(name, plan)
+def host_lines(
+    state: dict[str, Any], verbose: bool = False, now: dt.datetime | None = None
+) -> list[str]:
+    """The preview of one host. `verbose` (pyinfra's -v): a line per name in sync too, and the
+    host's warnings also when no install runs mox's binary."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    names = state["names"]
+    lines = []
+    if verbose or any(plan["action"] == INSTALL for plan in names.values()):
+        lines += [f"warning: {warning}" for warning in state.get("warnings", [])]
+    quiet = [name for name, plan in names.items() if plan["action"] == IN_SYNC]
+    if quiet and not verbose:
+        lines.append(f"in sync: {', '.join(quiet)}")
+    for name, plan in names.items():
+        if name in quiet and not verbose:
+            lines += [f"{name}: warning: {warning}" for warning in plan.get("warnings", [])]
+        else:
+            lines += name_lines(name, plan, now)
     return lines

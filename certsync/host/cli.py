@@ -55,17 +55,33 @@ def run_sync(config: Config, names: list[str], force: bool, log: Log) -> list:
         with lock:
             sync = Sync(config, force, log)
             try:
-                return sync.run(names)
+                outcomes = sync.run(names)
             except Exception as error:  # a bug: still report it per name, and say where to look
                 detail = (
                     f"unexpected error ({type(error).__name__}: {error}); check mox's files in"
                     f" {config.mox_cert_dir} against the newest backup in {config.backup_dir}"
                 )
-                return [Outcome(name, "restore failed", detail) for name in names]
+                outcomes = [Outcome(name, "restore failed", detail) for name in names]
+            record_metrics(config, outcomes, log)
+            return outcomes
     except LockTimeout as error:
         return refuse_all(str(error))
     except (OSError, ValueError) as error:
         return refuse_all(f"lock {config.lock_file}: {reason(error)}")
+
+
+def record_metrics(config: Config, outcomes: list, log: Log) -> None:
+    """The run's outcomes for monitoring; a failure here is logged and changes nothing else."""
+    import datetime as dt
+
+    from .metrics import update_metrics
+
+    try:
+        problem = update_metrics(config, outcomes, dt.datetime.now(dt.timezone.utc))
+    except Exception as error:  # a bug: logged, never fails the sync
+        problem = f"metrics failed: unexpected error ({type(error).__name__}: {error})"
+    if problem:
+        log.line(f"warning: {problem}")
 
 
 def sync_command(args: argparse.Namespace) -> int:
@@ -91,18 +107,26 @@ def sync_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         emit(f"certsync {config.host}: settings error: {error}", failed=True)
         return 2
-    log = Log(config.host, config.log_file)
+    # Run by cron, failures go to stderr (which cron mails) only when certsync could not mail
+    # them itself: one mail per failure, and cron's as the fallback.
+    log = Log(config.host, config.log_file, failures_to_stderr=not args.cron)
     os.umask(0o077)
     outcomes = run_sync(config, names, args.force, log)
+    failed_lines = []
     for outcome in outcomes:
         detail = f": {outcome.detail}" if outcome.detail else ""
-        log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
+        line = log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
+        if not outcome.ok:
+            failed_lines.append(line)
     status = max((o.exit_status for o in outcomes), default=0)
     failures = [o for o in outcomes if not o.ok]
     if failures:
         from .alert import alert
 
-        alert(config, failures, log)
+        mailed = alert(config, failures, log)
+        if args.cron and not mailed:
+            for line in failed_lines:
+                emit(line, failed=True)
     if status:
         log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
     flush_all()
@@ -130,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sync.add_argument("--config", default="/etc/certsync/config.json")
     sync.add_argument("--name", action="append", help="only this name (repeatable)")
     sync.add_argument("--force", action="store_true", help="install and restart even if equal")
+    sync.add_argument(
+        "--cron",
+        action="store_true",
+        help="failures to stderr (cron's mail) only when they could not be mailed (alert_email)",
+    )
     state = commands.add_parser("state", help="print what a sync would do, as JSON; change nothing")
     state.add_argument("--settings", required=True, help="the settings, as config.json holds them")
     state.add_argument("--file", action="append", help="also report this file's sha256 and mode")

@@ -50,19 +50,23 @@ def utc_stamp() -> str:
 
 
 class Log:
-    """Lines to stdout (pyinfra, a terminal) or stderr (failures: cron mails them), and to the
-    log file."""
+    """Lines to stdout (pyinfra, a terminal) or stderr (failures, unless `failures_to_stderr`
+    is off), and to the log file."""
 
-    def __init__(self, host: str, log_file: str) -> None:
+    def __init__(self, host: str, log_file: str, failures_to_stderr: bool = True) -> None:
         self.host = host
         self.log_file = log_file
+        self.failures_to_stderr = failures_to_stderr
 
-    def line(self, message: str, failed: bool = False, log_file: bool = True) -> None:
+    def line(self, message: str, failed: bool = False, log_file: bool = True) -> str:
+        """Print and log one line; return it as printed."""
         text = f"{utc_stamp()} certsync {self.host}: {message}"
-        emit(text, failed)  # the SSH session may be gone: finish all the same
+        # the SSH session may be gone: finish all the same
+        emit(text, failed and self.failures_to_stderr)
         if log_file:
             with contextlib.suppress(OSError, ValueError):
                 self._append(text)
+        return text
 
     def _append(self, text: str) -> None:
         dir_fd = open_dir(os.path.dirname(self.log_file), create_mode=LOG_DIR_MODE)
@@ -84,7 +88,7 @@ class LockTimeout(Exception):
 
 
 @contextlib.contextmanager
-def locked(path: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def locked(path: str, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
     """Hold an exclusive lock so that a cron run and a deploy never interleave.
 
     Calls `on_wait` once if another sync holds the lock; raises LockTimeout after

@@ -17,10 +17,10 @@ from .errors import reason
 from .files import FILE, MISSING, FileState, read_file
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
-from .probe import PROBE_ERRORS, served_fingerprint
+from .probe import PROBE_ERRORS, served_certificate, served_fingerprint
 from .settings import Config
 from .validity import describe, downgrade_problem, unprotected_because
-from .x509 import CertInfo, check_key_matches, parse_chain
+from .x509 import CertInfo, cert_info, check_key_matches, parse_chain
 
 CERT_MODE = 0o644
 KEY_MODE = 0o600
@@ -55,6 +55,18 @@ class Served:
 
 
 @dataclasses.dataclass
+class MoxConf:
+    """Whether mox.conf names the name's two files in a listener's TLS KeyCerts (None: mox.conf
+    cannot be read), and what was found."""
+
+    names_files: bool | None
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"names_files": self.names_files, "detail": self.detail}
+
+
+@dataclasses.dataclass
 class NamePlan:
     name: str
     action: str
@@ -64,6 +76,8 @@ class NamePlan:
     targets: list[Target]
     served: Served | None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    mox_conf: MoxConf | None = None
+    files_equal: bool | None = None  # mox's files byte for byte Caddy's chosen pair (None: no pair)
 
     @property
     def pair(self) -> Pair | None:
@@ -107,6 +121,8 @@ class NamePlan:
                 "error": self.served.error,
             },
             "warnings": self.warnings,
+            "mox_conf": self.mox_conf.to_json() if self.mox_conf else None,
+            "files_equal": self.files_equal,
         }
 
 
@@ -174,29 +190,45 @@ def read_mox_config(path: str) -> str:
         return file.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
 
 
-def verify_targets(config: Config, name: str) -> tuple[list[Target], list[str]]:
-    """Where to check what mox serves for `name`, and warnings when that cannot be known."""
+def mox_files(config: Config, name: str) -> tuple[str, str]:
+    """The paths of mox's certificate and key files for `name`."""
+    stored = os.path.join(config.mox_cert_dir, storage_name(name))
+    return stored + ".crt", stored + ".key"
+
+
+def verify_targets(config: Config, name: str) -> tuple[list[Target], list[str], MoxConf]:
+    """Where to check what mox serves for `name`, warnings when that cannot be known, and whether
+    mox.conf names the name's files at all."""
     ports = list(config.verify_ports)
-    if config.verify_address:
-        return [Target(config.verify_address, p, protocol_of_port(p)) for p in ports], []
-    stored = storage_name(name)
-    cert_file = os.path.join(config.mox_cert_dir, stored + ".crt")
-    key_file = os.path.join(config.mox_cert_dir, stored + ".key")
+    cert_file, key_file = mox_files(config, name)
+    pair = f"{cert_file} and {key_file}"
     try:
         text = read_mox_config(config.mox_config)
     except OSError as error:
-        return [], [f"cannot read {config.mox_config} to find mox's listeners ({reason(error)})"]
-    targets = listener_targets(text, os.path.dirname(config.mox_config), cert_file, key_file, ports)
-    if targets is None:
-        return [], [
-            f"no listener in {config.mox_config} names {cert_file} and {key_file} in"
-            " TLS KeyCerts: mox does not serve these files"
-        ]
-    if not targets:
-        return [], [
+        problem = f"cannot read {config.mox_config} to find mox's listeners ({reason(error)})"
+        found, mox_conf = None, MoxConf(None, problem)
+    else:
+        found = listener_targets(
+            text, os.path.dirname(config.mox_config), cert_file, key_file, ports
+        )
+        if found is None:
+            problem = (
+                f"no listener in {config.mox_config} names {pair} in TLS KeyCerts:"
+                " mox does not serve these files"
+            )
+            mox_conf = MoxConf(False, problem)
+        else:
+            mox_conf = MoxConf(True, f"a listener in {config.mox_config} names {pair}")
+    if config.verify_address:
+        return [Target(config.verify_address, p, protocol_of_port(p)) for p in ports], [], mox_conf
+    if found is None:
+        return [], [mox_conf.detail], mox_conf
+    if not found:
+        warning = (
             f"mox's listeners with {cert_file} enable none of the ports {ports}: nothing to check"
-        ]
-    return targets, []
+        )
+        return [], [warning], mox_conf
+    return found, [], mox_conf
 
 
 def probe(targets: list[Target], name: str) -> Served | None:
@@ -209,19 +241,24 @@ def probe(targets: list[Target], name: str) -> Served | None:
 
 
 def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
-    """What every target serves (for the status report)."""
+    """What every target serves: its certificate's sha256, public key hash (DANE `3 1 1`) and
+    expiry, or why nothing usable answers (for the status report and the metrics)."""
     result = []
     for target in targets:
+        entry: dict[str, Any] = {"target": str(target), "port": target.port, "error": None}
         try:
-            result.append(
-                {
-                    "target": str(target),
-                    "sha256": served_fingerprint(target, server_name(name)),
-                    "error": None,
-                }
-            )
+            info = cert_info(served_certificate(target, server_name(name)))
         except PROBE_ERRORS as error:
-            result.append({"target": str(target), "sha256": None, "error": reason(error)})
+            entry["error"] = reason(error)
+        except ValueError as error:
+            entry["error"] = f"what it serves does not parse ({error})"
+        else:
+            entry.update(
+                sha256=info.fingerprint,
+                spki_sha256=info.spki_sha256,
+                not_after=info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+        result.append(entry)
     return result
 
 
@@ -243,19 +280,30 @@ def plan_name(
         config.trusted_ca_file if config.require_trusted_chain else None,
     )
     current = current_files(dir_fd, name, now)
-    targets, warnings = verify_targets(config, name)
+    targets, warnings, mox_conf = verify_targets(config, name)
     served = probe(targets, name) if check_served else None
     if served is not None and served.error is not None:
         warnings.append(f"mox does not answer on {served.target}: {served.error}")
+    pair = choice.pair
+    same = pair is not None and current.crt.data == pair.cert and current.key.data == pair.key
 
     def plan(action: str, detail: str) -> NamePlan:
-        return NamePlan(name, action, detail, choice, current, targets, served, warnings)
+        return NamePlan(
+            name,
+            action,
+            detail,
+            choice,
+            current,
+            targets,
+            served,
+            warnings,
+            mox_conf,
+            same if pair is not None else None,
+        )
 
-    pair = choice.pair
     if pair is None:
         return plan(REFUSE, choice.refusal or "no certificate")
     new = f"{describe(pair.info)} from {pair.issuer}"
-    same = current.crt.data == pair.cert and current.key.data == pair.key
     if same and not force:
         uid, gid = mox_ids(config)
         drift = [

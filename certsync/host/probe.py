@@ -1,4 +1,4 @@
-"""What mox serves: the sha256 of the leaf certificate a TLS handshake gets on a port."""
+"""What mox serves: the leaf certificate a TLS handshake gets on a port, and its sha256."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ PROBE_ERRORS = (OSError, ssl.SSLError, EOFError)
 def served_fingerprint(target: Target, server_name: str, timeout: float = 5.0) -> str:
     """sha256 of the leaf certificate served at `target`, with `server_name` as SNI; raises one
     of PROBE_ERRORS when nothing (or no certificate) answers."""
+    return hashlib.sha256(served_certificate(target, server_name, timeout)).hexdigest()
+
+
+def served_certificate(target: Target, server_name: str, timeout: float = 5.0) -> bytes:
+    """The DER of the leaf certificate served at `target`, with `server_name` as SNI."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # identity is checked by fingerprint
@@ -29,7 +34,7 @@ def served_fingerprint(target: Target, server_name: str, timeout: float = 5.0) -
             der = tls.getpeercert(binary_form=True)
     if not der:
         raise ssl.SSLError("no certificate served")
-    return hashlib.sha256(der).hexdigest()
+    return der
 
 
 def _smtp_starttls(

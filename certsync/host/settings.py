@@ -307,8 +307,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "alert_email",
         "",
+        emails,
+        "mail a failed sync to these addresses, comma-separated (empty: no mail)",
+    ),
+    Setting(
+        "alert_smtp",
+        "localhost:25",
+        host_port,
+        "the SMTP server (`host:port`) that takes the alert mail; mox on the host by default",
+    ),
+    Setting(
+        "alert_from",
+        "",
         email,
-        "cron mails the job's failures to this address (empty: cron's default)",
+        "the alert mail's sender (empty: `certsync@` and the host's FQDN)",
+    ),
+    Setting(
+        "metrics_file",
+        "/var/lib/prometheus/node-exporter/certsync.prom",
+        optional_path,
+        "Prometheus node-exporter textfile, written when its folder exists (empty: none)",
     ),
     Setting(
         "force",
@@ -346,6 +364,13 @@ SETTINGS: tuple[Setting, ...] = (
         on_host=False,
     ),
     Setting("cron_file", "/etc/cron.d/certsync", path, "the cron job", on_host=False),
+    Setting(
+        "logrotate_file",
+        "/etc/logrotate.d/certsync",
+        path,
+        "rotates `log_file` (weekly, 12 kept)",
+        on_host=False,
+    ),
     Setting(
         "python", "/usr/bin/python3", path, "the python3 that runs the host program", on_host=False
     ),

@@ -63,9 +63,11 @@ def folder_refusal(config: Config) -> str | None:
     return None
 
 
-def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str, str]]:
-    """The newest log line of each name: {"time", "status", "detail"}."""
-    found: dict[str, dict[str, str]] = {}
+def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str, Any]]:
+    """The newest log line of each name: {"time", "status", "detail", "ok"}."""
+    from .transaction import OK_STATUSES
+
+    found: dict[str, dict[str, Any]] = {}
     try:
         with open(log_file, "rb") as file:
             file.seek(0, os.SEEK_END)
@@ -81,7 +83,12 @@ def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str,
         name, _, rest = rest.partition(": ")
         if name in names and name not in found:
             status, _, detail = rest.partition(": ")
-            found[name] = {"time": stamp, "status": status, "detail": detail}
+            found[name] = {
+                "time": stamp,
+                "status": status,
+                "detail": detail,
+                "ok": status in OK_STATUSES,
+            }
     return found
 
 

@@ -63,6 +63,7 @@ class Outcome:
     # | restore failed (4)
     status: str
     detail: str = ""
+    kept: str = ""  # what mox's files hold after a failure, when known
 
     @property
     def ok(self) -> bool:
@@ -122,6 +123,9 @@ class Sync:
                 return [Outcome(name, "refused", detail) for name in names]
             plans = [plan_name(self.config, name, dir_fd, now, self.force) for name in names]
             outcomes = self._carry_out(dir_fd, plans)
+            for plan in plans:
+                if not outcomes[plan.name].ok and plan.current is not None:
+                    outcomes[plan.name].kept = plan.current.describe()
         finally:
             os.close(dir_fd)
         return [outcomes[name] for name in names]

@@ -113,9 +113,20 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
     for index in range(1, len(decoded)):
         if decoded[index - 1].get("issuer") != decoded[index].get("subject"):
             raise ValueError("certificate chain is out of order (the leaf must come first)")
-    leaf = decoded[0]
-    info = CertInfo(
-        fingerprint=hashlib.sha256(ders[0]).hexdigest(),
+    return _cert_info(ders[0], decoded[0]), ders
+
+
+def cert_info(der: bytes) -> CertInfo:
+    """The CertInfo of one DER certificate (e.g. the one a server sent); raises ValueError."""
+    try:
+        return _cert_info(der, _decode_cert(der))
+    except ssl.SSLError as error:
+        raise ValueError(f"certificate does not parse ({ssl_reason(error)})") from error
+
+
+def _cert_info(der: bytes, leaf: dict) -> CertInfo:
+    return CertInfo(
+        fingerprint=hashlib.sha256(der).hexdigest(),
         sans=tuple(
             printable(value) for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS"
         ),
@@ -124,9 +135,8 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
         serial=format(int(leaf.get("serialNumber", "0"), 16), "x"),
         subject=printable(_name(leaf.get("subject"))),
         issuer=printable(_name(leaf.get("issuer"))),
-        spki_sha256=hashlib.sha256(subject_public_key_info(ders[0])).hexdigest(),
+        spki_sha256=hashlib.sha256(subject_public_key_info(der)).hexdigest(),
     )
-    return info, ders
 
 
 def ssl_reason(error: ssl.SSLError) -> str:

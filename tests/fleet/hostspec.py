@@ -14,6 +14,8 @@ DEBIAN_CADDY_DATA_DIR = "/var/lib/caddy/.local/share/caddy"
 PRIVATE_DIRS: tuple[str, ...] = (
     "/home",
     "/etc/cron.d",
+    "/etc/logrotate.d",
+    "/var/lib/prometheus/node-exporter",
     "/etc/certsync",
     "/usr/local/lib/certsync",
     "/var/lib/certsync",

@@ -118,6 +118,14 @@ class Issued:
         """The leaf's fingerprint: what a TLS client sees served."""
         return hashlib.sha256(self.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
+    @property
+    def spki_sha256(self) -> str:
+        """The DANE TLSA `3 1 1` value: sha256 of the leaf's SubjectPublicKeyInfo."""
+        spki = self.cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return hashlib.sha256(spki).hexdigest()
+
 
 class Ca:
     """A root and an intermediate CA (ECDSA P-256) that issue leaf certificates."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certsync.host.moxconf import Target, listener_targets, parse_sconf, protocol_of_port
-from certsync.host.plan import verify_targets
+from certsync.host.plan import MoxConf, verify_targets
 
 QUICKSTART = (Path(__file__).parent / "data" / "mox.conf").read_text()
 CONFIG_DIR = "/home/mox/config"
@@ -153,7 +153,8 @@ def test_target_shows_ipv6_in_brackets():
 
 def test_verify_address_overrides_mox_conf(make_config):
     config = make_config(verify_address="192.0.2.7", verify_ports=[993, 587, 25, 143])
-    assert verify_targets(config, "mail.example.com") == (
+    targets, warnings, mox_conf = verify_targets(config, "mail.example.com")
+    assert (targets, warnings) == (
         [
             Target("192.0.2.7", 993, "tls"),
             Target("192.0.2.7", 587, "smtp"),
@@ -162,6 +163,8 @@ def test_verify_address_overrides_mox_conf(make_config):
         ],
         [],
     )
+    # whether mox reads the files at all is still mox.conf's to say (the status report asks)
+    assert mox_conf.names_files is None and mox_conf.detail.startswith("cannot read ")
 
 
 def test_without_verify_address_the_listeners_of_mox_conf_decide(make_config, tmp_path):
@@ -173,21 +176,25 @@ def test_without_verify_address_the_listeners_of_mox_conf_decide(make_config, tm
         "\t\t\t\t\tKeyFile: certs/wildcard_.example.com.key\n"
         "\t\tIMAPS:\n\t\t\tEnabled: true\n"
     )
-    assert verify_targets(config, "*.example.com") == ([Target("127.0.0.1", 993, "tls")], [])
-    found, warnings = verify_targets(config, "mail.example.com")
+    targets, warnings, mox_conf = verify_targets(config, "*.example.com")
+    assert (targets, warnings) == ([Target("127.0.0.1", 993, "tls")], [])
+    assert mox_conf.names_files is True
+    found, warnings, mox_conf = verify_targets(config, "mail.example.com")
     assert found == []
     assert warnings == [
         f"no listener in {config.mox_config} names {config.mox_cert_dir}/mail.example.com.crt"
         f" and {config.mox_cert_dir}/mail.example.com.key in TLS KeyCerts:"
         " mox does not serve these files"
     ]
+    assert mox_conf.names_files is False and mox_conf.detail == warnings[0]
 
 
 def test_an_unreadable_mox_conf_is_a_warning(make_config):
     config = make_config(verify_address="")
-    found, warnings = verify_targets(config, "mail.example.com")
+    found, warnings, mox_conf = verify_targets(config, "mail.example.com")
     assert found == []
     assert warnings[0].startswith(f"cannot read {config.mox_config} to find mox's listeners")
+    assert mox_conf.names_files is None
 
 
 def test_a_fifo_planted_as_mox_conf_does_not_block_the_read(make_config, tmp_path):
@@ -196,7 +203,7 @@ def test_a_fifo_planted_as_mox_conf_does_not_block_the_read(make_config, tmp_pat
     config = make_config(verify_address="")
     (tmp_path / "mox").mkdir()
     os.mkfifo(config.mox_config)
-    result: list[tuple[list[Target], list[str]]] = []
+    result: list[tuple[list[Target], list[str], MoxConf]] = []
     reader = threading.Thread(
         target=lambda: result.append(verify_targets(config, "mail.example.com")), daemon=True
     )
@@ -207,5 +214,5 @@ def test_a_fifo_planted_as_mox_conf_does_not_block_the_read(make_config, tmp_pat
             pass
         reader.join(5)
         pytest.fail("reading a FIFO at mox.conf blocked")
-    (found, warnings) = result[0]
+    (found, warnings, _) = result[0]
     assert found == [] and warnings[0].startswith(f"cannot read {config.mox_config}")

@@ -286,4 +286,4 @@ def test_names_mox_s_certificate_carries_are_shown_escaped(
         result.detail
     )
     assert result.detail.isprintable()
-    assert all(line.isprintable() for line in preview.name_lines(NAME, result.to_json()))
+    assert all(line.isprintable() for line in preview.name_lines(NAME, result.to_json(), NOW))

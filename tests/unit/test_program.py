@@ -162,7 +162,14 @@ def test_state_through_the_bootstrap_prints_json_without_key_bytes(
     entry = json.loads(read.stdout)["names"][NAME]
     assert entry["action"] == "in sync"
     assert entry["served_all"] == [
-        {"target": f"127.0.0.1:{mox.port}", "sha256": caddys.sha256, "error": None}
+        {
+            "target": f"127.0.0.1:{mox.port}",
+            "port": mox.port,
+            "sha256": caddys.sha256,
+            "spki_sha256": caddys.spki_sha256,
+            "not_after": f"{caddys.cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+            "error": None,
+        }
     ]
     log = Path(config.log_file).read_text()
     assert f"{NAME}: installed: " in log

@@ -146,10 +146,24 @@ def test_the_newest_log_line_of_each_name_is_its_last_run(make_config, mox_ids, 
         f"2026-01-02T00:00:00Z certsync mail-2: {NAME}: refused: another host\n"
         f"2026-01-03T00:00:00Z certsync mail-1: {NAME}: in sync: sha256=aa\n"
         "2026-01-04T00:00:00Z certsync mail-1: exit 1: some names were refused\n"
+        "2026-01-04T00:00:01Z certsync mail-1: alert mail to a@example.com via localhost:25: sent\n"
+        "2026-01-05T00:00:00Z certsync mail-1: other.example.com: rolled back: mox did not start\n"
     )
-    state = read_state(make_config(), [], False, False)
+    config = make_config(names=[NAME, "other.example.com"])
+    state = read_state(config, [], False, False)
     assert state["last_runs"] == {
-        NAME: {"time": "2026-01-03T00:00:00Z", "status": "in sync", "detail": "sha256=aa"}
+        NAME: {
+            "time": "2026-01-03T00:00:00Z",
+            "status": "in sync",
+            "detail": "sha256=aa",
+            "ok": True,
+        },
+        "other.example.com": {
+            "time": "2026-01-05T00:00:00Z",
+            "status": "rolled back",
+            "detail": "mox did not start",
+            "ok": False,
+        },
     }
 
 

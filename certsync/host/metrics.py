@@ -1,0 +1,135 @@
+"""What monitoring reads after each sync: a Prometheus node-exporter textfile (`metrics_file`).
+
+Per name: when the certificate mox serves on each checked port expires, when a run last synced
+the name, and whether the last run did. The runs are remembered in a root-only file beside the
+lock (the log is rotated away); the textfile is replaced by rename, never through a link: its
+folder may belong to another user (node-exporter's, or mox's).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .errors import reason
+from .files import FILE, FileState, open_dir, put_entries, read_file
+from .plan import probe_all, verify_targets
+from .settings import Config
+
+if TYPE_CHECKING:
+    from .transaction import Outcome
+
+RUNS_FILE = "runs.json"  # beside the lock file
+METRICS = (
+    (
+        "certsync_certificate_expiry_timestamp_seconds",
+        "When the certificate mox serves for the name on the port expires (Unix time).",
+    ),
+    (
+        "certsync_last_success_timestamp_seconds",
+        "When a certsync run last ended with the name synced (Unix time; 0: never).",
+    ),
+    ("certsync_last_run_ok", "1 when certsync's last run synced the name, else 0."),
+)
+Runs = dict[str, dict[str, Any]]
+
+
+def _read_runs(dir_fd: int) -> Runs:
+    state = read_file(dir_fd, RUNS_FILE)
+    if state.kind != FILE or state.data is None:
+        return {}
+    try:
+        runs = json.loads(state.data)
+    except ValueError:
+        return {}
+    return runs if isinstance(runs, dict) else {}
+
+
+def record_runs(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -> Runs:
+    """Remember this run's outcome of each name; every name's record."""
+    stamp = int(now.timestamp())
+    dir_fd = open_dir(os.path.dirname(config.lock_file))
+    try:
+        runs = _read_runs(dir_fd)
+        for outcome in outcomes:
+            before = runs.get(outcome.name)
+            last_success = before.get("last_success", 0) if isinstance(before, dict) else 0
+            runs[outcome.name] = {
+                "ok": outcome.ok,
+                "time": stamp,
+                "last_success": stamp if outcome.ok else last_success,
+            }
+        data = json.dumps(runs, sort_keys=True).encode()
+        put_entries(dir_fd, {RUNS_FILE: FileState(FILE, data, None, 0, 0, 0o600)})
+    finally:
+        os.close(dir_fd)
+    return runs
+
+
+def _label(value: object) -> str:
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _seconds(stamp: str) -> int:
+    return int(
+        dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+        .replace(tzinfo=dt.timezone.utc)
+        .timestamp()
+    )
+
+
+def render(config: Config, runs: Runs) -> str:
+    """The textfile: every configured name, what mox serves for it now and its last run."""
+    samples: dict[str, list[str]] = {metric: [] for metric, _ in METRICS}
+    expiry, last_success, last_ok = (metric for metric, _ in METRICS)
+    for name in sorted(config.names):
+        targets = verify_targets(config, name)[0]
+        for served in probe_all(targets, name):
+            if served["error"] is None:
+                labels = f"name={_label(name)},port={_label(served['port'])}"
+                samples[expiry].append(f"{expiry}{{{labels}}} {_seconds(served['not_after'])}")
+        run = runs.get(name)
+        if isinstance(run, dict):
+            labels = f"name={_label(name)}"
+            samples[last_success].append(
+                f"{last_success}{{{labels}}} {int(run.get('last_success') or 0)}"
+            )
+            samples[last_ok].append(f"{last_ok}{{{labels}}} {1 if run.get('ok') else 0}")
+    lines = []
+    for metric, help_text in METRICS:
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", *samples[metric]]
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(config: Config, text: str) -> str | None:
+    """Replace the textfile by rename (0644, root's); why not, or None. A missing folder means
+    no node-exporter here: nothing is written and nothing said."""
+    folder, name = os.path.split(config.metrics_file)
+    try:
+        dir_fd = open_dir(folder)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        return f"metrics not written: {reason(error)}"
+    try:
+        put_entries(dir_fd, {name: FileState(FILE, text.encode(), None, 0, 0, 0o644)})
+    except OSError as error:
+        return f"metrics not written to {config.metrics_file}: {reason(error)}"
+    finally:
+        os.close(dir_fd)
+    return None
+
+
+def update_metrics(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -> str | None:
+    """Record this run and rewrite the textfile; why that failed, or None."""
+    try:
+        runs = record_runs(config, outcomes, now)
+    except (OSError, ValueError) as error:
+        return f"runs not recorded in {os.path.dirname(config.lock_file)}: {reason(error)}"
+    if not config.metrics_file:
+        return None
+    return write_metrics(config, render(config, runs))
