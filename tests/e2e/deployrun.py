@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,3 +75,28 @@ def caddy_fingerprint(pki: Pki, name: str) -> str:
 def backups(host: TestHost) -> list[str]:
     result = host.run(f"ls -1 {BACKUP_DIR} 2>/dev/null")
     return result.stdout.split()
+
+
+@dataclass
+class StatusRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def status(inventory: Path, *args: str, cwd: Path, timeout: float = 120) -> StatusRun:
+    """`certsync status INVENTORY [args]` run from another folder than the repository (the
+    package's console script is `certsync.cli:main`)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "certsync.cli", "status", str(inventory), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return StatusRun(result.returncode, result.stdout, result.stderr)

@@ -93,6 +93,13 @@ def write_host_file(host: TestHost, path: str, content: bytes | str, mode: int =
     target.chmod(mode)
 
 
+def cron_command(host: TestHost) -> str:
+    """The command of the host's cron job, as cron runs it (root's line of its cron file)."""
+    cron = host.run("cat /etc/cron.d/certsync", check=True).stdout
+    line = next(line for line in cron.splitlines() if " root " in line and not line.startswith("#"))
+    return line.split(" root ", 1)[1]
+
+
 def host_popen(host: TestHost, command: str, log: Path) -> subprocess.Popen[bytes]:
     """Start a shell command as root inside the host, in the background (output to `log`)."""
     with log.open("wb") as out:

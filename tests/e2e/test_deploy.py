@@ -15,6 +15,7 @@ from tests.e2e.deployrun import (
     served_fingerprints,
     sha256_on_host,
 )
+from tests.e2e.faultkit import cron_command
 
 CRON_FILE = "/etc/cron.d/certsync"
 
@@ -118,14 +119,7 @@ def test_cron_job_command_syncs_by_itself(fleet, pki, inventory):
     name = host.cert_names[0]
     pki.renew(name)
     host.copy_caddy_storage(pki)
-    cron_line = next(
-        line
-        for line in host.run(f"cat {CRON_FILE}", check=True).stdout.splitlines()
-        if " root " in line and not line.startswith("#")
-    )
-    command = cron_line.split(" root ", 1)[1]
-
-    result = host.run(command)
+    result = host.run(cron_command(host))
 
     assert result.returncode == 0, result.stderr
     assert_in_sync(fleet, pki, [host])

@@ -1,0 +1,105 @@
+"""Reading the certsync state of an inventory's hosts outside a deploy (for `certsync status`):
+the inventory and its group data as pyinfra's CLI loads them, then per host one connection and
+one read-only command, certsync's state fact, with the host's own connector arguments (`_sudo`).
+An unreachable host or a failed read is that host's alone, with its reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import gevent
+from pyinfra.api import Config, Host, Inventory, State
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+from pyinfra.api.exceptions import ConnectError, FactProcessError, PyinfraError
+from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
+
+from certsync.facts import CertsyncState
+from certsync.host.errors import printable
+from certsync.hostdata import HostSettings
+
+CONFIG_FILE = "config.py"  # pyinfra's, beside the inventory: SUDO and the like apply here too
+MAX_REASON_LINES = 4
+
+
+class UsageError(Exception):
+    """The inventory or the limit cannot be used; the message says why."""
+
+
+def load_state(inventory_file: str, limits: Sequence[str]) -> State:
+    """A pyinfra State of the inventory (with the group data beside it, and its config.py) that
+    targets the hosts and groups of `limits` (all when empty)."""
+    from pyinfra_cli.inventory import make_inventory
+    from pyinfra_cli.util import exec_file
+
+    path = Path(inventory_file)
+    if not path.is_file():
+        raise UsageError(f"{inventory_file}: no such inventory file")
+    folder = str(path.resolve().parent)
+    state = State()
+    config = Config()
+    with ctx_state.use(state), ctx_config.use(config):
+        if (Path(folder) / CONFIG_FILE).is_file():
+            exec_file(str(Path(folder) / CONFIG_FILE))
+        inventory = make_inventory(str(path.resolve()), cwd=folder)
+    limit = _limit(inventory, limits) if limits else None
+    state.init(inventory, config, initial_limit=limit)
+    return state
+
+
+def _limit(inventory: Inventory, patterns: Sequence[str]) -> list[Host]:
+    """The hosts of each group or host name pattern, as pyinfra's --limit selects them."""
+    hosts: list[Host] = []
+    for pattern in patterns:
+        try:
+            found = list(inventory.get_group(pattern))
+        except PyinfraError:  # NoGroupError
+            found = [host for host in inventory if fnmatch(host.name, pattern)]
+        if not found:
+            raise UsageError(f"--limit {pattern}: no such host or group in the inventory")
+        hosts += [host for host in found if host not in hosts]
+    return hosts
+
+
+def _reason(lines: list[str]) -> str:
+    text = "; ".join(printable(line) for line in lines[-MAX_REASON_LINES:] if line.strip())
+    return text or "no output"
+
+
+def read_host(state: State, host: Host, settings: HostSettings) -> dict[str, Any] | str:
+    """The host's state, all ports probed, or why it could not be read."""
+    with ctx_state.use(state), ctx_host.use(host), ctx_inventory.use(state.inventory):
+        try:
+            host.connect(show_errors=False, raise_exceptions=True)
+        except ConnectError as error:
+            return f"unreachable: {printable(str(error))}"
+        from certsync.operations import host_files  # the files the deploy installs
+
+        fact = CertsyncState()
+        command = fact.command(settings=settings, files=list(host_files(settings)), all_ports=True)
+        arguments, _ = pop_global_arguments(state, host, {})
+        connector = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
+        try:
+            ok, output = host.run_shell_command(command, **connector)
+        except (OSError, EOFError) as error:
+            return f"the state read failed: {type(error).__name__}: {printable(str(error))}"
+        finally:
+            host.disconnect()
+        if not ok:
+            return f"the state read failed: {_reason(output.stderr_lines)}"
+        try:
+            return fact.process(output.stdout_lines)
+        except FactProcessError as error:
+            return f"the state read failed: {error}"
+
+
+def read_hosts(state: State, settings: dict[str, HostSettings]) -> dict[str, dict[str, Any] | str]:
+    """Every host's state (or why not), read in parallel, in inventory order."""
+    hosts = [host for host in state.inventory if host.name in settings]
+    jobs = {
+        host.name: state.pool.spawn(read_host, state, host, settings[host.name]) for host in hosts
+    }
+    gevent.joinall(list(jobs.values()))
+    return {name: job.get() for name, job in jobs.items()}

@@ -1,0 +1,235 @@
+"""`certsync status`: per host and name, the six checks of what is true now, from the host's
+state (read-only, every verify port probed): as a table for a person, or as JSON for monitoring.
+
+    {"ok": bool, "hosts": {HOST: {"ok": bool, "error": str|null,
+        "names": {NAME: {"ok": bool, "checks": [{"check": str, "ok": bool, "detail": str}]}}}}}
+
+Only public facts: fingerprints, dates, names, owners and modes, the key's DANE hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from typing import Any
+
+from certsync.certview import expiry, parse_time, short, tlsa_record
+from certsync.host.names import storage_name
+from certsync.host.plan import CERT_MODE, KEY_MODE
+from certsync.host.validity import ago
+from certsync.hostdata import HostSettings
+from certsync.operations import _is_installed, host_files
+
+EXIT_OK, EXIT_FAILED, EXIT_UNKNOWN = 0, 1, 2
+# (check, how the table names it when it fails), in the order of the issue's six checks:
+# Caddy holds a valid certificate; mox's files exist with the right owner and modes; they equal
+# Caddy's newest valid pair; mox.conf names them in a listener's KeyCerts; mox serves that
+# certificate on every verify port; the cron job is installed and its last run succeeded.
+CHECKS = (
+    ("caddy", "Caddy's certificate"),
+    ("mox_files", "mox's files"),
+    ("mox_equals_caddy", "mox's files vs Caddy's"),
+    ("mox_conf", "mox.conf"),
+    ("served", "what mox serves"),
+    ("cron", "cron job"),
+)
+TITLES = dict(CHECKS)
+
+
+def _check(check: str, ok: bool, detail: str) -> dict[str, Any]:
+    return {"check": check, "ok": ok, "detail": detail}
+
+
+def check_caddy(plan: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    cert = plan["caddy"]["cert"]
+    if cert is None:
+        return _check("caddy", False, plan["detail"])
+    issuer = plan["caddy"]["issuer"]
+    detail = f"sha256={short(cert['sha256'])} from {issuer}, expires {expiry(cert, now)}"
+    return _check("caddy", True, detail)
+
+
+def _file_problems(what: str, meta: dict[str, Any], owner: str, mode: int) -> list[str]:
+    if meta["kind"] != "file":
+        target = f" to {meta['target']}" if meta.get("target") else ""
+        kind = "missing" if meta["kind"] == "missing" else f"a {meta['kind']}{target}, not a file"
+        return [f"{what} is {kind}"]
+    problems = []
+    if f"{meta['user']}:{meta['group']}" != owner:
+        problems.append(f"{what} is owned by {meta['user']}:{meta['group']}, not {owner}")
+    if meta["mode"] != format(mode, "04o"):
+        problems.append(f"{what} has mode {meta['mode']}, not {mode:04o}")
+    return problems
+
+
+def check_mox_files(
+    settings: HostSettings, state: dict[str, Any], name: str, plan: dict[str, Any]
+) -> dict[str, Any]:
+    mox = plan.get("mox")
+    if mox is None:
+        return _check("mox_files", False, plan["detail"])
+    owner = f"{settings.mox_user}:{settings.mox_group}"
+    stored = f"{settings.mox_cert_dir}/{storage_name(name)}"
+    problems = []
+    folder = state.get("mox_dir") or {}
+    if folder.get("kind") == "missing":
+        problems.append(f"{settings.mox_cert_dir} is missing")
+    elif not folder.get("right"):
+        problems.append(f"{settings.mox_cert_dir} is not {owner} 0700")
+    problems += _file_problems(f"{stored}.crt", mox["crt"], owner, CERT_MODE)
+    problems += _file_problems(f"{stored}.key", mox["key"], owner, KEY_MODE)
+    if problems:
+        return _check("mox_files", False, "; ".join(problems))
+    return _check("mox_files", True, f"{stored}.crt {CERT_MODE:04o}, .key {KEY_MODE:04o}, {owner}")
+
+
+def check_equal(plan: dict[str, Any]) -> dict[str, Any]:
+    caddy = plan["caddy"]["cert"]
+    if plan.get("files_equal"):
+        return _check("mox_equals_caddy", True, f"sha256={short(caddy['sha256'])}")
+    if caddy is None:
+        return _check("mox_equals_caddy", False, "no valid pair of Caddy's to compare with")
+    mox = plan.get("mox") or {}
+    has = mox.get("replaces") or "nothing"
+    if plan["action"] == "refuse":  # Caddy's pair is valid, yet not installed: say why
+        return _check("mox_equals_caddy", False, f"mox has {has}: {plan['detail']}")
+    return _check(
+        "mox_equals_caddy",
+        False,
+        f"mox has {has}, Caddy sha256={short(caddy['sha256'])}: the next sync installs it",
+    )
+
+
+def check_mox_conf(plan: dict[str, Any]) -> dict[str, Any]:
+    mox_conf = plan.get("mox_conf") or {"names_files": None, "detail": plan["detail"]}
+    return _check("mox_conf", mox_conf["names_files"] is True, mox_conf["detail"])
+
+
+def check_served(plan: dict[str, Any]) -> dict[str, Any]:
+    """Every verify port serves Caddy's certificate (mox's own when Caddy has none); and the
+    DANE hash of the key mox serves."""
+    expected = plan["caddy"]["cert"] or (plan.get("mox") or {}).get("cert")
+    served = plan.get("served_all") or []
+    if not served:
+        why = "; ".join(plan.get("warnings") or []) or "no port to check"
+        return _check("served", False, f"not checked: {why}")
+    problems = []
+    for entry in served:
+        if entry["error"] is not None:
+            problems.append(f"{entry['target']}: {entry['error']}")
+        elif expected is None or entry["sha256"] != expected["sha256"]:
+            want = f", not sha256={short(expected['sha256'])}" if expected else ""
+            problems.append(f"{entry['target']} serves sha256={short(entry['sha256'])}{want}")
+    keys = served_keys(plan)
+    dane = f"; TLSA 3 1 1 {', '.join(keys)}" if keys else ""
+    if problems:
+        return _check("served", False, "; ".join(problems) + dane)
+    ports = ", ".join(str(entry["port"]) for entry in served)
+    return _check("served", True, f"{ports} serve sha256={short(served[0]['sha256'])}{dane}")
+
+
+def check_cron(
+    settings: HostSettings, state: dict[str, Any], name: str, now: dt.datetime
+) -> dict[str, Any]:
+    stale = [
+        path
+        for path, (content, mode) in host_files(settings).items()
+        if not _is_installed(state, path, content, mode)
+    ]
+    if stale:
+        kinds = {path: state["files"].get(path, {}).get("kind") for path in stale}
+        which = ", ".join(
+            f"{path} {'missing' if kinds[path] == 'missing' else 'differs'}" for path in stale
+        )
+        return _check("cron", False, f"{which}: run the deploy")
+    run = state["last_runs"].get(name)
+    if run is None:
+        return _check("cron", True, f"installed ({settings.cron_schedule}); no run logged yet")
+    when = run["time"]
+    with contextlib.suppress(ValueError):  # a log line's time is whatever the log holds
+        when = f"{when} ({ago(now - parse_time(when))} ago)"
+    detail = f"last run {when}: {run['status']}"
+    if not run["ok"]:
+        detail += f": {run['detail']}"
+    return _check("cron", bool(run["ok"]), detail)
+
+
+def name_report(
+    settings: HostSettings, state: dict[str, Any], name: str, now: dt.datetime
+) -> dict[str, Any]:
+    plan = state["names"][name]
+    checks = [
+        check_caddy(plan, now),
+        check_mox_files(settings, state, name, plan),
+        check_equal(plan),
+        check_mox_conf(plan),
+        check_served(plan),
+        check_cron(settings, state, name, now),
+    ]
+    return {"ok": all(c["ok"] for c in checks), "checks": checks}
+
+
+def host_report(
+    settings: HostSettings, state: dict[str, Any] | str, now: dt.datetime
+) -> dict[str, Any]:
+    error = state if isinstance(state, str) else state["error"]
+    if error is not None or isinstance(state, str):
+        return {"ok": False, "error": error, "names": {}}
+    names = {name: name_report(settings, state, name, now) for name in state["names"]}
+    return {"ok": all(n["ok"] for n in names.values()), "error": None, "names": names}
+
+
+def fleet_report(
+    settings: dict[str, HostSettings], states: dict[str, dict[str, Any] | str], now: dt.datetime
+) -> dict[str, Any]:
+    hosts = {host: host_report(settings[host], state, now) for host, state in states.items()}
+    return {"ok": all(h["ok"] for h in hosts.values()), "hosts": hosts}
+
+
+def exit_status(report: dict[str, Any]) -> int:
+    if any(host["error"] is not None for host in report["hosts"].values()):
+        return EXIT_UNKNOWN
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def as_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
+
+
+def _verdict(name: dict[str, Any]) -> str:
+    failed = [c for c in name["checks"] if not c["ok"]]
+    if not failed:
+        return "ok"
+    more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"FAIL {TITLES[failed[0]['check']]}: {failed[0]['detail']}{more}"
+
+
+def served_keys(plan: dict[str, Any]) -> list[str]:
+    """The DANE `3 1 1` hashes of the keys mox serves for the name (one, when all is well)."""
+    return sorted({e["spki_sha256"] for e in plan.get("served_all") or [] if e["error"] is None})
+
+
+def as_table(
+    report: dict[str, Any], states: dict[str, dict[str, Any] | str], now: dt.datetime
+) -> str:
+    """A line per host and name (the first failed check spelled out), then the DANE records of
+    the keys mox serves."""
+    rows = [("HOST", "NAME", "CADDY'S CERTIFICATE EXPIRES", "STATUS")]
+    records = []
+    for host, result in report["hosts"].items():
+        state = states[host]
+        if result["error"] is not None or isinstance(state, str):
+            rows.append((host, "-", "-", f"UNKNOWN {result['error']}"))
+            continue
+        for name, checks in result["names"].items():
+            plan = state["names"][name]
+            cert = plan["caddy"]["cert"]
+            rows.append((host, name, expiry(cert, now) if cert else "-", _verdict(checks)))
+            records += [(host, tlsa_record(name, key)) for key in served_keys(plan)]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    lines = ["  ".join([*(row[i].ljust(w) for i, w in enumerate(widths)), row[3]]) for row in rows]
+    if records:
+        lines += ["", "DANE: the TLSA 3 1 1 records of the keys mox serves (for its MX names):"]
+        lines += [f"  {host.ljust(widths[0])}  {record}" for host, record in records]
+    return "\n".join(lines) + "\n"

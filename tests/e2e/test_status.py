@@ -1,0 +1,213 @@
+"""`certsync status` on the real fleet: in sync, after each kind of drift, and with a host that
+cannot be reached. Run from another folder than the repository, as an operator would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import shutil
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.e2e.deployrun import MOX_CERT_DIR, caddy_fingerprint, deploy, status
+from tests.e2e.faultkit import cron_command, key_base64_lines, log_lines, now
+from tests.fleet.hostspec import MOX_CONFIG, storage_name
+from tests.fleet.x509util import ca_signed
+
+CHECKS = ["caddy", "mox_files", "mox_equals_caddy", "mox_conf", "served", "cron"]
+DAY = dt.timedelta(days=1)
+
+
+def deployed_host(make_fleet, tmp_path, hosts=1):
+    fleet = make_fleet(hosts)
+    inventory = fleet.write_inventory(tmp_path / "inventory.py")
+    run = deploy(inventory)
+    assert run.returncode == 0, run.output
+    return fleet, inventory
+
+
+def assert_no_key_material(pki, fleet, text):
+    for host in fleet:
+        for name in host.cert_names:
+            for line in key_base64_lines(pki.key_path(name).read_bytes()):
+                assert line not in text, f"key material of {name} in the status report"
+
+
+def failed_checks(report, host, name):
+    entry = report["hosts"][host]["names"][name]
+    assert [c["check"] for c in entry["checks"]] == CHECKS
+    assert entry["ok"] == all(c["ok"] for c in entry["checks"])
+    return {c["check"]: c["detail"] for c in entry["checks"] if not c["ok"]}
+
+
+def spki_sha256(pki, name):
+    spki = (
+        pki.certificate(name)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def test_status_of_a_fleet_in_sync(make_fleet, pki, tmp_path):
+    fleet, inventory = deployed_host(make_fleet, tmp_path)
+    host = fleet.hosts[0]
+    name = host.cert_names[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    table = status(inventory, cwd=elsewhere)
+    as_json = status(inventory, "--json", cwd=elsewhere)
+
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert re.search(
+        rf"^{host.name}\s+{re.escape(name)}\s+\d{{4}}-\d\d-\d\d \(\d+ days left\)\s+ok$",
+        table.stdout,
+        re.M,
+    ), table.stdout
+    assert f"_25._tcp.{name}. IN TLSA 3 1 1 {spki_sha256(pki, name)}" in table.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    report = as_json.json()
+    assert set(report) == {"ok", "hosts"} and report["ok"] is True
+    assert set(report["hosts"][host.name]) == {"ok", "error", "names"}
+    assert report["hosts"][host.name]["error"] is None
+    assert failed_checks(report, host.name, name) == {}
+    details = {c["check"]: c["detail"] for c in report["hosts"][host.name]["names"][name]["checks"]}
+    fingerprint = caddy_fingerprint(pki, name)[:16]
+    assert f"sha256={fingerprint}" in details["caddy"] and "days left" in details["caddy"]
+    assert details["served"].startswith(f"993, 465, 587 serve sha256={fingerprint}")
+    assert f"TLSA 3 1 1 {spki_sha256(pki, name)}" in details["served"]
+    assert re.fullmatch(r"last run \S+ \(.* ago\): installed", details["cron"]), details["cron"]
+    assert_no_key_material(pki, fleet, table.stdout + as_json.stdout)
+
+
+def renew_in_caddy(host, pki, name):
+    pki.renew(name)
+    host.copy_caddy_storage(pki)
+
+
+def put_mox_pair(host, name, cert_pem, key_pem):
+    folder = host.source_of(MOX_CERT_DIR)
+    for suffix, data, mode in ((".crt", cert_pem, 0o644), (".key", key_pem, 0o600)):
+        path = folder / f"{storage_name(name)}{suffix}"
+        path.write_bytes(data)
+        path.chmod(mode)
+        shutil.chown(path, "mox", "mox")
+
+
+def other_pair(name):
+    return ca_signed([name], now() - DAY, now() + 60 * DAY)
+
+
+def change_mox_files(host, pki, name):
+    pair = other_pair(name)
+    put_mox_pair(host, name, pair.cert_pem, pair.key_pem)  # mox still serves what it read
+
+
+def loosen_key_mode(host, pki, name):
+    host.run(f"chmod 0644 {MOX_CERT_DIR}/{name}.key", check=True)
+
+
+def mox_conf_names_other_files(host, pki, name):
+    conf = host.source_of(MOX_CONFIG)
+    conf.write_text(
+        conf.read_text().replace(f"{MOX_CERT_DIR}/{name}.", f"{MOX_CERT_DIR}/old-{name}.")
+    )
+
+
+def mox_serves_another(host, pki, name):
+    pair = other_pair(name)
+    put_mox_pair(host, name, pair.cert_pem, pair.key_pem)
+    host.restart_mox()
+    put_mox_pair(host, name, pki.cert_path(name).read_bytes(), pki.key_path(name).read_bytes())
+
+
+def remove_cron_file(host, pki, name):
+    host.run("rm /etc/cron.d/certsync", check=True)
+
+
+def cron_run_fails(host, pki, name):
+    """Caddy's storage is gone; the cron job's own command runs and refuses the name."""
+    shutil.rmtree(host.source_of(host.caddy_data_dir) / "certificates")
+    result = host.run(cron_command(host))
+    assert result.returncode == 1, result.stderr
+    assert f"{name}: refused: " in log_lines(host)[-1]
+
+
+DRIFTS = {
+    "caddy renewed": (
+        renew_in_caddy,
+        {
+            "mox_equals_caddy": r"the next sync installs it",
+            "served": r"serves sha256=\w+, not sha256=",
+        },
+    ),
+    "mox files changed": (change_mox_files, {"mox_equals_caddy": r"^mox has .*Caddy sha256="}),
+    "key mode": (loosen_key_mode, {"mox_files": r"\.key has mode 0644, not 0600"}),
+    "mox.conf names other files": (
+        mox_conf_names_other_files,
+        {
+            "mox_conf": r"^no listener in .* names .* in TLS KeyCerts",
+            "served": r"^not checked: no listener",
+        },
+    ),
+    "mox serves another": (mox_serves_another, {"served": r"serves sha256=\w+, not sha256="}),
+    "cron file missing": (
+        remove_cron_file,
+        {"cron": r"/etc/cron\.d/certsync missing: run the deploy"},
+    ),
+    "last run failed": (
+        cron_run_fails,
+        {
+            "caddy": r"does not exist",
+            "mox_equals_caddy": r"no valid pair",
+            "cron": r"^last run \S+ \(.*\): refused: Caddy's storage .* does not exist",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("drift", list(DRIFTS))
+def test_status_names_each_kind_of_drift(make_fleet, pki, tmp_path, drift):
+    fleet, inventory = deployed_host(make_fleet, tmp_path)
+    host = fleet.hosts[0]
+    name = host.cert_names[0]
+    make_drift, expected = DRIFTS[drift]
+    make_drift(host, pki, name)
+
+    table = status(inventory, cwd=tmp_path)
+    report = status(inventory, "--json", cwd=tmp_path)
+
+    assert (table.returncode, report.returncode) == (1, 1), table.stdout + table.stderr
+    failed = failed_checks(report.json(), host.name, name)
+    assert sorted(failed) == sorted(expected), failed
+    for check, pattern in expected.items():
+        assert re.search(pattern, failed[check]), (check, failed[check])
+    first = next(check for check in CHECKS if check in expected)
+    line = next(line for line in table.stdout.splitlines() if line.startswith(host.name))
+    assert " FAIL " in line and failed[first] in line, line
+    assert_no_key_material(pki, fleet, table.stdout + report.stdout)
+
+
+def test_status_names_an_unreachable_host_and_still_checks_the_others(make_fleet, pki, tmp_path):
+    fleet, inventory = deployed_host(make_fleet, tmp_path, hosts=2)
+    down, up = fleet.hosts
+    down.stop_sshd()
+
+    table = status(inventory, cwd=tmp_path)
+    report = status(inventory, "--json", cwd=tmp_path)
+
+    assert (table.returncode, report.returncode) == (2, 2)
+    assert re.search(rf"^{down.name}\s+-\s+-\s+UNKNOWN unreachable: ", table.stdout, re.M), (
+        table.stdout
+    )
+    assert re.search(rf"^{up.name}\s+{re.escape(up.cert_names[0])}\s+.*\sok$", table.stdout, re.M)
+    hosts = report.json()["hosts"]
+    assert hosts[down.name]["ok"] is False and hosts[down.name]["error"].startswith("unreachable")
+    assert hosts[up.name] == {**hosts[up.name], "ok": True, "error": None}
+    limited = status(inventory, "--limit", up.name, cwd=tmp_path)
+    assert limited.returncode == 0 and down.name not in limited.stdout
+    unknown = status(inventory, "--limit", "mail-9", cwd=tmp_path)
+    assert unknown.returncode == 2 and "--limit mail-9: no such host or group" in unknown.stderr
