@@ -65,13 +65,16 @@ def send_mail(config: Config, subject_text: str, text: str, log: Log) -> bool:
     it for every recipient."""
     import smtplib  # only here: it pulls in the email package
     from email.message import EmailMessage
+    from email.policy import SMTP
     from email.utils import formatdate, make_msgid
 
     recipients = list(config.alert_email)
     server, _, port = config.alert_smtp.rpartition(":")
     server = server[1:-1] if server.startswith("[") else server
     fqdn = socket.getfqdn()
-    message = EmailMessage()
+    # One header line up to RFC 5322's limit: Python folds a long subject right after
+    # "Subject:", and readers then show it with a leading space.
+    message = EmailMessage(policy=SMTP.clone(max_line_length=998))
     message["Subject"] = subject_text
     message["From"] = config.alert_from or f"certsync@{fqdn}"
     message["To"] = ", ".join(recipients)

@@ -61,6 +61,7 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             "lock_file": str(tmp_path / "run" / "certsync.lock"),
             "log_file": str(tmp_path / "log" / "certsync.log"),
             "alert_command": "",
+            "metrics_file": str(tmp_path / "metrics" / "certsync.prom"),
         }
         values.update(overrides)
         return Config("mail-1", values)

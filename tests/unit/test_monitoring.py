@@ -1,0 +1,177 @@
+"""What the host program tells monitoring and people after a sync: the node-exporter textfile
+(parsed with prometheus_client), the runs it remembers, and the alert mail (to a real SMTP
+server, aiosmtpd, on 127.0.0.1), with the cron job's stderr only for what was not mailed."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import socket
+
+from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
+
+from certsync.host import alert, cli, metrics
+from certsync.host.output import Log
+from certsync.host.settings import Config
+from certsync.host.transaction import Outcome
+from tests.unit.certs import DAY, NOW, key_of, leaked_secrets
+from tests.unit.fakemox import write_mox_files
+from tests.unit.hostrun import write_config
+
+NAME = "mail.example.com"
+
+
+def parsed(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_runs_keep_the_last_success_across_failures(make_config, tmp_path):
+    config = make_config()
+    (tmp_path / "run").mkdir()
+    first = metrics.record_runs(config, [Outcome(NAME, "installed")], NOW)
+    later = metrics.record_runs(config, [Outcome(NAME, "refused", "no pair")], NOW + DAY)
+    assert first[NAME] == {
+        "ok": True,
+        "time": int(NOW.timestamp()),
+        "last_success": int(NOW.timestamp()),
+    }
+    assert later[NAME] == {
+        "ok": False,
+        "time": int((NOW + DAY).timestamp()),
+        "last_success": int(NOW.timestamp()),
+    }
+    runs = tmp_path / "run" / metrics.RUNS_FILE
+    assert json.loads(runs.read_text()) == later and runs.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_textfile_has_expiry_per_served_port_and_the_last_run_per_name(
+    ca, fake_mox, mox_ids, tmp_path
+):
+    # other.example.com: no listener names its files, no run yet: nothing to say about it
+    mox, mox_config = fake_mox((NAME,))
+    config = Config("mail-1", {**mox_config.to_json(), "names": [NAME, "other.example.com"]})
+    served = ca.issue([NAME], key=key_of("ec256", 3), not_before=NOW - DAY)
+    write_mox_files(tmp_path / "mox" / "certs", NAME, served.cert_pem, served.key_pem, mox_ids)
+    mox.start()
+    runs = {NAME: {"ok": False, "time": 5, "last_success": 3}}
+
+    samples = parsed(metrics.render(config, runs))
+
+    expiry = served.cert.not_valid_after_utc.timestamp()
+    assert samples == {
+        (
+            "certsync_certificate_expiry_timestamp_seconds",
+            (("name", NAME), ("port", str(mox.port))),
+        ): expiry,
+        ("certsync_last_success_timestamp_seconds", (("name", NAME),)): 3,
+        ("certsync_last_run_ok", (("name", NAME),)): 0,
+    }
+
+
+def test_the_textfile_replaces_a_link_and_is_skipped_without_its_folder(make_config, tmp_path):
+    config = make_config()
+    assert metrics.write_metrics(config, "x 1\n") is None  # no folder: no node-exporter here
+    assert not (tmp_path / "metrics").exists()
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "target").write_text("someone's file\n")
+    os.symlink(tmp_path / "target", tmp_path / "metrics" / "certsync.prom")
+
+    assert metrics.write_metrics(config, "x 1\n") is None
+
+    written = tmp_path / "metrics" / "certsync.prom"
+    assert not written.is_symlink() and written.read_text() == "x 1\n"
+    assert (tmp_path / "target").read_text() == "someone's file\n"
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["certsync.prom"]
+    os.rename(tmp_path / "metrics", tmp_path / "real")
+    os.symlink(tmp_path / "real", tmp_path / "metrics")
+    assert "is a symlink; refusing" in (metrics.write_metrics(config, "x 2\n") or "")
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.envelopes: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_alert_mail_says_host_name_outcome_why_and_what_was_kept(make_config, tmp_path):
+    sink, port = Sink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        config = make_config(
+            alert_email="a@example.com, b@example.com", alert_smtp=f"127.0.0.1:{port}"
+        )
+        failures = [
+            Outcome(
+                NAME,
+                "refused",
+                "certificate expired at 2026-01-01 00:00 UTC",
+                "sha256=ab not_after=x",
+            ),
+            Outcome("other.example.com", "restore failed", "install failed (disk full)\n\x1b[31m"),
+        ]
+        log = Log("mail-1", str(tmp_path / "log"))
+        assert alert.alert(config, failures, log) is True
+    finally:
+        controller.stop()
+    (envelope,) = sink.envelopes
+    assert envelope.rcpt_tos == ["a@example.com", "b@example.com"]
+    assert envelope.mail_from == f"certsync@{socket.getfqdn()}"
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert (
+        message["Subject"] == f"certsync mail-1: {NAME} refused; other.example.com restore failed"
+    )
+    text = message.get_content()
+    assert "kept: mox's files, unchanged: sha256=ab not_after=x" in text
+    assert "kept: nothing certain: mox's previous files are in the newest backup under" in text
+    assert "\x1b" not in text and "install failed (disk full)\\n\\x1b[31m" in text
+
+
+def test_an_alert_that_cannot_be_sent_is_logged_and_changes_nothing(make_config, tmp_path, capsys):
+    config = make_config(alert_email="a@example.com", alert_smtp=f"127.0.0.1:{free_port()}")
+    log = Log("mail-1", str(tmp_path / "certsync.log"))
+    assert alert.alert(config, [Outcome(NAME, "refused", "why")], log) is False
+    logged = (tmp_path / "certsync.log").read_text()
+    assert "alert mail to a@example.com via 127.0.0.1:" in logged and " failed: " in logged
+
+
+def test_the_cron_job_writes_to_stderr_only_what_it_could_not_mail(
+    ca, make_config, mox_ids, tmp_path, capsys
+):
+    """No Caddy storage: the name is refused (exit 1). Mailed: cron gets nothing on stderr; not
+    mailed (no relay answers): the failure goes to stderr, for cron's own mail."""
+    issued = ca.issue([NAME], key=key_of("ec256", 4), not_before=NOW - DAY)
+    sink, port = Sink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        config = make_config(alert_email="a@example.com", alert_smtp=f"127.0.0.1:{port}")
+        path = write_config(config, tmp_path / "config.json")
+        assert cli.main(["sync", "--config", str(path), "--cron"]) == 1
+    finally:
+        controller.stop()
+    mailed = capsys.readouterr()
+    assert len(sink.envelopes) == 1 and mailed.err == ""
+    assert f"{NAME}: refused: " in mailed.out
+
+    assert cli.main(["sync", "--config", str(path), "--cron"]) == 1
+
+    unsent = capsys.readouterr()
+    assert f"certsync mail-1: {NAME}: refused: " in unsent.err
+    assert leaked_secrets(mailed.out + unsent.out + unsent.err, issued.key_pem) == []
