@@ -13,7 +13,7 @@ import stat
 from typing import Any
 
 from .caddy import Choice, Pair, choose_pair
-from .errors import reason
+from .errors import printable, reason
 from .files import FILE, MISSING, FileState, read_file
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
@@ -237,7 +237,7 @@ def probe(targets: list[Target], name: str) -> Served | None:
     try:
         return Served(targets[0], served_fingerprint(targets[0], server_name(name)), None)
     except PROBE_ERRORS as error:
-        return Served(targets[0], None, reason(error))
+        return Served(targets[0], None, printable(reason(error)))
 
 
 def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
@@ -249,7 +249,7 @@ def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
         try:
             info = cert_info(served_certificate(target, server_name(name)))
         except PROBE_ERRORS as error:
-            entry["error"] = reason(error)
+            entry["error"] = printable(reason(error))  # a server's reply may be in it
         except ValueError as error:
             entry["error"] = f"what it serves does not parse ({error})"
         else:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from .backup import take_backup
-from .errors import reason
+from .errors import printable, reason
 from .files import (
     FILE,
     FileState,
@@ -328,7 +328,7 @@ class Sync:
                 try:
                     served = served_fingerprint(target, server_name(name))
                 except PROBE_ERRORS as error:
-                    last[(name, target)] = f"{name} {target}: {reason(error)}"
+                    last[(name, target)] = f"{name} {target}: {printable(reason(error))}"
                     continue
                 if served == expected[name][0]:
                     pending.discard((name, target))

@@ -14,6 +14,8 @@ TEST_FILES = (
     "tests/e2e/test_faults.py",
     "tests/e2e/test_deploy.py",
     "tests/e2e/test_starting_states.py",
+    "tests/e2e/test_alerts.py",
+    "tests/e2e/test_metrics.py",
     "tests/unit/test_transaction.py",
     "tests/unit/test_parity.py",
 )
@@ -148,6 +150,17 @@ ROWS: tuple[Row, ...] = (
         "the host program ignores SIGHUP and a closed output: the transaction ends installed"
         " (or rolled back), never half; exit status unchanged",
         ("test_ssh_drop_during_verify_ends_fully_synced",),
+    ),
+    Row(
+        "The alert mail's relay (`certsync_alert_smtp`) is down or refuses the mail",
+        "logged (`alert mail to ... failed: ...`); the sync's outcome and exit status are"
+        " unchanged; the cron job's failure then goes to cron's own mail (stderr) instead",
+        ("test_a_failed_cron_run_mails_the_alert_once",),
+    ),
+    Row(
+        "The metrics folder belongs to another user (mox) who plants a link at `certsync.prom`",
+        "the textfile is replaced by rename, root's and 0644; the link's target is never written",
+        ("test_metrics_after_a_deploy_and_after_a_failed_cron_run",),
     ),
     Row(
         "The `mox` user plants a symlink at `<name>.crt`, `<name>.key` or a temporary file",
