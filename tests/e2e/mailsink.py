@@ -3,12 +3,13 @@ it is given, as the alert mail's relay (`certsync_alert_smtp`)."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
-from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -44,16 +45,11 @@ def _free_port() -> int:
 
 
 class MailSink:
-    """`with MailSink() as sink:` listens on `sink.relay` ('address:port') until the block ends."""
+    """The SMTP server's address (`relay`, 'address:port') and what it received."""
 
-    def __init__(self) -> None:
-        self._handler = _Handler()
-        self.port = _free_port()
-        self._controller = Controller(self._handler, hostname=ADDRESS, port=self.port)
-
-    @property
-    def relay(self) -> str:
-        return f"{ADDRESS}:{self.port}"
+    def __init__(self, handler: _Handler, port: int) -> None:
+        self._handler = handler
+        self.relay = f"{ADDRESS}:{port}"
 
     @property
     def received(self) -> list[Received]:
@@ -66,14 +62,14 @@ class MailSink:
             f"{count} message(s) at {self.relay}",
         )
 
-    def __enter__(self) -> MailSink:
-        self._controller.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._controller.stop()
+@contextlib.contextmanager
+def mail_sink() -> Iterator[MailSink]:
+    """`with mail_sink() as sink:` an SMTP server listens on `sink.relay` until the block ends."""
+    handler, port = _Handler(), _free_port()
+    controller = Controller(handler, hostname=ADDRESS, port=port)
+    controller.start()
+    try:
+        yield MailSink(handler, port)
+    finally:
+        controller.stop()

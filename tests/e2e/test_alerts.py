@@ -9,7 +9,7 @@ import shutil
 
 from tests.e2e.deployrun import deploy
 from tests.e2e.faultkit import cron_command, key_base64_lines, log_lines
-from tests.e2e.mailsink import MailSink
+from tests.e2e.mailsink import mail_sink
 
 RECIPIENTS = ["postmaster@h1.test", "ops@example.net"]
 
@@ -32,7 +32,7 @@ def assert_no_key_material(pki, name, text):
 
 
 def test_a_failed_cron_run_mails_the_alert_once(make_fleet, pki, tmp_path):
-    with MailSink() as sink:
+    with mail_sink() as sink:
         fleet, host, name, inventory = alerting_host(make_fleet, tmp_path, sink.relay)
         assert deploy(inventory).returncode == 0
         assert sink.received == []  # nothing failed
@@ -71,7 +71,7 @@ def test_a_failed_cron_run_mails_the_alert_once(make_fleet, pki, tmp_path):
 def test_a_failed_deploy_mails_what_was_kept(make_fleet, pki, tmp_path):
     """mox does not come back with the new certificate (the restart command does nothing): the
     install is rolled back, and the alert says so and what mox kept."""
-    with MailSink() as sink:
+    with mail_sink() as sink:
         fleet, host, name, inventory = alerting_host(
             make_fleet,
             tmp_path,
