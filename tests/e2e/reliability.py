@@ -56,7 +56,7 @@ ROWS: tuple[Row, ...] = (
     Row(
         "mox's files are symlinks (into Caddy's storage), or one of the pair is missing",
         "replaced by regular files; a rollback puts back exactly what was there (links with"
-        " their targets) and removes what was not; when it cannot: exit 4, never \"restored\"",
+        ' their targets) and removes what was not; when it cannot: exit 4, never "restored"',
         (
             "test_rollback_puts_back_exactly_what_mox_had",
             "test_a_restore_that_fails_is_never_reported_as_restored",
