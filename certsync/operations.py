@@ -147,12 +147,16 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
     if not host.state.is_executing or not host.state.check_for_changes:
         for line in host_lines(state, verbose=host.state.print_noop_info):
             host.log(line)
+    changed = False
     for path, (content, mode) in files.items():
         if not _is_installed(state, path, content, mode):
+            changed = True
             yield from _install(path, content, mode)
     pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
     if settings.force:
         pending = list(settings.names)
+    if settings.watch and (changed or not state.get("watcher")) and not pending:
+        pending = list(settings.names)  # the sync starts the watcher, or replaces an old one
     if not pending:
         host.noop(f"mox's certificates equal Caddy's for {', '.join(settings.names)}")
         return

@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 MOX_VERSION=v0.0.17
 MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
 APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3-pip
-    ca-certificates util-linux procps iproute2 passwd"
+    ca-certificates util-linux procps iproute2 passwd cron"
 PIP_PACKAGES="pyinfra>=3,<4 cryptography pytest pytest-testinfra paramiko ruff mypy"
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
@@ -37,7 +37,7 @@ install_debian_packages() {
         return
     fi
     log "Debian packages: installing$missing"
-    # Keep the packages' services (caddy on :80, sshd on :22) from starting during the install;
+    # Keep the packages' services (caddy on :80, sshd on :22, cron) from starting during the install;
     # a system sshd on 0.0.0.0:22 would take the port the test hosts' sshd need.
     created_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then

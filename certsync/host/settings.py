@@ -329,6 +329,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Prometheus node-exporter textfile, written when its folder exists (empty: none)",
     ),
     Setting(
+        "watch",
+        False,
+        boolean,
+        "also sync seconds after Caddy writes (a watcher on Caddy's folders, which the cron job"
+        " starts and restarts); off: the cron job alone",
+    ),
+    Setting(
         "force",
         False,
         boolean,
@@ -344,7 +351,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "cron_schedule",
-        "17 */6 * * *",
+        "*/5 * * * *",
         cron,
         "when the cron job syncs (five fields, or @hourly and the like)",
         on_host=False,
