@@ -1,23 +1,30 @@
-"""Telling someone about a failed sync: a mail sent by SMTP (`alert_email`), and the report on
-the standard input of `alert_command` (ntfy, healthchecks...). An alert that fails is logged; it
-never fails the sync nor changes its exit status."""
+"""Telling someone about a failed sync: a mail sent by SMTP (`alert_email`), the report on the
+standard input of `alert_command` (ntfy, healthchecks...), and under cron, when neither told,
+stderr for cron's own mail. Once per failure (and a reminder a day), not at every run of a cron
+job that runs every few minutes. An alert that fails is logged; it never fails the sync nor
+changes its exit status."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import socket
 import subprocess
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import records
 from .errors import printable, reason
-from .output import Log, utc_stamp
+from .output import Log, emit, utc_stamp
 from .settings import Config
 
 if TYPE_CHECKING:
     from .transaction import Outcome
 
 SMTP_TIMEOUT = 30
+REMIND_SECONDS = 24 * 3600
+ALERTS_FILE = "alerts.json"  # a record beside the lock file (records.py)
 MAX_SUBJECT_CHARS = 200
 
 
@@ -95,7 +102,7 @@ def send_mail(config: Config, subject_text: str, text: str, log: Log) -> bool:
     return True
 
 
-def run_alert_command(config: Config, failures: list[Outcome], log: Log) -> None:
+def run_alert_command(config: Config, failures: list[Outcome], log: Log) -> bool:
     report = "\n".join(
         f"certsync {config.host}: {o.name}: {o.status}: {o.detail}" for o in failures
     )
@@ -109,9 +116,11 @@ def run_alert_command(config: Config, failures: list[Outcome], log: Log) -> None
         )
     except (OSError, subprocess.TimeoutExpired, ValueError) as error:
         log.line(f"alert command failed: {reason(error)}", failed=True)
-        return
+        return False
     if result.returncode != 0:
         log.line(f"alert command failed (exit {result.returncode})", failed=True)
+        return False
+    return True
 
 
 def _guarded(log: Log, what: str, action: Callable[[], object]) -> object:
@@ -122,12 +131,55 @@ def _guarded(log: Log, what: str, action: Callable[[], object]) -> object:
         return None
 
 
-def alert(config: Config, failures: list[Outcome], log: Log) -> bool:
-    """Tell about the failures; True when they were mailed (to every recipient)."""
-    mailed = False
-    if config.alert_email:
+def due(record: dict[str, Any], outcomes: list[Outcome], now: int) -> list[Outcome]:
+    """The failures to tell about now; `record` (name -> status, told) is updated. A failed
+    install at once; a refusal once the next run refuses it again (a pair caught mid-renewal is
+    synced by the next run); the same failure again a day after it was told. A name synced
+    leaves the record."""
+    found = []
+    for outcome in outcomes:
+        if outcome.ok:
+            record.pop(outcome.name, None)
+            continue
+        before = record.get(outcome.name)
+        before = before if isinstance(before, dict) else {}
+        same = before.get("status") == outcome.status
+        told = int(before.get("told") or 0) if same else 0
+        record[outcome.name] = {"status": outcome.status, "told": told}
+        if outcome.status == "refused" and not same:
+            continue
+        if told and now - told < REMIND_SECONDS:
+            continue
+        found.append(outcome)
+    return found
+
+
+def alert(config: Config, outcomes: list[Outcome], log: Log, cron: bool = False) -> None:
+    """Tell about this run's failures when they are due: by mail, through the alert command, and
+    run by cron (`cron`) on stderr, which cron mails, when neither told."""
+    record = records.load(config, ALERTS_FILE)
+    before = json.dumps(record, sort_keys=True)
+    failures = due(record, outcomes, int(time.time()))
+    told = False
+    if failures and config.alert_email:
         mail = (subject(config, failures), body(config, failures))
-        mailed = _guarded(log, "alert mail", lambda: send_mail(config, *mail, log)) is True
-    if config.alert_command:
-        _guarded(log, "alert command", lambda: run_alert_command(config, failures, log))
-    return mailed
+        told = _guarded(log, "alert mail", lambda: send_mail(config, *mail, log)) is True
+    if failures and config.alert_command:
+        ran = _guarded(log, "alert command", lambda: run_alert_command(config, failures, log))
+        told = told or ran is True
+    if failures and cron and not told:
+        for outcome in failures:
+            emit(
+                f"certsync {config.host}: {outcome.name}: {outcome.status}: {outcome.detail}",
+                failed=True,
+            )
+        told = True
+    if told:
+        for outcome in failures:
+            record[outcome.name]["told"] = int(time.time())
+    if json.dumps(record, sort_keys=True) == before:
+        return  # an in-sync run writes nothing
+    try:
+        records.save(config, ALERTS_FILE, record)
+    except (OSError, ValueError) as error:
+        log.line(f"warning: alerts not recorded: {reason(error)}")

@@ -107,26 +107,18 @@ def sync_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         emit(f"certsync {config.host}: settings error: {error}", failed=True)
         return 2
-    # Run by cron, failures go to stderr (which cron mails) only when certsync could not mail
-    # them itself: one mail per failure, and cron's as the fallback.
+    # Run by cron, failures reach stderr (which cron mails) only through alert(): once, and only
+    # when certsync could not tell them itself.
     log = Log(config.host, config.log_file, failures_to_stderr=not args.cron)
     os.umask(0o077)
     outcomes = run_sync(config, names, args.force, log)
-    failed_lines = []
     for outcome in outcomes:
         detail = f": {outcome.detail}" if outcome.detail else ""
-        line = log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
-        if not outcome.ok:
-            failed_lines.append(line)
+        log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
     status = max((o.exit_status for o in outcomes), default=0)
-    failures = [o for o in outcomes if not o.ok]
-    if failures:
-        from .alert import alert
+    from .alert import alert
 
-        mailed = alert(config, failures, log)
-        if args.cron and not mailed:
-            for line in failed_lines:
-                emit(line, failed=True)
+    alert(config, outcomes, log, cron=args.cron)
     if status:
         log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
     from . import watch

@@ -9,20 +9,20 @@ folder may belong to another user (node-exporter's, or mox's).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import records
 from .errors import reason
-from .files import FILE, FileState, open_dir, put_entries, read_file
+from .files import FILE, FileState, open_dir, put_entries
 from .plan import probe_all, verify_targets
 from .settings import Config
 
 if TYPE_CHECKING:
     from .transaction import Outcome
 
-RUNS_FILE = "runs.json"  # beside the lock file
+RUNS_FILE = "runs.json"  # a record beside the lock file (records.py)
 METRICS = (
     (
         "certsync_certificate_expiry_timestamp_seconds",
@@ -37,35 +37,19 @@ METRICS = (
 Runs = dict[str, dict[str, Any]]
 
 
-def _read_runs(dir_fd: int) -> Runs:
-    state = read_file(dir_fd, RUNS_FILE)
-    if state.kind != FILE or state.data is None:
-        return {}
-    try:
-        runs = json.loads(state.data)
-    except ValueError:
-        return {}
-    return runs if isinstance(runs, dict) else {}
-
-
 def record_runs(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -> Runs:
     """Remember this run's outcome of each name; every name's record."""
     stamp = int(now.timestamp())
-    dir_fd = open_dir(os.path.dirname(config.lock_file))
-    try:
-        runs = _read_runs(dir_fd)
-        for outcome in outcomes:
-            before = runs.get(outcome.name)
-            last_success = before.get("last_success", 0) if isinstance(before, dict) else 0
-            runs[outcome.name] = {
-                "ok": outcome.ok,
-                "time": stamp,
-                "last_success": stamp if outcome.ok else last_success,
-            }
-        data = json.dumps(runs, sort_keys=True).encode()
-        put_entries(dir_fd, {RUNS_FILE: FileState(FILE, data, None, 0, 0, 0o600)})
-    finally:
-        os.close(dir_fd)
+    runs = records.load(config, RUNS_FILE)
+    for outcome in outcomes:
+        before = runs.get(outcome.name)
+        last_success = before.get("last_success", 0) if isinstance(before, dict) else 0
+        runs[outcome.name] = {
+            "ok": outcome.ok,
+            "time": stamp,
+            "last_success": stamp if outcome.ok else last_success,
+        }
+    records.save(config, RUNS_FILE, runs)
     return runs
 
 

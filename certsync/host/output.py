@@ -58,15 +58,14 @@ class Log:
         self.log_file = log_file
         self.failures_to_stderr = failures_to_stderr
 
-    def line(self, message: str, failed: bool = False, log_file: bool = True) -> str:
-        """Print and log one line; return it as printed."""
+    def line(self, message: str, failed: bool = False, log_file: bool = True) -> None:
+        """Print and log one line."""
         text = f"{utc_stamp()} certsync {self.host}: {message}"
         # the SSH session may be gone: finish all the same
         emit(text, failed and self.failures_to_stderr)
         if log_file:
             with contextlib.suppress(OSError, ValueError):
                 self._append(text)
-        return text
 
     def _append(self, text: str) -> None:
         dir_fd = open_dir(os.path.dirname(self.log_file), create_mode=LOG_DIR_MODE)

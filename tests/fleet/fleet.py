@@ -369,9 +369,10 @@ class TestHost:
             return
         if self._init_pid is not None:
             namespace = rundirs.mount_namespace(self._init_pid)
-            rundirs.kill_pids([self._init_pid])
-            if namespace is not None:  # anything that entered only the mount namespace
-                rundirs.kill_pids(rundirs.pids_in_mount_namespace(namespace))
+            # Anything that entered only the mount namespace, found while it lives: once freed,
+            # its number goes to the next new namespace, maybe another test run's host.
+            entered = rundirs.pids_in_mount_namespace(namespace) if namespace else []
+            rundirs.kill_pids([self._init_pid, *entered])
         rundirs.kill_pids([self._unshare.pid])
         self._unshare.wait()
         self._unshare = None

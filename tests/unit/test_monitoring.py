@@ -17,7 +17,7 @@ from certsync.host import alert, cli, metrics
 from certsync.host.output import Log
 from certsync.host.settings import Config
 from certsync.host.transaction import Outcome
-from tests.unit.certs import DAY, NOW, key_of, leaked_secrets
+from tests.unit.certs import DAY, NOW, key_of
 from tests.unit.fakemox import write_mox_files
 from tests.unit.hostrun import write_config
 
@@ -118,16 +118,12 @@ def test_the_alert_mail_says_host_name_outcome_why_and_what_was_kept(make_config
             alert_email="a@example.com, b@example.com", alert_smtp=f"127.0.0.1:{port}"
         )
         failures = [
-            Outcome(
-                NAME,
-                "refused",
-                "certificate expired at 2026-01-01 00:00 UTC",
-                "sha256=ab not_after=x",
-            ),
+            Outcome(NAME, "refused", "certificate expired at 2026-01-01", "sha256=ab not_after=x"),
             Outcome("other.example.com", "restore failed", "install failed (disk full)\n\x1b[31m"),
         ]
         log = Log("mail-1", str(tmp_path / "log"))
-        assert alert.alert(config, failures, log) is True
+        mail = (alert.subject(config, failures), alert.body(config, failures))
+        assert alert.send_mail(config, *mail, log) is True
     finally:
         controller.stop()
     (envelope,) = sink.envelopes
@@ -138,40 +134,74 @@ def test_the_alert_mail_says_host_name_outcome_why_and_what_was_kept(make_config
         message["Subject"] == f"certsync mail-1: {NAME} refused; other.example.com restore failed"
     )
     text = message.get_content()
+    assert "why:  certificate expired at 2026-01-01" in text
     assert "kept: mox's files, unchanged: sha256=ab not_after=x" in text
     assert "kept: nothing certain: mox's previous files are in the newest backup under" in text
     assert "\x1b" not in text and "install failed (disk full)\\n\\x1b[31m" in text
 
 
-def test_an_alert_that_cannot_be_sent_is_logged_and_changes_nothing(make_config, tmp_path, capsys):
+def test_a_failure_is_told_once_a_refusal_when_it_persists_and_again_a_day_later():
+    record: dict = {}
+
+    def told(outcomes: list[Outcome], now: int) -> list[str]:
+        """What alert() tells at `now` (and records as told)."""
+        found = alert.due(record, outcomes, now)
+        for outcome in found:
+            record[outcome.name]["told"] = now
+        return [outcome.name for outcome in found]
+
+    rolled_back = Outcome(NAME, "rolled back", "mox config test failed")
+    refused = Outcome("other.example.com", "refused", "Caddy's pair is mid-renewal")
+    minutes, hours = 60, 3600
+    assert told([rolled_back, refused], 1) == [NAME]  # a refusal waits for the next run
+    assert told([rolled_back, refused], 5 * minutes) == ["other.example.com"]
+    assert told([rolled_back, refused], 2 * hours) == []
+    assert told([rolled_back, refused], 24 * hours + 5 * minutes) == [NAME, "other.example.com"]
+    assert told([Outcome(NAME, "installed"), refused], 25 * hours) == []
+    assert set(record) == {"other.example.com"}  # synced: its next failure is new again
+    assert told([rolled_back], 25 * hours) == [NAME]
+    assert told([Outcome("other.example.com", "rolled back", "")], 25 * hours) == [
+        "other.example.com"  # another failure than the one told
+    ]
+
+
+def test_an_alert_that_cannot_be_sent_is_logged_and_goes_to_crons_mail(
+    make_config, tmp_path, capsys
+):
     config = make_config(alert_email="a@example.com", alert_smtp=f"127.0.0.1:{free_port()}")
+    (tmp_path / "run").mkdir()
     log = Log("mail-1", str(tmp_path / "certsync.log"))
-    assert alert.alert(config, [Outcome(NAME, "refused", "why")], log) is False
+    rolled_back = Outcome(NAME, "rolled back", "mox config test failed")
+
+    alert.alert(config, [rolled_back], log, cron=True)
+
     logged = (tmp_path / "certsync.log").read_text()
     assert "alert mail to a@example.com via 127.0.0.1:" in logged and " failed: " in logged
+    assert (
+        f"certsync mail-1: {NAME}: rolled back: mox config test failed" in capsys.readouterr().err
+    )
+    alert.alert(config, [rolled_back], log, cron=True)  # told (to cron): not again today
+    assert capsys.readouterr().err == ""
 
 
-def test_the_cron_job_writes_to_stderr_only_what_it_could_not_mail(
-    ca, make_config, mox_ids, tmp_path, capsys
+def test_the_cron_job_mails_a_lasting_refusal_once_and_nothing_to_stderr(
+    make_config, mox_ids, tmp_path, capsys
 ):
-    """No Caddy storage: the name is refused (exit 1). Mailed: cron gets nothing on stderr; not
-    mailed (no relay answers): the failure goes to stderr, for cron's own mail."""
-    issued = ca.issue([NAME], key=key_of("ec256", 4), not_before=NOW - DAY)
+    """No Caddy storage: the name is refused (exit 1) at every run. The first run waits (a pair
+    caught mid-renewal is synced by the next one), the second mails it, the third is quiet;
+    cron's stderr stays empty: no double mail."""
     sink, port = Sink(), free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         config = make_config(alert_email="a@example.com", alert_smtp=f"127.0.0.1:{port}")
         path = write_config(config, tmp_path / "config.json")
-        assert cli.main(["sync", "--config", str(path), "--cron"]) == 1
+        mailed = []
+        for _ in range(3):
+            assert cli.main(["sync", "--config", str(path), "--cron"]) == 1
+            run = capsys.readouterr()
+            assert f"{NAME}: refused: " in run.out and run.err == ""
+            mailed.append(len(sink.envelopes))
     finally:
         controller.stop()
-    mailed = capsys.readouterr()
-    assert len(sink.envelopes) == 1 and mailed.err == ""
-    assert f"{NAME}: refused: " in mailed.out
-
-    assert cli.main(["sync", "--config", str(path), "--cron"]) == 1
-
-    unsent = capsys.readouterr()
-    assert f"certsync mail-1: {NAME}: refused: " in unsent.err
-    assert leaked_secrets(mailed.out + unsent.out + unsent.err, issued.key_pem) == []
+    assert mailed == [0, 1, 1]
