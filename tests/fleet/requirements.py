@@ -9,7 +9,17 @@ from pathlib import Path
 
 MOX_ENV = "CERTSYNC_MOX"
 DEFAULT_MOX = Path("/usr/local/lib/certsync-test/bin/mox")  # where scripts/setup.sh installs it
-TOOLS = ("pebble", "caddy", "/usr/sbin/sshd", "unshare", "nsenter", "mount", "setsid", "useradd")
+TOOLS = (
+    "pebble",
+    "caddy",
+    "/usr/sbin/sshd",
+    "unshare",
+    "nsenter",
+    "mount",
+    "setsid",
+    "useradd",
+    "sudo",
+)
 
 
 def mox_binary() -> Path:
