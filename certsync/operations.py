@@ -23,13 +23,14 @@ from pyinfra.api import (
 from pyinfra.operations import files as pyinfra_files
 
 from certsync import program
-from certsync.facts import CertsyncState
 from certsync.hostdata import HostSettings
 from certsync.preview import host_lines
+from certsync.stateread import read_state
 
-# The state read at change detection, reused when the operation runs (the host program decides
-# again under its lock): an in-sync host costs one command, with or without --yes.
-_state_of: dict[tuple[str, int], dict[str, Any] | None] = {}
+# The state read at change detection (or why it failed), reused when the operation runs (the
+# host program decides again under its lock): an in-sync host costs one command, with or without
+# --yes.
+_state_of: dict[tuple[str, int], dict[str, Any] | str] = {}
 
 
 def cron_file(settings: HostSettings) -> str:
@@ -69,14 +70,24 @@ def _fail_host(state: State, host: Host, message: str) -> bool:
     return False  # fails this host, with the message, without running anything on it
 
 
-def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | None:
+def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | str:
     key = (host.name, id(settings))
     if host.state.is_executing and key in _state_of:
         return _state_of.pop(key)
-    state = host.get_fact(CertsyncState, settings=settings, files=paths, force=settings.force)
+    state = read_state(host, settings, paths, force=settings.force)
     if not host.state.is_executing:
         _state_of[key] = state
     return state
+
+
+def _problem(state: dict[str, Any] | str) -> str | None:
+    """Why the host cannot be synced at all: its state could not be read, or says so."""
+    if isinstance(state, str):
+        return state
+    problems = [state["error"]] if state["error"] else []
+    if not state["openssl"]:
+        problems.append("certsync needs openssl on the host")
+    return "; ".join(problems) or None
 
 
 def _is_installed(state: dict[str, Any], path: str, content: bytes, mode: int) -> bool:
@@ -121,15 +132,13 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
         return
     files = host_files(settings)
     state = _read_state(settings, list(files))
-    if state is None:  # pyinfra failed the host and showed why
-        yield FunctionCommand(_fail_host, ("certsync could not read the host's state",), {})
+    problem = _problem(state)
+    if problem is not None:
+        if not host.state.is_executing:  # the preview says why this host will fail
+            host.log_styled(problem, fg="red", log_func=logger.error)
+        yield FunctionCommand(_fail_host, (problem,), {})
         return
-    problems = [state["error"]] if state["error"] else []
-    if not state["openssl"]:
-        problems.append("certsync needs openssl on the host")
-    if problems:
-        yield FunctionCommand(_fail_host, ("; ".join(problems),), {})
-        return
+    assert isinstance(state, dict)
     # Shown once: in the preview, or as the run goes when the preview was skipped (--yes).
     if not host.state.is_executing or not host.state.check_for_changes:
         for line in host_lines(state):
