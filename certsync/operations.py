@@ -81,12 +81,20 @@ def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | st
 
 
 def _problem(state: dict[str, Any] | str) -> str | None:
-    """Why the host cannot be synced at all: its state could not be read, or says so."""
+    """Why the host cannot be synced at all: its state could not be read, or says so, or one of
+    certsync's own files is not root's regular file. Writing through such a file (a link the mox
+    user planted in a folder it can write) would write elsewhere, and --diff would show the
+    contents of whatever it points to."""
     if isinstance(state, str):
         return state
     problems = [state["error"]] if state["error"] else []
     if not state["openssl"]:
         problems.append("certsync needs openssl on the host")
+    for path, meta in state["files"].items():
+        if meta["kind"] != "missing" and (meta["kind"], meta.get("user")) != ("file", "root"):
+            owner = f" owned by {meta['user']}" if meta.get("user") else ""
+            what = meta.get("error") or f"a {meta['kind']}{owner}, not root's regular file"
+            problems.append(f"{path}: {what}; refusing to write there (remove it, or set another)")
     return "; ".join(problems) or None
 
 
@@ -143,9 +151,14 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
     if not host.state.is_executing or not host.state.check_for_changes:
         for line in host_lines(state):
             host.log(line)
-    for path, (content, mode) in files.items():
-        if not _is_installed(state, path, content, mode):
-            yield from _install(path, content, mode)
+    # All files' commands first: pyinfra's preview stops at an operation's first command, and
+    # --diff shows each file's diff while its commands are made.
+    yield from [
+        command
+        for path, (content, mode) in files.items()
+        if not _is_installed(state, path, content, mode)
+        for command in _install(path, content, mode)
+    ]
     pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
     if settings.force:
         pending = list(settings.names)
