@@ -56,7 +56,7 @@ ROWS: tuple[Row, ...] = (
     Row(
         "mox's files are symlinks (into Caddy's storage), or one of the pair is missing",
         "replaced by regular files; a rollback puts back exactly what was there (links with"
-        " their targets) and removes what was not; when it cannot: exit 4, never \"restored\"",
+        ' their targets) and removes what was not; when it cannot: exit 4, never "restored"',
         (
             "test_rollback_puts_back_exactly_what_mox_had",
             "test_a_restore_that_fails_is_never_reported_as_restored",
@@ -148,6 +148,20 @@ ROWS: tuple[Row, ...] = (
         "the host program ignores SIGHUP and a closed output: the transaction ends installed"
         " (or rolled back), never half; exit status unchanged",
         ("test_ssh_drop_during_verify_ends_fully_synced",),
+    ),
+    Row(
+        "The state cannot be read on one host: its shell fails (`certsync_python` is missing),"
+        " the SSH connection drops, sudo refuses",
+        "that host fails with the reason, in the preview and in the run, and nothing changes on"
+        " it; the other hosts go on",
+        ("test_a_host_whose_state_cannot_be_read_fails_alone_with_the_reason",),
+    ),
+    Row(
+        "A link, or another user's file, at certsync's own paths (host program, `config.json`,"
+        " cron file)",
+        "the host fails: `refusing to write there`; nothing is written through it, and `--diff`"
+        " never shows what it points to",
+        ("test_a_link_at_certsyncs_own_file_is_refused_and_never_shown",),
     ),
     Row(
         "The `mox` user plants a symlink at `<name>.crt`, `<name>.key` or a temporary file",
