@@ -177,8 +177,25 @@ def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
     assert mail_2.run(f"test -d {DEBIAN_CADDY_DATA_DIR}/certificates").returncode == 0
 
 
-# -- canary first ----------------------------------------------------------------------------------
-def test_canary_hosts_are_synced_before_any_other_host(fleet, pki, tmp_path):
+# -- canary first, in every run mode --------------------------------------------------------------
+def assert_canaries_went_first(run: Any, fleet: Fleet, canaries: set[str]) -> None:
+    """The run (-vv) shows every canary host's work before any other host's, and the hosts agree:
+    every canary's new files were in place before any other host's."""
+    activity = activity_lines(run.output)
+    assert {host for _, host in activity} == {host.name for host in fleet}, run.output
+    last_canary = max(number for number, host in activity if host in canaries)
+    first_other = min(number for number, host in activity if host not in canaries)
+    assert last_canary < first_other, run.output
+    installed = {host.name: newest_ctime_ns(host, f"{MOX_CERT_DIR}/*.crt") for host in fleet}
+    assert max(installed[name] for name in canaries) < min(
+        installed[host.name] for host in fleet if host.name not in canaries
+    ), installed
+
+
+@pytest.mark.parametrize(
+    "mode", [(), ("--no-wait",), ("--parallel", "1")], ids=["default", "no-wait", "parallel-1"]
+)
+def test_canary_hosts_are_synced_before_any_other_host(fleet, pki, tmp_path, mode):
     # Two canaries, and not the first hosts of the inventory: the order is the deploy's doing.
     canaries = {"mail-2", "mail-3"}
     inventory = fleet.write_inventory(
@@ -186,20 +203,54 @@ def test_canary_hosts_are_synced_before_any_other_host(fleet, pki, tmp_path):
         groups={"canary": sorted(canaries), "mail": [host.name for host in fleet]},
     )
 
-    run = deploy(inventory, "-vv")
+    run = deploy(inventory, "-vv", *mode)
 
     assert run.returncode == 0, run.output
-    activity = activity_lines(run.output)
-    assert {host for _, host in activity} == {host.name for host in fleet}, run.output
-    last_canary = max(number for number, host in activity if host in canaries)
-    first_other = min(number for number, host in activity if host not in canaries)
-    assert last_canary < first_other, run.output
-    # The hosts agree: every canary's new files were in place before any other host's.
-    installed = {host.name: newest_ctime_ns(host, f"{MOX_CERT_DIR}/*.crt") for host in fleet}
-    assert max(installed[name] for name in canaries) < min(
-        installed[host.name] for host in fleet if host.name not in canaries
-    ), installed
+    assert_canaries_went_first(run, fleet, canaries)
     for host in fleet:
+        assert_serves(host, pki, host.cert_names)
+
+
+REFUSED_MODES = {
+    # name: (arguments, what certsync says)
+    "serial": (("--serial",), "certsync: --serial runs each host's whole deploy before the next"),
+    "no-wait-2-slots": (
+        ("--no-wait", "--parallel", "2"),
+        "certsync: with --no-wait each of the 2 hosts outside the canary group waits for it in"
+        " one of pyinfra's 2 parallel slots",
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", list(REFUSED_MODES))
+def test_a_mode_where_the_canary_group_might_not_go_first_is_refused(fleet, inventory, mode):
+    arguments, message = REFUSED_MODES[mode]
+    before = {host.name: snapshot(host) for host in fleet}
+
+    run = deploy(inventory, *arguments)
+
+    assert run.returncode != 0, run.output
+    assert message in run.output, run.output
+    for host in fleet:  # refused before anything ran on any host
+        assert snapshot(host) == before[host.name], host.name
+
+
+def test_serial_syncs_the_canary_group_alone_then_the_others(fleet, pki, inventory):
+    # What the refusal of --serial says to do instead.
+    canary, others = fleet["mail-1"], [host for host in fleet if host.name != "mail-1"]
+    before = {host.name: snapshot(host) for host in others}
+
+    first = deploy(inventory, "--serial", "--limit", "canary")
+
+    assert first.returncode == 0, first.output
+    assert_serves(canary, pki, canary.cert_names)
+    for host in others:
+        assert snapshot(host) == before[host.name], host.name
+
+    rest = deploy(inventory, "--serial", "--exclude", "canary")
+
+    assert rest.returncode == 0, rest.output
+    for host in others:
         assert_serves(host, pki, host.cert_names)
 
 
