@@ -290,7 +290,8 @@ SETTINGS: tuple[Setting, ...] = (
         "require_trusted_chain",
         False,
         boolean,
-        "refuse a chain that `trusted_ca_file` does not trust (`openssl verify` on the host)",
+        "refuse a chain that `certsync_trusted_ca_file` does not trust (`openssl verify` on the"
+        " host)",
     ),
     Setting(
         "trusted_ca_file",

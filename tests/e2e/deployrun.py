@@ -38,16 +38,21 @@ def preview(inventory: Path, *args: str, timeout: float = 300) -> DeployRun:
 
 
 def pyinfra(
-    *args: str, cwd: Path = ROOT, python: Path | None = None, timeout: float = 300
+    *args: str,
+    cwd: Path = ROOT,
+    python: Path | None = None,
+    answers: str = "",
+    timeout: float = 300,
 ) -> DeployRun:
-    """`pyinfra ARGS` in `cwd`, with no one at the terminal; with `python`: `python -m pyinfra`
-    (another environment's, e.g. a virtual environment where the wheel is installed)."""
+    """`pyinfra ARGS` in `cwd`; `answers`: what the operator types at pyinfra's questions (none:
+    end of input). With `python`: `python -m pyinfra` of another environment (e.g. a virtual
+    environment where the wheel is installed)."""
     program = ["pyinfra"] if python is None else [str(python), "-m", "pyinfra"]
     result = subprocess.run(
         [*program, *args],
         cwd=cwd,
         env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
-        stdin=subprocess.DEVNULL,
+        input=answers,
         capture_output=True,
         text=True,
         timeout=timeout,

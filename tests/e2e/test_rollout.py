@@ -21,6 +21,7 @@ from tests.e2e.deployrun import (
     caddy_fingerprint,
     caddy_sha256,
     deploy,
+    pyinfra,
     served_fingerprints,
     sha256_on_host,
 )
@@ -357,6 +358,32 @@ def test_config_fail_percent_stops_the_run_when_two_of_three_hosts_are_unreachab
     assert run.returncode != 0, run.output
     assert "Over 50% of hosts failed (67%)" in run.output, run.output
     assert snapshot(reachable) == before
+
+
+def test_without_yes_pyinfra_asks_at_the_first_failure_whatever_fail_percent(
+    make_fleet, pki, tmp_path
+):
+    # 1 of 2 hosts unreachable (50%) is under --fail-percent 90: with --yes the run would go on
+    # without a word. Without --yes pyinfra asks; anything but Enter stops the run.
+    fleet = make_fleet(2)
+    up, down = fleet.hosts
+    inventory = fleet.write_inventory(tmp_path / "inventory.py")
+    down.stop_sshd()
+    before = snapshot(up)
+    command = ("--fail-percent", "90", str(inventory), "deploy.py")
+
+    stopped = pyinfra(*command, answers="no\n")
+
+    assert stopped.returncode != 0, stopped.output
+    assert "One of more hosts failed to connect, continue?" in stopped.output, stopped.output
+    assert snapshot(up) == before
+
+    # Enter at the question, then Enter at "Press enter to execute" after the preview
+    went_on = pyinfra(*command, answers="\n\n")
+
+    assert "One of more hosts failed to connect, continue?" in went_on.output, went_on.output
+    assert went_on.returncode != 0, went_on.output  # the unreachable host failed
+    assert_serves(up, pki, up.cert_names)
 
 
 # -- one host, one name ----------------------------------------------------------------------------
