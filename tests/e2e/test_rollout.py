@@ -137,8 +137,9 @@ def sessions_since(host: TestHost, offset: int) -> list[str]:
 # -- per-host names, paths and data ----------------------------------------------------------------
 def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
     # Caddy's data dir comes from data, not from the host: mail-2 from the repository's
-    # group_data/debian_caddy.py, the others from group_data/all.py. Group `tuned` (a group_data
-    # file beside the inventory) sets two settings; mail-3 overrides one of them.
+    # group_data/debian_caddy.py, the others from certsync's default. Groups `mail` and `tuned`
+    # (group_data files beside the inventory) both set backups_keep: `tuned`, defined later in the
+    # inventory, wins; mail-3's host data wins over both.
     inventory = write_inventory(
         fleet,
         tmp_path / "inventory.py",
@@ -149,7 +150,10 @@ def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
             "tuned": ["mail-2", "mail-3"],
         },
         host_data={"mail-3": {"certsync_backups_keep": 3}},
-        group_data={"tuned": {"certsync_backups_keep": 2, "certsync_verify_ports": [993, 465]}},
+        group_data={
+            "mail": {"certsync_backups_keep": 4},
+            "tuned": {"certsync_backups_keep": 2, "certsync_verify_ports": [993, 465]},
+        },
         drop=["certsync_caddy_data_dir"],
     )
 
@@ -163,8 +167,8 @@ def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
         assert cert_dir_names(host) == own, host.name
     expected = {
         # host: (caddy data dir, backups kept, ports verified)
-        "mail-1": (DOCKER_CADDY_DATA_DIR, 5, [993, 465, 587]),  # all
-        "mail-2": (DEBIAN_CADDY_DATA_DIR, 2, [993, 465]),  # group debian_caddy, group tuned
+        "mail-1": (DOCKER_CADDY_DATA_DIR, 4, [993, 465, 587]),  # default, group mail
+        "mail-2": (DEBIAN_CADDY_DATA_DIR, 2, [993, 465]),  # debian_caddy; tuned over mail
         "mail-3": (DOCKER_CADDY_DATA_DIR, 3, [993, 465]),  # host over group tuned
     }
     for host in fleet:
