@@ -9,6 +9,7 @@ tests/test_readme.py checks that README.md holds exactly this table.
 from __future__ import annotations
 
 from certsync.host.settings import SETTINGS, Setting
+from scripts.readme_tables import block, markdown_table
 
 START_MARKER = "<!-- settings:start -->"
 END_MARKER = "<!-- settings:end -->"
@@ -21,17 +22,13 @@ def _default(setting: Setting) -> str:
 
 
 def render() -> str:
-    """The Markdown table, one line per setting (no trailing newline)."""
-    lines = ["| setting | default | what |", "|---|---|---|"]
-    for setting in SETTINGS:
-        doc = setting.doc.replace("|", "\\|")
-        lines.append(f"| `{setting.key}` | {_default(setting)} | {doc} |")
-    return "\n".join(lines)
+    """The Markdown table, one line per setting."""
+    rows = ((f"`{setting.key}`", _default(setting), setting.doc) for setting in SETTINGS)
+    return markdown_table(("setting", "default", "what"), rows)
 
 
 def render_block() -> str:
-    """The table between its markers, as README.md holds it."""
-    return f"{START_MARKER}\n{render()}\n{END_MARKER}"
+    return block(START_MARKER, END_MARKER, render())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from scripts.readme_tables import block, markdown_table
+
 START_MARKER = "<!-- reliability:start -->"
 END_MARKER = "<!-- reliability:end -->"
 TEST_FILES = (
@@ -198,25 +200,16 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render(rows: tuple[Row, ...] = ROWS) -> str:
-    """The Markdown table, one line per case (no trailing newline)."""
-    lines = [
-        "| Case | What certsync does | Proven by |",
-        "|---|---|---|",
-    ]
-    for row in rows:
-        tests = "<br>".join(f"`{name}`" for name in row.tests)
-        lines.append(f"| {_cell(row.case)} | {_cell(row.behaviour)} | {tests} |")
-    return "\n".join(lines)
+    """The Markdown table, one line per case."""
+    return markdown_table(
+        ("Case", "What certsync does", "Proven by"),
+        ((row.case, row.behaviour, "<br>".join(f"`{name}`" for name in row.tests)) for row in rows),
+    )
 
 
 def render_block() -> str:
-    """The table between its markers, as README.md holds it."""
-    return f"{START_MARKER}\n{render()}\n{END_MARKER}"
+    return block(START_MARKER, END_MARKER, render())
 
 
 if __name__ == "__main__":
