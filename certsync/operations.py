@@ -153,15 +153,19 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
             host.log(line)
     # All files' commands first: pyinfra's preview stops at an operation's first command, and
     # --diff shows each file's diff while its commands are made.
-    yield from [
+    installs = [
         command
         for path, (content, mode) in files.items()
         if not _is_installed(state, path, content, mode)
         for command in _install(path, content, mode)
     ]
+    changed = bool(installs)
+    yield from installs
     pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
     if settings.force:
         pending = list(settings.names)
+    if settings.watch and (changed or not state.get("watcher")) and not pending:
+        pending = list(settings.names)  # the sync starts the watcher, or replaces an old one
     if not pending:
         host.noop(f"mox's certificates equal Caddy's for {', '.join(settings.names)}")
         return

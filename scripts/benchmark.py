@@ -1,126 +1,265 @@
-"""How long the certsync deploy takes on local fleets of N SSH hosts (figures only, no pass/fail).
+"""What certsync costs, measured on a local fleet of N SSH hosts (figures only, no pass/fail).
 
-    python3 -m scripts.benchmark [--hosts 3 10] [--repeat 3]
+    python3 -m scripts.benchmark [--hosts 20] [--repeat 5] [--no-renewal]
 
-Run as root after scripts/setup.sh. Brings up pebble + Caddy once, then per N a fleet of N hosts
-(tests/fleet, loopback only), and prints:
-  - the wall time of the first, converging deploy (`pyinfra -y inventory deploy.py`);
-  - the wall time of an in-sync deploy (median of --repeat runs);
-  - the commands each host ran in an in-sync deploy, as pyinfra prints them (-vv) and as the
-    host's sshd logged its sessions;
-  - the host program's own time for an in-sync `certsync.py sync` on one host (median of --repeat),
-    measured inside the host, so that neither SSH nor pyinfra is counted.
+Run as root after scripts/setup.sh. Brings up pebble + Caddy and a fleet of N hosts (tests/fleet,
+loopback only), converges it once, then prints, each with its median over --repeat runs:
+  1. the in-sync deploy's wall time divided by `pyinfra INVENTORY exec -- true`'s, runs
+     interleaved (goal: at most 1.2);
+  2. the commands and SSH sessions per host in an in-sync deploy (from pyinfra's -vv output and
+     from each host's sshd log), and the CPU time of the state read on one host (goal: one
+     command, under 25 ms of CPU);
+  3. a full rotation (every host installs a new certificate: the first deploy), for the fleet,
+     and per host (one host's sync of a renewed certificate, timed inside the host);
+  4. how long mox answers no TLS on port 993 during a sync (a probe in a tight loop; goal: under
+     2 s);
+  5. the host program's in-sync run, what the cron job runs (wall and CPU, inside the host;
+     goal: under 100 ms wall);
+  6. renewal to served: from the moment Caddy has written a new certificate until mox serves
+     it, with the default cron schedule and a real cron daemon, no deploy (goal: under 15 min).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import re
+import shlex
+import socket
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.deployrun import DeployRun, deploy
+import pyinfra
+
+from certsync.facts import CertsyncState
+from certsync.host.settings import BY_NAME
+from certsync.hostdata import settings_from_data
+from tests.e2e.deployrun import ROOT, caddy_fingerprint, served_fingerprints
 from tests.fleet import Fleet, Pki, TestHost, default_host_specs, missing_components
+from tests.fleet.waiting import wait_for
 
 COMMAND_RE = re.compile(r"^\[(?P<host>[^\]]+)\]\s+>>> ", re.M)
 SESSION_RE = re.compile(r"Starting session: ")
 PROGRAM = "/usr/local/lib/certsync/certsync.pyz"
-CONFIG = "/etc/certsync/config.json"
-DEPLOY_TIMEOUT = 600.0
+SYNC = f"/usr/bin/python3 -I -S {PROGRAM} sync --config /etc/certsync/config.json"
+DEPLOY_TIMEOUT = 900.0
 
-
-def timed_deploy(inventory: Path, *args: str) -> tuple[float, DeployRun]:
+# Runs a command N times inside a host; prints the wall and CPU (user + system, the command and
+# its children) seconds of each run, from wait4's resource usage.
+TIMER = """
+import json, os, subprocess, sys, time
+runs = []
+for _ in range(int(sys.argv[1])):
     started = time.monotonic()
-    run = deploy(inventory, *args, timeout=DEPLOY_TIMEOUT)
-    took = time.monotonic() - started
-    if run.returncode != 0:
-        tail = "\n".join(run.output.splitlines()[-30:])
-        raise SystemExit(f"benchmark: the deploy failed (exit {run.returncode}):\n{tail}")
-    return took, run
+    process = subprocess.Popen(sys.argv[2], shell=True, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"exit {os.waitstatus_to_exitcode(status)}: {sys.argv[2][:200]}")
+    runs.append((time.monotonic() - started, usage.ru_utime + usage.ru_stime))
+print(json.dumps(runs))
+"""
 
 
-def program_seconds(host: TestHost) -> float:
-    """One in-sync `sync` of the host program, timed inside the host."""
-    result = host.run(
-        f"s=$(date +%s%N); python3 {PROGRAM} sync --config {CONFIG} >/dev/null 2>&1; r=$?;"
-        ' e=$(date +%s%N); echo "$r $((e - s))"',
-        check=True,
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def timed(argv: list[str]) -> tuple[float, str]:
+    started = time.monotonic()
+    result = subprocess.run(
+        argv,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEPLOY_TIMEOUT,
     )
-    status, nanoseconds = result.stdout.split()
-    if status != "0":
-        raise SystemExit(f"benchmark: certsync.py sync exited {status} on {host.name}")
-    return int(nanoseconds) / 1e9
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise SystemExit(
+            f"benchmark: {shlex.join(argv)} failed (exit {result.returncode}):\n{tail}"
+        )
+    return took, result.stdout + result.stderr
 
 
-def measure(pki: Pki, count: int, repeat: int) -> None:
-    print(f"\n== {count} hosts ==", flush=True)
+def in_host(host: TestHost, command: str, runs: int) -> tuple[list[float], list[float]]:
+    """(wall seconds, CPU seconds) of `runs` runs of `command` inside the host."""
+    result = host.run(
+        f"/usr/bin/python3 -c {shlex.quote(TIMER)} {runs} {shlex.quote(command)}", timeout=600
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark: on {host.name}: {result.stderr.strip()}")
+    pairs = json.loads(result.stdout)
+    return [wall for wall, _ in pairs], [cpu for _, cpu in pairs]
+
+
+def state_command(host: TestHost) -> str:
+    """The state read's command, as the deploy's fact runs it on this host."""
+    settings = settings_from_data(host.name, host.inventory_data())
+    return str(CertsyncState().command(settings=settings).get_raw_value())
+
+
+def tls_gap(host: TestHost, during: Callable[[], object]) -> float:
+    """The longest time port 993 gave no TLS handshake while `during` ran (probe in a loop)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    stop = threading.Event()
+    answers: list[float] = []
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                with (
+                    socket.create_connection((host.address, 993), timeout=1) as raw,
+                    context.wrap_socket(raw, server_hostname=host.cert_names[0]),
+                ):
+                    answers.append(time.monotonic())
+            except OSError:
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        during()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    return max(later - earlier for earlier, later in zip(answers, answers[1:], strict=False))
+
+
+def renew_on(host: TestHost, pki: Pki, name: str) -> None:
+    pki.renew(name)
+    host.copy_caddy_storage(pki)
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    return (
+        f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python"
+        f" {platform.python_version()} (hosts: /usr/bin/python3), pyinfra {pyinfra.__version__}"
+    )
+
+
+def measure(pki: Pki, count: int, repeat: int, renewal: bool) -> None:
+    print(f"machine: {machine()}")
+    print(f"fleet: {count} hosts, {repeat} runs per figure (medians)\n", flush=True)
     with Fleet(count, pki=pki) as fleet, tempfile.TemporaryDirectory() as tmp:
         names = [host.name for host in fleet]
-        inventory = fleet.write_inventory(
-            Path(tmp) / "inventory.py", groups={"canary": names[:1], "mail": names}
+        inventory = str(
+            fleet.write_inventory(
+                Path(tmp) / "inventory.py", groups={"canary": names[:1], "mail": names}
+            )
         )
-        print(f"  fleet start                        {fleet.timings['fleet_start']:7.2f} s")
-        first, _ = timed_deploy(inventory)
-        print(f"  first deploy (converges)           {first:7.2f} s", flush=True)
+        deploy = ["pyinfra", "-y", inventory, "deploy.py"]
+        first, _ = timed(deploy)
 
-        in_sync: list[float] = []
-        sessions: dict[str, int] = {}
-        commands: Counter[str] = Counter()
-        for attempt in range(repeat):
-            offsets = {host.name: host.sshd_log.stat().st_size for host in fleet}
-            verbose = attempt == repeat - 1  # count on the last run; -vv costs a little output
-            took, run = timed_deploy(inventory, *(["-vv"] if verbose else []))
-            in_sync.append(took)
-            if verbose:
-                commands = Counter(m.group("host") for m in COMMAND_RE.finditer(run.output))
-                for host in fleet:
-                    with host.sshd_log.open("rb") as log:
-                        log.seek(offsets[host.name])
-                        sessions[host.name] = len(SESSION_RE.findall(log.read().decode()))
+        in_sync, exec_true = [], []
+        for _ in range(repeat):
+            in_sync.append(timed(deploy)[0])
+            exec_true.append(timed(["pyinfra", "-y", inventory, "exec", "--", "true"])[0])
         print(
-            f"  in-sync deploy (median of {repeat})        {statistics.median(in_sync):7.2f} s"
-            f"   (runs: {', '.join(f'{t:.2f}' for t in in_sync)})"
+            f"1. in-sync deploy {median(in_sync):.2f} s / `exec -- true` {median(exec_true):.2f} s"
+            f" = {median(in_sync) / median(exec_true):.2f}   (goal <= 1.2)"
         )
-        per_host = sorted(set(commands[name] for name in names))
-        per_host_sessions = sorted(set(sessions.values()))
-        print(f"  commands per host, in-sync (-vv)   {' / '.join(map(str, per_host)):>7}")
-        print(f"  SSH sessions per host, in-sync     {' / '.join(map(str, per_host_sessions)):>7}")
 
+        offsets = {host.name: host.sshd_log.stat().st_size for host in fleet}
+        _, output = timed([*deploy[:2], "-vv", *deploy[2:]])
+        commands = Counter(match.group("host") for match in COMMAND_RE.finditer(output))
+        sessions = []
+        for host in fleet:
+            with host.sshd_log.open("rb") as log:
+                log.seek(offsets[host.name])
+                sessions.append(len(SESSION_RE.findall(log.read().decode(errors="replace"))))
         host = max(fleet, key=lambda h: len(h.cert_names))
-        pid = host.mox_pid()
-        seconds = [program_seconds(host) for _ in range(repeat)]
-        restarted = " (mox was restarted!)" if host.mox_pid() != pid else ""
+        _, state_cpu = in_host(host, state_command(host), repeat)
         print(
-            f"  host program in-sync sync, {host.name} ({len(host.cert_names)} names),"
-            f" median of {repeat}: {statistics.median(seconds):.3f} s{restarted}",
+            f"2. per host, in sync: {'/'.join(map(str, sorted(set(commands.values()))))} command,"
+            f" {'/'.join(map(str, sorted(set(sessions))))} SSH session; state read CPU on"
+            f" {host.name} ({len(host.cert_names)} names): {median(state_cpu) * 1000:.0f} ms"
+            "   (goal: 1 command, < 25 ms)"
+        )
+
+        one = fleet.hosts[-1]
+        rotation = []
+        for _ in range(repeat):
+            renew_on(one, pki, one.cert_names[0])
+            rotation += in_host(one, SYNC, 1)[0]
+        print(
+            f"3. full rotation: fleet {first:.1f} s (first deploy, {count} hosts);"
+            f" one host {median(rotation):.2f} s (sync of a renewed certificate, inside the host)"
+        )
+
+        gaps = []
+        for _ in range(repeat):
+            renew_on(one, pki, one.cert_names[0])
+            gaps.append(tls_gap(one, lambda: one.run(SYNC, check=True)))
+        print(f"4. mox answers no TLS on 993 during a sync: {median(gaps):.2f} s   (goal < 2 s)")
+
+        wall, cpu = in_host(one, SYNC, repeat)
+        print(
+            f"5. host program, in-sync run ({one.name}, {len(one.cert_names)} names):"
+            f" {median(wall) * 1000:.0f} ms wall, {median(cpu) * 1000:.0f} ms CPU"
+            "   (goal < 100 ms wall)"
+        )
+        schedule = BY_NAME["cron_schedule"].default
+        if not renewal:
+            print(f"6. renewal to served: skipped (--no-renewal); default schedule {schedule!r}")
+            return
+        one.start_cron()
+        name = one.cert_names[0]
+        renew_on(one, pki, name)
+        renewed = time.monotonic()
+        wait_for(
+            lambda: set(served_fingerprints(one, name).values()) == {caddy_fingerprint(pki, name)},
+            20 * 60,
+            f"cron on {one.name} to serve the renewal",
+            interval=1,
+        )
+        print(
+            f"6. renewal to served, schedule {schedule!r}, real cron:"
+            f" {time.monotonic() - renewed:.0f} s   (goal < 15 min)",
             flush=True,
         )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=20, help="fleet size (default: 20)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (default: 5)")
     parser.add_argument(
-        "--hosts", type=int, nargs="+", default=[3, 10], help="fleet sizes (default: 3 10)"
+        "--no-renewal", action="store_true", help="skip figure 6 (it waits for the cron job)"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="in-sync runs to take the median of")
     args = parser.parse_args()
-    if any(count < 1 or count > 50 for count in args.hosts) or not 1 <= args.repeat <= 20:
-        parser.error("--hosts: 1 to 50 each; --repeat: 1 to 20")
+    if not 1 <= args.hosts <= 50 or not 1 <= args.repeat <= 20:
+        parser.error("--hosts: 1 to 50; --repeat: 1 to 20")
     missing = missing_components()
     if missing:
         print(f"benchmark: cannot run here: {'; '.join(missing)}", file=sys.stderr)
         return 2
-    names = [name for spec in default_host_specs(max(args.hosts)) for name in spec.cert_names]
     with Pki() as pki:
-        started = time.monotonic()
-        pki.issue(names)
-        print(f"pebble + Caddy: {len(names)} certificates in {time.monotonic() - started:.1f} s")
-        for count in args.hosts:
-            measure(pki, count, args.repeat)
+        pki.issue(name for spec in default_host_specs(args.hosts) for name in spec.cert_names)
+        measure(pki, args.hosts, args.repeat, not args.no_renewal)
     return 0
 
 

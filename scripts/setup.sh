@@ -15,7 +15,7 @@ MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
 # sudo: the test hosts' non-root user (pyinfra's _sudo); python3-venv: the package test
 # installs the built wheel into a fresh virtual environment.
 APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3-pip
-    python3-venv sudo ca-certificates util-linux procps iproute2 passwd"
+    python3-venv sudo ca-certificates util-linux procps iproute2 passwd cron"
 # setuptools and wheel: `pip wheel --no-build-isolation .` builds with what is installed.
 PIP_PACKAGES="pyinfra>=3,<4 cryptography pytest pytest-testinfra paramiko ruff mypy
     setuptools>=68 wheel"
@@ -38,7 +38,7 @@ install_debian_packages() {
         return
     fi
     log "Debian packages: installing$missing"
-    # Keep the packages' services (caddy on :80, sshd on :22) from starting during the install;
+    # Keep the packages' services (caddy on :80, sshd on :22, cron) from starting during the install;
     # a system sshd on 0.0.0.0:22 would take the port the test hosts' sshd need.
     created_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then

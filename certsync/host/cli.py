@@ -105,8 +105,25 @@ def sync_command(args: argparse.Namespace) -> int:
         alert(config, failures, log)
     if status:
         log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
+    from . import watch
+
+    watch.start(config, args.config)
     flush_all()
     return status
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    from . import watch
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if os.geteuid() != 0:
+        emit("certsync: the watcher needs root (it runs the sync)", failed=True)
+        return 2
+    try:
+        return watch.watch(args.config)
+    except (OSError, ValueError) as error:
+        emit(f"certsync: watch: {reason(error)}", failed=True)
+        return 2
 
 
 def state_command(args: argparse.Namespace) -> int:
@@ -135,5 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state.add_argument("--file", action="append", help="also report this file's sha256 and mode")
     state.add_argument("--force", action="store_true", help="plan as `sync --force` would")
     state.add_argument("--all-ports", action="store_true", help="check what every port serves")
+    watch = commands.add_parser("watch", help="sync seconds after Caddy writes (certsync_watch)")
+    watch.add_argument("--config", default="/etc/certsync/config.json")
     args = parser.parse_args(argv)
-    return sync_command(args) if args.command == "sync" else state_command(args)
+    run = {"sync": sync_command, "state": state_command, "watch": watch_command}
+    return run[args.command](args)

@@ -312,6 +312,13 @@ SETTINGS: tuple[Setting, ...] = (
         "cron mails the job's failures to this address (empty: cron's default)",
     ),
     Setting(
+        "watch",
+        False,
+        boolean,
+        "also sync seconds after Caddy writes (a watcher on Caddy's folders, which the cron job"
+        " starts and restarts); off: the cron job alone",
+    ),
+    Setting(
         "force",
         False,
         boolean,
@@ -327,7 +334,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "cron_schedule",
-        "17 */6 * * *",
+        "*/5 * * * *",
         cron,
         "when the cron job syncs (five fields, or @hourly and the like)",
         on_host=False,

@@ -11,6 +11,7 @@ import shutil
 import sys
 from typing import Any
 
+from . import watch
 from .errors import reason
 from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
 from .output import emit
@@ -110,6 +111,7 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
     if found:
         state["warnings"].append(trust_warning(config.mox_binary, found))
     state["last_runs"] = last_runs(config.log_file, list(config.names), config.host)
+    state["watcher"] = watch.running(config) is not None
     now = dt.datetime.now(dt.timezone.utc)
     refusal = folder_refusal(config)
     dir_fd = None

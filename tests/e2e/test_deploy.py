@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from certsync.host.settings import BY_NAME
 from certsync.program import zipapp_sha256
 from tests.e2e.deployrun import (
     BACKUP_DIR,
@@ -242,7 +243,7 @@ def test_diff_shows_what_changes_in_config_and_cron_job_and_never_a_key(make_fle
         r'-\s+"backups_keep": 5,',
         r'\+\s+"backups_keep": 3,',
         rf"\[{host.name}\] Will modify {CRON_FILE}",
-        r"-\s+17 \*/6 \* \* \* root ",
+        rf"-\s+{re.escape(BY_NAME['cron_schedule'].default)} root ",
         r"\+\s+@hourly root ",
     ):
         assert re.search(expected, shown.output), (expected, shown.output)

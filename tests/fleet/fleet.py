@@ -45,6 +45,7 @@ NSINIT = Path(__file__).resolve().with_name("nsinit.py")
 MOX_PORTS = (25, 465, 587, 993)
 START_TIMEOUT = 20.0
 HOST_RUN_DIR = "/run/certsync-e2e"  # inside a host: its run_dir (moxctl's pid file and mox.log)
+CROND_PID = Path("/run/crond.pid")  # Debian's cron locks it: each host has its own
 
 
 def _chown(path: Path, user: str) -> None:
@@ -151,6 +152,9 @@ class TestHost:
             mounts.append(f"mount --bind '{self.source_of(path)}' '{path}'")
         Path(HOST_RUN_DIR).mkdir(exist_ok=True)
         mounts.append(f"mount --bind '{self.run_dir}' {HOST_RUN_DIR}")
+        (self.dir / "crond.pid").touch()
+        CROND_PID.touch(exist_ok=True)  # the mount point on the real filesystem
+        mounts.append(f"mount --bind '{self.dir / 'crond.pid'}' {CROND_PID}")
         resolv = self.dir / "resolv.conf"
         # nothing answers there: a DNS lookup fails at once instead of leaving the machine
         resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
@@ -342,6 +346,18 @@ class TestHost:
     def restart_mox(self) -> None:
         self._moxctl("restart")
         self.wait_mox_serving()
+
+    # -- cron ------------------------------------------------------------------------------------
+    def start_cron(self) -> None:
+        """Start Debian's cron daemon in the host: it runs the host's own /etc/cron.d."""
+        result = self.run("cron")
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.name}: cron did not start: {result.stdout}{result.stderr}")
+        wait_for(
+            lambda: self.run("kill -0 $(cat /run/crond.pid)").returncode == 0,
+            START_TIMEOUT,
+            f"cron of {self.name}",
+        )
 
     # -- caddy storage ---------------------------------------------------------------------------
     def copy_caddy_storage(self, pki: Pki) -> None:

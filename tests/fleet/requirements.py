@@ -13,6 +13,7 @@ TOOLS = (
     "pebble",
     "caddy",
     "/usr/sbin/sshd",
+    "/usr/sbin/cron",
     "unshare",
     "nsenter",
     "mount",

@@ -65,7 +65,7 @@ def test_the_zipapp_holds_every_host_module_and_nothing_else():
 def test_the_zipapp_runs_isolated_with_the_system_python(pyz):
     result = run_host_program(pyz, "--help")
     assert result.returncode == 0, result.stderr
-    assert "{sync,state}" in result.stdout
+    assert "{sync,state,watch}" in result.stdout
     assert run_host_program(pyz, "frobnicate").returncode == 2
 
 
