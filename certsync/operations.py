@@ -82,9 +82,10 @@ def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | st
 
 def _problem(state: dict[str, Any] | str) -> str | None:
     """Why the host cannot be synced at all: its state could not be read, or says so, or one of
-    certsync's own files is not root's regular file. Writing through such a file (a link the mox
-    user planted in a folder it can write) would write elsewhere, and --diff would show the
-    contents of whatever it points to."""
+    certsync's own files is not root's regular file, or another user could replace it. Writing
+    through such a file (a link the mox user planted in a folder it can write) would write
+    elsewhere, and --diff would show the contents of whatever it points to; the cron job runs the
+    program, with the config's commands, as root."""
     if isinstance(state, str):
         return state
     problems = [state["error"]] if state["error"] else []
@@ -95,6 +96,11 @@ def _problem(state: dict[str, Any] | str) -> str | None:
             owner = f" owned by {meta['user']}" if meta.get("user") else ""
             what = meta.get("error") or f"a {meta['kind']}{owner}, not root's regular file"
             problems.append(f"{path}: {what}; refusing to write there (remove it, or set another)")
+        if meta.get("writable_by"):
+            problems.append(
+                f"{path}: {'; '.join(meta['writable_by'])}: whoever can replace it decides what"
+                f" root runs; refusing (make it root's, or set another path)"
+            )
     return "; ".join(problems) or None
 
 

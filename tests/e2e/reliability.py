@@ -160,10 +160,10 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "A link, or another user's file, at certsync's own paths (host program, `config.json`,"
-        " cron file)",
-        "the host fails: `refusing to write there`; nothing is written through it, and `--diff`"
-        " never shows what it points to",
-        ("test_a_link_at_certsyncs_own_file_is_refused_and_never_shown",),
+        " cron file), or a folder above them that another user than root can write",
+        "the host fails, naming the path and who else can write it; nothing is written there, and"
+        " `--diff` never shows what a link points to",
+        ("test_certsyncs_own_files_must_be_roots_alone",),
     ),
     Row(
         "The `mox` user plants a symlink at `<name>.crt`, `<name>.key` or a temporary file",

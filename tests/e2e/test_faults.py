@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -728,23 +729,38 @@ def test_a_host_whose_state_cannot_be_read_fails_alone_with_the_reason(
 
 # --- 14: certsync's own files are root's ------------------------------------------------------
 
+OWN_FILE_PLANTS = {
+    # what the mox user was let do: (refusal in the output)
+    "link at the cron file": r"/etc/cron\.d/certsync: a link owned by root, .*refusing to write",
+    "folder of the host program owned by mox": (
+        r"/usr/local/lib/certsync/certsync\.pyz: /usr/local/lib/certsync is owned by mox:"
+        r" whoever can replace it decides what root runs; refusing"
+    ),
+}
 
-def test_a_link_at_certsyncs_own_file_is_refused_and_never_shown(make_fleet, tmp_path):
+
+@pytest.mark.parametrize("plant", list(OWN_FILE_PLANTS))
+def test_certsyncs_own_files_must_be_roots_alone(make_fleet, tmp_path, plant):
     fleet, host, name, inventory = one_host(make_fleet, tmp_path)
     key = f"{MOX_CERT_DIR}/{name}.key"
     cron_file = host.source_of("/etc/cron.d/certsync")
-    cron_file.symlink_to(key)
+    program_dir = host.source_of("/usr/local/lib/certsync")
+    if plant == "link at the cron file":
+        cron_file.symlink_to(key)
+    else:
+        os.chown(program_dir, pwd.getpwnam("mox").pw_uid, 0)
     before = mox_files(host)
 
     shown = preview(inventory, "--diff")
     run = deploy(inventory, "--diff")
 
-    refusal = rf"\[{host.name}\] /etc/cron.d/certsync: a link owned by root, .*refusing to write"
+    refusal = rf"\[{host.name}\] {OWN_FILE_PLANTS[plant]}"
     key_lines = key_base64_lines(host.source_of(key).read_bytes())
     for output in (shown.output, run.output):
         assert re.search(refusal, output), output
         assert not any(line in output for line in key_lines), "key material in the output"
     assert run.returncode != 0, run.output
     assert mox_files(host) == before
-    assert os.readlink(cron_file) == key
+    assert list(program_dir.iterdir()) == []  # nothing installed
+    assert cron_file.is_symlink() == (plant == "link at the cron file")
     assert host.run(f"test -e {BACKUP_DIR}").returncode != 0  # no sync ran
