@@ -25,5 +25,9 @@ docker_caddy = [
 
 # Caddy from Debian's package on these (group_data/debian_caddy.py).
 debian_caddy = [
-    ("mail.example.net", {"certsync_names": ["mail.example.net"], "ssh_user": "admin"}),
+    # Not root: pyinfra runs every command through sudo (README: "Not as root").
+    (
+        "mail.example.net",
+        {"certsync_names": ["mail.example.net"], "ssh_user": "admin", "_sudo": True},
+    ),
 ]
