@@ -2,7 +2,7 @@
 
 from pyinfra import config
 
-# Stop the whole run once more than this share of the fleet has failed (unreachable hosts
-# included). A failing canary host holds back the rest of the fleet by itself (deploy.py).
-# Without --yes, pyinfra asks whether to go on after any failure instead.
+# With --yes: stop the whole run once more than this share of the targeted hosts has failed
+# (unreachable hosts included). Without --yes, pyinfra ignores it (and --fail-percent) and asks at
+# the first failure whether to go on. A failed canary host holds back the others by itself.
 config.FAIL_PERCENT = 50

@@ -1,7 +1,9 @@
-"""An example fleet. Replace the hosts with yours; any setting of group_data/all.py can be set
-per group (group_data/<group>.py) or per host (here). Precedence: host > group > all."""
+"""An example fleet. Replace the hosts with yours. Any certsync setting (README's settings table)
+can be set for all hosts (group_data/all.py), per group (group_data/<group>.py) or per host
+(here). Precedence: --data > host > group (the last group defined here wins) > all."""
 
-# Synced first: if more than FAIL_PERCENT (config.py) of them fail, the rest is not touched.
+# Synced first: the other hosts start only once every canary host has finished, and only if none
+# of them failed (one failed canary host holds back all the others, whatever FAIL_PERCENT says).
 canary = [
     ("mail.example.com", {"certsync_names": ["mail.example.com"]}),
 ]
@@ -23,5 +25,9 @@ docker_caddy = [
 
 # Caddy from Debian's package on these (group_data/debian_caddy.py).
 debian_caddy = [
-    ("mail.example.net", {"certsync_names": ["mail.example.net"], "ssh_user": "admin"}),
+    # Not root: pyinfra runs every command through sudo (README: "Not as root").
+    (
+        "mail.example.net",
+        {"certsync_names": ["mail.example.net"], "ssh_user": "admin", "_sudo": True},
+    ),
 ]

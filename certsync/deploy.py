@@ -14,7 +14,7 @@ from pyinfra.api import deploy
 
 from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
-from certsync.rollout import canary_gate, cli_mode, refuse_serial_with_canaries, watch_of
+from certsync.rollout import canary_gate, refuse_modes_that_cannot_wait, watch_of
 
 _checked: dict[tuple[int, str], dict[str, HostSettings]] = {}
 
@@ -43,8 +43,7 @@ def certsync_deploy(**defaults: Any) -> None:
     group = settings.canary_group
     synced_hosts = [h for h in targeted_hosts(state) if fleet[h.name].names]
     canaries = [h for h in synced_hosts if group in h.groups]
-    if cli_mode().get("serial"):
-        refuse_serial_with_canaries(synced_hosts, canaries, group)
+    refuse_modes_that_cannot_wait(state, synced_hosts, canaries, group)
     if group in host.groups:
         meta = synced(name="sync canary hosts", settings=settings)
         watch_of(state).canary_ops.add(meta._hash)

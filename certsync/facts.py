@@ -21,8 +21,8 @@ from certsync.hostdata import HostSettings, settings_from_data
 
 
 class CertsyncState(FactBase[dict[str, Any] | None]):
-    """What a certsync sync would do on the host, per name, and why (JSON); None when the host
-    has no certificate names."""
+    """What a certsync sync would do on the host, per name, and why (JSON). Without arguments
+    (`pyinfra INVENTORY fact certsync.facts.CertsyncState`) the settings come from host data."""
 
     def command(  # type: ignore[override]
         self,

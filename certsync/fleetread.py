@@ -1,6 +1,7 @@
 """Reading the certsync state of an inventory's hosts outside a deploy (for `certsync status`):
 the inventory and its group data as pyinfra's CLI loads them, then per host one connection and
-one read-only command, certsync's state fact, with the host's own connector arguments (`_sudo`).
+one read-only command, certsync's state fact, run as the deploy runs it (stateread: `_sudo` and
+the reason when it fails).
 An unreachable host or a failed read is that host's alone, with its reason."""
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ from typing import Any
 
 import gevent
 from pyinfra.api import Config, Host, Inventory, State
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
-from pyinfra.api.exceptions import ConnectError, FactProcessError, PyinfraError
+from pyinfra.api.exceptions import ConnectError, PyinfraError
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
-from certsync.facts import CertsyncState
 from certsync.host.errors import printable
 from certsync.hostdata import HostSettings
+from certsync.stateread import read_state
 
 CONFIG_FILE = "config.py"  # pyinfra's, beside the inventory: SUDO and the like apply here too
-MAX_REASON_LINES = 4
 
 
 class UsageError(Exception):
@@ -63,36 +62,19 @@ def _limit(inventory: Inventory, patterns: Sequence[str]) -> list[Host]:
     return hosts
 
 
-def _reason(lines: list[str]) -> str:
-    text = "; ".join(printable(line) for line in lines[-MAX_REASON_LINES:] if line.strip())
-    return text or "no output"
-
-
 def read_host(state: State, host: Host, settings: HostSettings) -> dict[str, Any] | str:
-    """The host's state, all ports probed, or why it could not be read."""
+    """The host's state, every verify port probed, or why it could not be read."""
+    from certsync.operations import host_files  # the files the deploy installs
+
     with ctx_state.use(state), ctx_host.use(host), ctx_inventory.use(state.inventory):
         try:
             host.connect(show_errors=False, raise_exceptions=True)
         except ConnectError as error:
             return f"unreachable: {printable(str(error))}"
-        from certsync.operations import host_files  # the files the deploy installs
-
-        fact = CertsyncState()
-        command = fact.command(settings=settings, files=list(host_files(settings)), all_ports=True)
-        arguments, _ = pop_global_arguments(state, host, {})
-        connector = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
         try:
-            ok, output = host.run_shell_command(command, **connector)
-        except (OSError, EOFError) as error:
-            return f"the state read failed: {type(error).__name__}: {printable(str(error))}"
+            return read_state(host, settings, list(host_files(settings)), False, all_ports=True)
         finally:
             host.disconnect()
-        if not ok:
-            return f"the state read failed: {_reason(output.stderr_lines)}"
-        try:
-            return fact.process(output.stdout_lines)
-        except FactProcessError as error:
-            return f"the state read failed: {error}"
 
 
 def read_hosts(state: State, settings: dict[str, HostSettings]) -> dict[str, dict[str, Any] | str]:

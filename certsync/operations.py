@@ -23,13 +23,14 @@ from pyinfra.api import (
 from pyinfra.operations import files as pyinfra_files
 
 from certsync import program
-from certsync.facts import CertsyncState
 from certsync.hostdata import HostSettings
 from certsync.preview import host_lines
+from certsync.stateread import read_state
 
-# The state read at change detection, reused when the operation runs (the host program decides
-# again under its lock): an in-sync host costs one command, with or without --yes.
-_state_of: dict[tuple[str, int], dict[str, Any] | None] = {}
+# The state read at change detection (or why it failed), reused when the operation runs (the
+# host program decides again under its lock): an in-sync host costs one command, with or without
+# --yes.
+_state_of: dict[tuple[str, int], dict[str, Any] | str] = {}
 
 
 def _render(template: str, **values: Any) -> str:
@@ -82,14 +83,38 @@ def _fail_host(state: State, host: Host, message: str) -> bool:
     return False  # fails this host, with the message, without running anything on it
 
 
-def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | None:
+def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | str:
     key = (host.name, id(settings))
     if host.state.is_executing and key in _state_of:
         return _state_of.pop(key)
-    state = host.get_fact(CertsyncState, settings=settings, files=paths, force=settings.force)
+    state = read_state(host, settings, paths, force=settings.force)
     if not host.state.is_executing:
         _state_of[key] = state
     return state
+
+
+def _problem(state: dict[str, Any] | str) -> str | None:
+    """Why the host cannot be synced at all: its state could not be read, or says so, or one of
+    certsync's own files is not root's regular file, or another user could replace it. Writing
+    through such a file (a link the mox user planted in a folder it can write) would write
+    elsewhere, and --diff would show the contents of whatever it points to; the cron job runs the
+    program, with the config's commands, as root."""
+    if isinstance(state, str):
+        return state
+    problems = [state["error"]] if state["error"] else []
+    if not state["openssl"]:
+        problems.append("certsync needs openssl on the host")
+    for path, meta in state["files"].items():
+        if meta["kind"] != "missing" and (meta["kind"], meta.get("user")) != ("file", "root"):
+            owner = f" owned by {meta['user']}" if meta.get("user") else ""
+            what = meta.get("error") or f"a {meta['kind']}{owner}, not root's regular file"
+            problems.append(f"{path}: {what}; refusing to write there (remove it, or set another)")
+        if meta.get("writable_by"):
+            problems.append(
+                f"{path}: {'; '.join(meta['writable_by'])}: whoever can replace it decides what"
+                f" root runs; refusing (make it root's, or set another path)"
+            )
+    return "; ".join(problems) or None
 
 
 def _is_installed(state: dict[str, Any], path: str, content: bytes, mode: int) -> bool:
@@ -134,24 +159,27 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
         return
     files = host_files(settings)
     state = _read_state(settings, list(files))
-    if state is None:  # pyinfra failed the host and showed why
-        yield FunctionCommand(_fail_host, ("certsync could not read the host's state",), {})
+    problem = _problem(state)
+    if problem is not None:
+        if not host.state.is_executing:  # the preview says why this host will fail
+            host.log_styled(problem, fg="red", log_func=logger.error)
+        yield FunctionCommand(_fail_host, (problem,), {})
         return
-    problems = [state["error"]] if state["error"] else []
-    if not state["openssl"]:
-        problems.append("certsync needs openssl on the host")
-    if problems:
-        yield FunctionCommand(_fail_host, ("; ".join(problems),), {})
-        return
+    assert isinstance(state, dict)
     # Shown once: in the preview, or as the run goes when the preview was skipped (--yes).
     if not host.state.is_executing or not host.state.check_for_changes:
         for line in host_lines(state, verbose=host.state.print_noop_info):
             host.log(line)
-    changed = False
-    for path, (content, mode) in files.items():
-        if not _is_installed(state, path, content, mode):
-            changed = True
-            yield from _install(path, content, mode)
+    # All files' commands first: pyinfra's preview stops at an operation's first command, and
+    # --diff shows each file's diff while its commands are made.
+    installs = [
+        command
+        for path, (content, mode) in files.items()
+        if not _is_installed(state, path, content, mode)
+        for command in _install(path, content, mode)
+    ]
+    changed = bool(installs)
+    yield from installs
     pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
     if settings.force:
         pending = list(settings.names)

@@ -1,11 +1,16 @@
 """Canary first: the hosts of the canary group finish their sync before any other host starts
 it, and the others are held back (failed, untouched) when a canary host failed. Holds in
-pyinfra's default mode, with --parallel N and --no-wait (the others wait for the canaries);
---serial is refused when a run targets canary and other hosts (pyinfra picks the host order)."""
+pyinfra's default mode (operation by operation), with --parallel N, and with --no-wait (the
+others wait for the canaries, each in a slot of pyinfra's pool: refused when the others could take
+every slot); --serial is refused when a run targets canary and other hosts (pyinfra picks the
+host order)."""
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -50,25 +55,51 @@ def watch_of(state: State) -> CanaryWatch:
     return watch
 
 
+@functools.cache
 def cli_mode() -> dict[str, Any]:
-    """pyinfra's command-line flags when run by its CLI (--serial, --no-wait), else {}."""
+    """pyinfra's command-line flags (serial, no_wait...) when its CLI runs the deploy, else {}.
+
+    Parsed again from sys.argv with pyinfra's own command: deploy files run in greenlets, where
+    the CLI's click context is not visible (gevent makes click's thread-local greenlet-local)."""
+    program = Path(sys.argv[0])
+    if program.name != "pyinfra" and program.parts[-2:] != ("pyinfra", "__main__.py"):
+        return {}
     try:
         import click
+        from pyinfra_cli.cli import cli
     except ImportError:
         return {}
-    context = click.get_current_context(silent=True)
-    return dict(context.params) if context is not None else {}
+    try:
+        return dict(cli.make_context("pyinfra", sys.argv[1:], resilient_parsing=True).params)
+    except click.ClickException:
+        return {}
 
 
-def refuse_serial_with_canaries(hosts: list[Any], canaries: list[Any], group: str) -> None:
-    """--serial runs every operation of one host before the next host, in an order pyinfra
-    does not let a deploy choose: the canary group cannot go first. Refuse unless this run
-    targets only canary hosts or only other hosts."""
-    if canaries and len(canaries) < len(hosts):
+def refuse_modes_that_cannot_wait(
+    state: State, hosts: list[Any], canaries: list[Any], group: str
+) -> None:
+    """Refuse a run mode in which the canary group cannot finish before the other hosts start:
+    --serial, and --no-wait with too few parallel slots. Only when this run targets canary
+    hosts and other hosts; `hosts` are the hosts certsync syncs in this run."""
+    others = len(hosts) - len(canaries)
+    if not canaries or not others:
+        return
+    mode = cli_mode()
+    if mode.get("serial"):
         raise SettingsError(
             f"certsync: --serial runs each host's whole deploy before the next host's, in an order"
             f" certsync cannot choose, so the {group} group cannot go first; drop --serial, or"
-            f" run `--serial --limit {group}` first and then the other hosts"
+            f" run `--serial --limit {group}` first, then `--serial --exclude {group}`"
+        )
+    slots = state.config.PARALLEL
+    if mode.get("no_wait") and slots <= others:
+        # Each other host waits for the canary group in one of the pool's slots: with no slot
+        # left over, a canary host might never start.
+        raise SettingsError(
+            f"certsync: with --no-wait each of the {others} hosts outside the {group} group waits"
+            f" for it in one of pyinfra's {slots} parallel slots, and they could take them all"
+            f" before a {group} host starts; use --parallel {others + 1} or more, drop --no-wait,"
+            f" or run `--limit {group}` first"
         )
 
 

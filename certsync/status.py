@@ -19,7 +19,7 @@ from certsync.host.names import storage_name
 from certsync.host.plan import CERT_MODE, KEY_MODE
 from certsync.host.validity import ago
 from certsync.hostdata import HostSettings
-from certsync.operations import _is_installed, host_files
+from certsync.operations import _is_installed, _problem, host_files
 
 EXIT_OK, EXIT_FAILED, EXIT_UNKNOWN = 0, 1, 2
 # (check, how the table names it when it fails), in the order of the six checks:
@@ -132,6 +132,9 @@ def check_served(plan: dict[str, Any]) -> dict[str, Any]:
 def check_cron(
     settings: HostSettings, state: dict[str, Any], name: str, now: dt.datetime
 ) -> dict[str, Any]:
+    problem = _problem(state)  # e.g. another user can replace what root's cron job runs
+    if problem:
+        return _check("cron", False, problem)
     stale = [
         path
         for path, (content, mode) in host_files(settings).items()

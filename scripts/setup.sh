@@ -12,9 +12,13 @@ set -eu
 PYTHON=${PYTHON:-python3}
 MOX_VERSION=v0.0.17
 MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
+# sudo: the test hosts' non-root user (pyinfra's _sudo); python3-venv: the package test
+# installs the built wheel into a fresh virtual environment.
 APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3-pip
-    ca-certificates util-linux procps iproute2 passwd cron"
-PIP_PACKAGES="pyinfra>=3,<4 cryptography pytest pytest-testinfra paramiko ruff mypy"
+    python3-venv sudo ca-certificates util-linux procps iproute2 passwd cron"
+# setuptools and wheel: `pip wheel --no-build-isolation .` builds with what is installed.
+PIP_PACKAGES="pyinfra>=3,<4 cryptography pytest pytest-testinfra paramiko ruff mypy
+    setuptools>=68 wheel"
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
 PIP_PACKAGES="$PIP_PACKAGES aiosmtpd prometheus_client"
@@ -66,8 +70,9 @@ import shutil
 for dist in ("aiosmtpd", "prometheus_client"):
     md.version(dist)
 assert md.version("pyinfra").startswith("3.")
-for dist in ("cryptography", "pytest", "pytest-testinfra", "paramiko", "ruff", "mypy"):
+for dist in ("cryptography", "pytest", "pytest-testinfra", "paramiko", "ruff", "mypy", "wheel"):
     md.version(dist)
+assert int(md.version("setuptools").split(".")[0]) >= 68
 PY
     then
         log "Python packages: all present for $PYTHON"

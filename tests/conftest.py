@@ -1,7 +1,8 @@
-"""Fixtures of the end-to-end test fleet (tests/fleet): `pki`, `fleet`, `make_fleet`.
+"""Fixtures of the end-to-end test fleet (tests/fleet): `pki`, `fleet`, `make_fleet`; and of the
+package as a user installs it: `certsync_wheel`, `certsync_venv` (tests/packaging.py).
 
-They need root, pebble, caddy, sshd and mox (scripts/setup.sh installs them). When something is
-missing they skip, unless CERTSYNC_REQUIRE_E2E=1 (CI), where they fail instead.
+The fleet needs root, pebble, caddy, sshd and mox (scripts/setup.sh installs them). When something
+is missing they skip, unless CERTSYNC_REQUIRE_E2E=1 (CI), where they fail instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fleet import Fleet, HostSpec, Pki, default_host_specs, missing_components
+from tests.packaging import build_wheel, install_in_venv
 
 REQUIRE_E2E_ENV = "CERTSYNC_REQUIRE_E2E"
 DEFAULT_HOST_COUNT = 3
@@ -79,3 +81,15 @@ def inventory(fleet: Fleet, tmp_path: Path) -> Path:
     return fleet.write_inventory(
         tmp_path / "inventory.py", groups={"canary": names[:1], "mail": names}
     )
+
+
+@pytest.fixture(scope="session")
+def certsync_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """certsync's wheel, built once per test session from a copy of the repository."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def certsync_venv(certsync_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a fresh virtual environment where only the wheel was installed."""
+    return install_in_venv(tmp_path_factory.mktemp("venv"), certsync_wheel)

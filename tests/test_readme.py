@@ -1,25 +1,40 @@
-"""README.md's "Reliability" table is the one tests/e2e/reliability.py renders, and every test it
-names exists (render it with `python3 -m tests.e2e.reliability`)."""
+"""README.md holds exactly the tables rendered from their sources: the "Reliability" table from
+tests/e2e/reliability.py (every test it names exists) and the settings table from the settings'
+one declaration (certsync/host/settings.py); and the commands it documents are the ones tests
+run."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from tests.e2e.reliability import END_MARKER, ROWS, START_MARKER, TEST_FILES, render
+import pytest
+
+from scripts import settings_table
+from tests.e2e import reliability
+from tests.e2e.reliability import ROWS, TEST_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
-def test_readme_holds_exactly_the_rendered_reliability_table():
-    readme = (ROOT / "README.md").read_text()
-    assert readme.count(START_MARKER) == 1 and readme.count(END_MARKER) == 1, (
-        f"README.md needs the markers {START_MARKER} and {END_MARKER} once each;"
-        " `python3 -m tests.e2e.reliability` prints the block"
+@pytest.mark.parametrize(
+    "table, command",
+    [
+        (reliability, "python3 -m tests.e2e.reliability"),
+        (settings_table, "python3 -m scripts.settings_table"),
+    ],
+    ids=["reliability", "settings"],
+)
+def test_readme_holds_exactly_the_rendered_table(table, command):
+    readme = README.read_text()
+    start, end = table.START_MARKER, table.END_MARKER
+    assert readme.count(start) == 1 and readme.count(end) == 1, (
+        f"README.md needs the markers {start} and {end} once each; `{command}` prints the block"
     )
-    between = readme.split(START_MARKER, 1)[1].split(END_MARKER, 1)[0]
-    assert between.strip("\n") == render(), (
-        "README.md's reliability table differs; `python3 -m tests.e2e.reliability` prints it"
+    between = readme.split(start, 1)[1].split(end, 1)[0]
+    assert between.strip("\n") == table.render(), (
+        f"README.md's table differs; `{command}` prints it"
     )
 
 

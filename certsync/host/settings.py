@@ -36,6 +36,8 @@ def _text(value: Any) -> str:
 def _list(value: Any) -> list[Any]:
     if isinstance(value, str):  # from `--data certsync_names=a.example,b.example`
         return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):  # `--data certsync_verify_ports=993`
+        return [value]
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{value!r} is not a list")
     return list(value)
@@ -290,7 +292,8 @@ SETTINGS: tuple[Setting, ...] = (
         "require_trusted_chain",
         False,
         boolean,
-        "refuse a chain that `trusted_ca_file` does not trust (`openssl verify` on the host)",
+        "refuse a chain that `certsync_trusted_ca_file` does not trust (`openssl verify` on the"
+        " host)",
     ),
     Setting(
         "trusted_ca_file",

@@ -23,7 +23,18 @@ LOG_TAIL_BYTES = 1 << 16
 
 
 def file_meta(path: str) -> dict[str, Any]:
-    """sha256 (of a regular file), kind, owner and mode of one of certsync's own files."""
+    """sha256 (of a regular file), kind, owner and mode of one of certsync's own files, and who
+    else than root could replace it (root runs it, or what it says, from the cron job)."""
+    return {**_file_meta(path), "writable_by": writable_by_others(_nearest_existing(path))}
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _file_meta(path: str) -> dict[str, Any]:
     folder, name = os.path.split(path)
     try:
         dir_fd = open_dir(folder)

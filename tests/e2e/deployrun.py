@@ -26,28 +26,41 @@ ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 class DeployRun:
     returncode: int
     output: str  # stdout and stderr, colours removed
+    stdout: str = ""  # alone (pyinfra logs to stderr; `--json` prints pure JSON here)
 
 
 def deploy(inventory: Path, *args: str, timeout: float = 300) -> DeployRun:
     """`pyinfra -y [args] inventory deploy.py` from the repository, as the README says."""
-    return _pyinfra(inventory, "-y", *args, timeout=timeout)
+    return pyinfra("-y", *args, str(inventory), "deploy.py", timeout=timeout)
 
 
 def preview(inventory: Path, *args: str, timeout: float = 300) -> DeployRun:
     """`pyinfra --dry [args] inventory deploy.py`: the preview, changing nothing."""
-    return _pyinfra(inventory, "--dry", *args, timeout=timeout)
+    return pyinfra("--dry", *args, str(inventory), "deploy.py", timeout=timeout)
 
 
-def _pyinfra(inventory: Path, *args: str, timeout: float) -> DeployRun:
+def pyinfra(
+    *args: str,
+    cwd: Path = ROOT,
+    python: Path | None = None,
+    answers: str = "",
+    timeout: float = 300,
+) -> DeployRun:
+    """`pyinfra ARGS` in `cwd`; `answers`: what the operator types at pyinfra's questions (none:
+    end of input). With `python`: `python -m pyinfra` of another environment (e.g. a virtual
+    environment where the wheel is installed)."""
+    program = ["pyinfra"] if python is None else [str(python), "-m", "pyinfra"]
     result = subprocess.run(
-        ["pyinfra", *args, str(inventory), "deploy.py"],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
+        [*program, *args],
+        cwd=cwd,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+        input=answers,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    return DeployRun(result.returncode, ANSI_RE.sub("", result.stdout + result.stderr))
+    output = ANSI_RE.sub("", result.stdout + result.stderr)
+    return DeployRun(result.returncode, output, result.stdout)
 
 
 def sha256_on_host(host: TestHost, path: str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from scripts.readme_tables import block, markdown_table
+
 START_MARKER = "<!-- reliability:start -->"
 END_MARKER = "<!-- reliability:end -->"
 TEST_FILES = (
@@ -152,6 +154,20 @@ ROWS: tuple[Row, ...] = (
         ("test_ssh_drop_during_verify_ends_fully_synced",),
     ),
     Row(
+        "The state cannot be read on one host: its shell fails (`certsync_python` is missing),"
+        " the SSH connection drops, sudo refuses",
+        "that host fails with the reason, in the preview and in the run, and nothing changes on"
+        " it; the other hosts go on",
+        ("test_a_host_whose_state_cannot_be_read_fails_alone_with_the_reason",),
+    ),
+    Row(
+        "A link, or another user's file, at certsync's own paths (host program, `config.json`,"
+        " cron file), or a folder above them that another user than root can write",
+        "the host fails, naming the path and who else can write it; nothing is written there, and"
+        " `--diff` never shows what a link points to",
+        ("test_certsyncs_own_files_must_be_roots_alone",),
+    ),
+    Row(
         "The alert mail's relay (`certsync_alert_smtp`) is down or refuses the mail",
         "logged (`alert mail to ... failed: ...`); the sync's outcome and exit status are"
         " unchanged; the cron job's failure then goes to cron's own mail (stderr) instead",
@@ -197,25 +213,16 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render(rows: tuple[Row, ...] = ROWS) -> str:
-    """The Markdown table, one line per case (no trailing newline)."""
-    lines = [
-        "| Case | What certsync does | Proven by |",
-        "|---|---|---|",
-    ]
-    for row in rows:
-        tests = "<br>".join(f"`{name}`" for name in row.tests)
-        lines.append(f"| {_cell(row.case)} | {_cell(row.behaviour)} | {tests} |")
-    return "\n".join(lines)
+    """The Markdown table, one line per case."""
+    return markdown_table(
+        ("Case", "What certsync does", "Proven by"),
+        ((row.case, row.behaviour, "<br>".join(f"`{name}`" for name in row.tests)) for row in rows),
+    )
 
 
 def render_block() -> str:
-    """The table between its markers, as README.md holds it."""
-    return f"{START_MARKER}\n{render()}\n{END_MARKER}"
+    return block(START_MARKER, END_MARKER, render())
 
 
 if __name__ == "__main__":

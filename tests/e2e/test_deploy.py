@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from certsync.host.settings import BY_NAME
+from certsync.program import zipapp_sha256
 from tests.e2e.deployrun import (
     BACKUP_DIR,
     LOG_FILE,
@@ -12,10 +14,11 @@ from tests.e2e.deployrun import (
     caddy_fingerprint,
     caddy_sha256,
     deploy,
+    preview,
     served_fingerprints,
     sha256_on_host,
 )
-from tests.e2e.faultkit import cron_command
+from tests.e2e.faultkit import CONFIG_FILE, PROGRAM, cron_command, key_base64_lines
 
 CRON_FILE = "/etc/cron.d/certsync"
 
@@ -204,3 +207,42 @@ def test_private_keys_never_appear_in_output_or_log(fleet, pki, inventory):
                 assert line not in run.output, f"key material of {key_name} in the deploy output"
                 assert line not in log, f"key material of {key_name} in the log"
     assert_in_sync(fleet, pki)
+
+
+def test_diff_shows_what_changes_in_config_and_cron_job_and_never_a_key(make_fleet, pki, tmp_path):
+    fleet = make_fleet(1)
+    host = fleet.hosts[0]
+    name = host.cert_names[0]
+    inventory = fleet.write_inventory(tmp_path / "inventory.py")
+    fresh = preview(inventory, "--diff")
+    assert fresh.returncode == 0, fresh.output
+    program_line = (
+        f"Will install {PROGRAM}: the certsync host program, sha256 {zipapp_sha256()[:16]}"
+    )
+    for expected in (program_line, f"Will create {CONFIG_FILE}", f"Will create {CRON_FILE}"):
+        assert f"[{host.name}] {expected}" in fresh.output, fresh.output
+    assert deploy(inventory).returncode == 0
+    old_key = host.source_of(f"{MOX_CERT_DIR}/{name}.key").read_bytes()
+    pki.renew(name)  # a new key waits in Caddy's storage too
+    fleet.copy_caddy_storage(pki)
+    changes = ("--data", "certsync_backups_keep=3", "--data", "certsync_cron_schedule=@hourly")
+
+    shown = preview(inventory, "--diff", *changes)
+    run = deploy(inventory, "--diff", *changes)
+
+    assert shown.returncode == 0, shown.output
+    for expected in (
+        rf"\[{host.name}\] Will modify {CONFIG_FILE}",
+        r'-\s+"backups_keep": 5,',
+        r'\+\s+"backups_keep": 3,',
+        rf"\[{host.name}\] Will modify {CRON_FILE}",
+        rf"-\s+{re.escape(BY_NAME['cron_schedule'].default)} root ",
+        r"\+\s+@hourly root ",
+    ):
+        assert re.search(expected, shown.output), (expected, shown.output)
+    assert f"Will install {PROGRAM}" not in shown.output  # the same host program
+    assert run.returncode == 0, run.output
+    assert host.run(f"grep -q '^@hourly root ' {CRON_FILE}").returncode == 0
+    for key in (old_key, pki.key_path(name).read_bytes()):
+        for line in key_base64_lines(key):
+            assert line not in shown.output and line not in run.output, "key material shown"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from tests.e2e.deployrun import (
     MOX_CERT_DIR,
     caddy_fingerprint,
     deploy,
+    preview,
 )
 from tests.e2e.faultkit import (
     HOST_RUN_DIR,
@@ -43,6 +45,7 @@ from tests.e2e.faultkit import (
     write_host_file,
 )
 from tests.fleet.fleet import MOXCTL
+from tests.fleet.hostspec import ADMIN_HOME, ADMIN_USER
 from tests.fleet.rundirs import RUNS_ROOT
 from tests.fleet.waiting import wait_for
 
@@ -670,3 +673,94 @@ def test_backups_are_pruned_to_the_setting_and_the_newest_is_kept(make_fleet, pk
         assert ((root / new).stat().st_uid, (root / new).stat().st_mode & 0o777) == (0, 0o700)
         assert_serves_caddys(host, pki, name)
     assert root.stat().st_mode & 0o777 == 0o700
+
+
+# --- 13: the state cannot be read on one host -------------------------------------------------
+
+# Stands in for python3 on the host: kills the SSH session it runs in (its sshd ancestor).
+DROP_SESSION = """#!/bin/sh
+pid=$$
+while [ "$pid" -gt 1 ]; do
+    case $(cat /proc/$pid/comm) in sshd*) kill -KILL "$pid"; exit 1 ;; esac
+    pid=$(cut -d' ' -f4 /proc/$pid/stat)
+done
+exit 1
+"""
+UNREADABLE_STATE = {
+    # failure: (why, in the output)
+    "shell fails": "nopython3: not found",
+    "connection drops": "the connection dropped while reading the state",
+    "sudo refuses": "not allowed to execute certsync's state command as root",
+}
+
+
+@pytest.mark.parametrize("failure", list(UNREADABLE_STATE))
+def test_a_host_whose_state_cannot_be_read_fails_alone_with_the_reason(
+    make_fleet, pki, tmp_path, failure
+):
+    fleet = make_fleet(2)
+    good, bad = fleet.hosts
+    data: dict[str, dict[str, object]] = {host.name: {} for host in fleet}
+    if failure == "shell fails":
+        data[bad.name] = {"certsync_python": "/usr/bin/nopython3"}
+    elif failure == "connection drops":
+        write_host_file(bad, f"{ADMIN_HOME}/drop-session", DROP_SESSION)
+        data[bad.name] = {"certsync_python": f"{ADMIN_HOME}/drop-session"}
+    else:
+        data = {host.name: {"ssh_user": ADMIN_USER, "_sudo": True} for host in fleet}
+        bad.grant_admin_sudo(False)
+    inventory = fleet.write_inventory(tmp_path / "inventory.py", extra_host_data=data)
+    before = (mox_files(bad), bad.mox_pid())
+
+    shown = preview(inventory)  # says why, and does not stop to ask "continue?"
+    run = deploy(inventory)
+
+    reason = (
+        rf"\[{bad.name}\] certsync could not read the host's state: .*{UNREADABLE_STATE[failure]}"
+    )
+    assert shown.returncode == 0, shown.output
+    assert re.search(reason, shown.output), shown.output
+    assert run.returncode != 0, run.output
+    assert re.search(reason, run.output), run.output
+    assert re.search(rf"\[{bad.name}\] Error", run.output), run.output
+    assert_serves_caddys(good, pki, good.cert_names[0])
+    assert (mox_files(bad), bad.mox_pid()) == before
+
+
+# --- 14: certsync's own files are root's ------------------------------------------------------
+
+OWN_FILE_PLANTS = {
+    # what the mox user was let do: (refusal in the output)
+    "link at the cron file": r"/etc/cron\.d/certsync: a link owned by root, .*refusing to write",
+    "folder of the host program owned by mox": (
+        r"/usr/local/lib/certsync/certsync\.pyz: /usr/local/lib/certsync is owned by mox:"
+        r" whoever can replace it decides what root runs; refusing"
+    ),
+}
+
+
+@pytest.mark.parametrize("plant", list(OWN_FILE_PLANTS))
+def test_certsyncs_own_files_must_be_roots_alone(make_fleet, tmp_path, plant):
+    fleet, host, name, inventory = one_host(make_fleet, tmp_path)
+    key = f"{MOX_CERT_DIR}/{name}.key"
+    cron_file = host.source_of("/etc/cron.d/certsync")
+    program_dir = host.source_of("/usr/local/lib/certsync")
+    if plant == "link at the cron file":
+        cron_file.symlink_to(key)
+    else:
+        os.chown(program_dir, pwd.getpwnam("mox").pw_uid, 0)
+    before = mox_files(host)
+
+    shown = preview(inventory, "--diff")
+    run = deploy(inventory, "--diff")
+
+    refusal = rf"\[{host.name}\] {OWN_FILE_PLANTS[plant]}"
+    key_lines = key_base64_lines(host.source_of(key).read_bytes())
+    for output in (shown.output, run.output):
+        assert re.search(refusal, output), output
+        assert not any(line in output for line in key_lines), "key material in the output"
+    assert run.returncode != 0, run.output
+    assert mox_files(host) == before
+    assert list(program_dir.iterdir()) == []  # nothing installed
+    assert cron_file.is_symlink() == (plant == "link at the cron file")
+    assert host.run(f"test -e {BACKUP_DIR}").returncode != 0  # no sync ran

@@ -21,6 +21,7 @@ from tests.e2e.deployrun import (
     caddy_fingerprint,
     caddy_sha256,
     deploy,
+    pyinfra,
     served_fingerprints,
     sha256_on_host,
 )
@@ -136,8 +137,9 @@ def sessions_since(host: TestHost, offset: int) -> list[str]:
 # -- per-host names, paths and data ----------------------------------------------------------------
 def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
     # Caddy's data dir comes from data, not from the host: mail-2 from the repository's
-    # group_data/debian_caddy.py, the others from group_data/all.py. Group `tuned` (a group_data
-    # file beside the inventory) sets two settings; mail-3 overrides one of them.
+    # group_data/debian_caddy.py, the others from certsync's default. Groups `mail` and `tuned`
+    # (group_data files beside the inventory) both set backups_keep: `tuned`, defined later in the
+    # inventory, wins; mail-3's host data wins over both.
     inventory = write_inventory(
         fleet,
         tmp_path / "inventory.py",
@@ -148,7 +150,10 @@ def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
             "tuned": ["mail-2", "mail-3"],
         },
         host_data={"mail-3": {"certsync_backups_keep": 3}},
-        group_data={"tuned": {"certsync_backups_keep": 2, "certsync_verify_ports": [993, 465]}},
+        group_data={
+            "mail": {"certsync_backups_keep": 4},
+            "tuned": {"certsync_backups_keep": 2, "certsync_verify_ports": [993, 465]},
+        },
         drop=["certsync_caddy_data_dir"],
     )
 
@@ -162,8 +167,8 @@ def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
         assert cert_dir_names(host) == own, host.name
     expected = {
         # host: (caddy data dir, backups kept, ports verified)
-        "mail-1": (DOCKER_CADDY_DATA_DIR, 5, [993, 465, 587]),  # all
-        "mail-2": (DEBIAN_CADDY_DATA_DIR, 2, [993, 465]),  # group debian_caddy, group tuned
+        "mail-1": (DOCKER_CADDY_DATA_DIR, 4, [993, 465, 587]),  # default, group mail
+        "mail-2": (DEBIAN_CADDY_DATA_DIR, 2, [993, 465]),  # debian_caddy; tuned over mail
         "mail-3": (DOCKER_CADDY_DATA_DIR, 3, [993, 465]),  # host over group tuned
     }
     for host in fleet:
@@ -177,8 +182,25 @@ def test_each_host_gets_its_own_names_paths_and_data(fleet, pki, tmp_path):
     assert mail_2.run(f"test -d {DEBIAN_CADDY_DATA_DIR}/certificates").returncode == 0
 
 
-# -- canary first ----------------------------------------------------------------------------------
-def test_canary_hosts_are_synced_before_any_other_host(fleet, pki, tmp_path):
+# -- canary first, in every run mode --------------------------------------------------------------
+def assert_canaries_went_first(run: Any, fleet: Fleet, canaries: set[str]) -> None:
+    """The run (-vv) shows every canary host's work before any other host's, and the hosts agree:
+    every canary's new files were in place before any other host's."""
+    activity = activity_lines(run.output)
+    assert {host for _, host in activity} == {host.name for host in fleet}, run.output
+    last_canary = max(number for number, host in activity if host in canaries)
+    first_other = min(number for number, host in activity if host not in canaries)
+    assert last_canary < first_other, run.output
+    installed = {host.name: newest_ctime_ns(host, f"{MOX_CERT_DIR}/*.crt") for host in fleet}
+    assert max(installed[name] for name in canaries) < min(
+        installed[host.name] for host in fleet if host.name not in canaries
+    ), installed
+
+
+@pytest.mark.parametrize(
+    "mode", [(), ("--no-wait",), ("--parallel", "1")], ids=["default", "no-wait", "parallel-1"]
+)
+def test_canary_hosts_are_synced_before_any_other_host(fleet, pki, tmp_path, mode):
     # Two canaries, and not the first hosts of the inventory: the order is the deploy's doing.
     canaries = {"mail-2", "mail-3"}
     inventory = fleet.write_inventory(
@@ -186,20 +208,54 @@ def test_canary_hosts_are_synced_before_any_other_host(fleet, pki, tmp_path):
         groups={"canary": sorted(canaries), "mail": [host.name for host in fleet]},
     )
 
-    run = deploy(inventory, "-vv")
+    run = deploy(inventory, "-vv", *mode)
 
     assert run.returncode == 0, run.output
-    activity = activity_lines(run.output)
-    assert {host for _, host in activity} == {host.name for host in fleet}, run.output
-    last_canary = max(number for number, host in activity if host in canaries)
-    first_other = min(number for number, host in activity if host not in canaries)
-    assert last_canary < first_other, run.output
-    # The hosts agree: every canary's new files were in place before any other host's.
-    installed = {host.name: newest_ctime_ns(host, f"{MOX_CERT_DIR}/*.crt") for host in fleet}
-    assert max(installed[name] for name in canaries) < min(
-        installed[host.name] for host in fleet if host.name not in canaries
-    ), installed
+    assert_canaries_went_first(run, fleet, canaries)
     for host in fleet:
+        assert_serves(host, pki, host.cert_names)
+
+
+REFUSED_MODES = {
+    # name: (arguments, what certsync says)
+    "serial": (("--serial",), "certsync: --serial runs each host's whole deploy before the next"),
+    "no-wait-2-slots": (
+        ("--no-wait", "--parallel", "2"),
+        "certsync: with --no-wait each of the 2 hosts outside the canary group waits for it in"
+        " one of pyinfra's 2 parallel slots",
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", list(REFUSED_MODES))
+def test_a_mode_where_the_canary_group_might_not_go_first_is_refused(fleet, inventory, mode):
+    arguments, message = REFUSED_MODES[mode]
+    before = {host.name: snapshot(host) for host in fleet}
+
+    run = deploy(inventory, *arguments)
+
+    assert run.returncode != 0, run.output
+    assert message in run.output, run.output
+    for host in fleet:  # refused before anything ran on any host
+        assert snapshot(host) == before[host.name], host.name
+
+
+def test_serial_syncs_the_canary_group_alone_then_the_others(fleet, pki, inventory):
+    # What the refusal of --serial says to do instead.
+    canary, others = fleet["mail-1"], [host for host in fleet if host.name != "mail-1"]
+    before = {host.name: snapshot(host) for host in others}
+
+    first = deploy(inventory, "--serial", "--limit", "canary")
+
+    assert first.returncode == 0, first.output
+    assert_serves(canary, pki, canary.cert_names)
+    for host in others:
+        assert snapshot(host) == before[host.name], host.name
+
+    rest = deploy(inventory, "--serial", "--exclude", "canary")
+
+    assert rest.returncode == 0, rest.output
+    for host in others:
         assert_serves(host, pki, host.cert_names)
 
 
@@ -306,6 +362,32 @@ def test_config_fail_percent_stops_the_run_when_two_of_three_hosts_are_unreachab
     assert run.returncode != 0, run.output
     assert "Over 50% of hosts failed (67%)" in run.output, run.output
     assert snapshot(reachable) == before
+
+
+def test_without_yes_pyinfra_asks_at_the_first_failure_whatever_fail_percent(
+    make_fleet, pki, tmp_path
+):
+    # 1 of 2 hosts unreachable (50%) is under --fail-percent 90: with --yes the run would go on
+    # without a word. Without --yes pyinfra asks; anything but Enter stops the run.
+    fleet = make_fleet(2)
+    up, down = fleet.hosts
+    inventory = fleet.write_inventory(tmp_path / "inventory.py")
+    down.stop_sshd()
+    before = snapshot(up)
+    command = ("--fail-percent", "90", str(inventory), "deploy.py")
+
+    stopped = pyinfra(*command, answers="no\n")
+
+    assert stopped.returncode != 0, stopped.output
+    assert "One of more hosts failed to connect, continue?" in stopped.output, stopped.output
+    assert snapshot(up) == before
+
+    # Enter at the question, then Enter at "Press enter to execute" after the preview
+    went_on = pyinfra(*command, answers="\n\n")
+
+    assert "One of more hosts failed to connect, continue?" in went_on.output, went_on.output
+    assert went_on.returncode != 0, went_on.output  # the unreachable host failed
+    assert_serves(up, pki, up.cert_names)
 
 
 # -- one host, one name ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.deployrun import MOX_CERT_DIR, caddy_fingerprint, deploy, status
 from tests.e2e.faultkit import cron_command, key_base64_lines, log_lines, now
-from tests.fleet.hostspec import MOX_CONFIG, storage_name
+from tests.fleet.hostspec import ADMIN_USER, MOX_CONFIG, storage_name
 from tests.fleet.x509util import ca_signed
 
 CHECKS = ["caddy", "mox_files", "mox_equals_caddy", "mox_conf", "served", "cron"]
@@ -81,6 +81,15 @@ def test_status_of_a_fleet_in_sync(make_fleet, pki, tmp_path):
     assert f"TLSA 3 1 1 {spki_sha256(pki, name)}" in details["served"]
     assert re.fullmatch(r"last run \S+ \(.* ago\): installed", details["cron"]), details["cron"]
     assert_no_key_material(pki, fleet, table.stdout + as_json.stdout)
+
+    # Not as root: the host's own `_sudo`, as the deploy uses it; without it, the host is named.
+    admin = {"ssh_user": ADMIN_USER}
+    with_sudo = fleet.write_inventory(tmp_path / "sudo.py", {host.name: {**admin, "_sudo": True}})
+    without = fleet.write_inventory(tmp_path / "nosudo.py", {host.name: admin})
+    assert status(with_sudo, cwd=elsewhere).returncode == 0
+    refused = status(without, "--json", cwd=elsewhere)
+    assert refused.returncode == 2
+    assert refused.json()["hosts"][host.name]["error"] == "needs root to read the keys (set _sudo)"
 
 
 def renew_in_caddy(host, pki, name):

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import rundirs
 from .hostspec import (
+    ADMIN_HOME,
+    ADMIN_SUDOERS,
+    ADMIN_USER,
     MOX_BINARY,
     MOX_CERT_DIR,
     MOX_CONFIG,
@@ -49,25 +52,30 @@ def _chown(path: Path, user: str) -> None:
     os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid)
 
 
-def ensure_mox_user() -> None:
-    """The global system user and group `mox` (shared by all hosts: /etc/passwd is not private)."""
+def _ensure_user(name: str, *useradd_args: str) -> None:
+    """A global user (shared by all hosts: /etc/passwd is not private), created once."""
     try:
-        pwd.getpwnam("mox")
+        pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--user-group",
-                "--home-dir",
-                MOX_HOME,
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "mox",
-            ],
-            check=True,
-        )
+        subprocess.run(["useradd", "--no-create-home", *useradd_args, name], check=True)
+
+
+def ensure_users() -> None:
+    """`mox`, the system user mox drops to; `admin`, a login user that is not root. Its password
+    field is `*`, not locked (`!`): sshd without PAM refuses a locked account's key logins."""
+    _ensure_user(
+        "mox", "--system", "--user-group", "--home-dir", MOX_HOME, "--shell", "/usr/sbin/nologin"
+    )
+    _ensure_user(
+        ADMIN_USER,
+        "--user-group",
+        "--home-dir",
+        ADMIN_HOME,
+        "--shell",
+        "/bin/sh",
+        "--password",
+        "*",
+    )
 
 
 def _only_child(process: subprocess.Popen[bytes]) -> int | None:
@@ -262,6 +270,25 @@ class TestHost:
         for name in self.cert_names:
             self.write_placeholder(name)
 
+    def _install_admin(self) -> None:
+        """The `admin` user's home, and its sudo rights on this host (NOPASSWD: pyinfra's _sudo
+        runs `sudo -n`)."""
+        home = self.source_of(ADMIN_HOME)
+        home.mkdir(mode=0o755, exist_ok=True)
+        _chown(home, ADMIN_USER)
+        self.grant_admin_sudo(True)
+
+    def grant_admin_sudo(self, granted: bool) -> None:
+        """Let `admin` run anything as root through sudo on this host, or nothing but `true`:
+        then sudo refuses every other command at once ("not allowed to execute") instead of
+        asking for a password that pyinfra would prompt for."""
+        rules = f"{ADMIN_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+        if not granted:
+            rules = f"Defaults:{ADMIN_USER} !authenticate\n{ADMIN_USER} ALL=(root) /usr/bin/true\n"
+        sudoers = self.source_of(ADMIN_SUDOERS)
+        sudoers.write_text(rules)
+        sudoers.chmod(0o440)
+
     def write_placeholder(self, name: str) -> None:
         """Placeholder pair for `name` in /home/mox/certs: crt 0644, key 0600, mox:mox."""
         pair = self_signed_placeholder(name)
@@ -356,6 +383,7 @@ class TestHost:
     def start(self) -> None:
         self._start_namespace()
         self._install_mox()
+        self._install_admin()
         check = self.mox_config_test()
         if check.returncode != 0:
             raise RuntimeError(f"{self.name}: mox config test failed: {check.stdout}{check.stderr}")
@@ -454,7 +482,7 @@ class Fleet:
 
     def start(self) -> None:
         started = time.monotonic()
-        ensure_mox_user()
+        ensure_users()
         authorized_keys = self.dir / "authorized_keys"
         authorized_keys.write_text(write_ed25519_key(self.client_key, "certsync-e2e") + "\n")
         binary = mox_binary()

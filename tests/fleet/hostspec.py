@@ -20,12 +20,18 @@ PRIVATE_DIRS: tuple[str, ...] = (
     "/usr/local/lib/certsync",
     "/var/lib/certsync",
     "/var/log/certsync",
+    "/etc/sudoers.d",
 )
 
 MOX_HOME = "/home/mox"
 MOX_BINARY = f"{MOX_HOME}/mox"
 MOX_CONFIG = f"{MOX_HOME}/config/mox.conf"
 MOX_CERT_DIR = f"{MOX_HOME}/certs"
+
+# A non-root user that logs in with the fleet's key; sudo rights per host (its own sudoers.d).
+ADMIN_USER = "admin"
+ADMIN_HOME = f"/home/{ADMIN_USER}"
+ADMIN_SUDOERS = f"/etc/sudoers.d/{ADMIN_USER}"
 
 
 def storage_name(name: str) -> str:

@@ -19,6 +19,7 @@ TOOLS = (
     "mount",
     "setsid",
     "useradd",
+    "sudo",
 )
 
 

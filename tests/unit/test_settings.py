@@ -241,3 +241,9 @@ def test_trusted_chain_settings_default_off_and_reach_the_host_config():
 def test_trusted_chain_settings_are_validated(setting, value):
     with pytest.raises(SettingsError, match=f"mail-1: {setting}: "):
         settings_from_data("mail-1", {"certsync_names": ["mail.example.com"], setting: value})
+
+
+def test_one_port_from_the_command_line_is_a_list_of_one():
+    # `--data certsync_verify_ports=993` reaches certsync as the number 993
+    assert check_settings("mail-1", {"verify_ports": 993})["verify_ports"] == [993]
+    assert check_settings("mail-1", {"verify_ports": "993,465"})["verify_ports"] == [993, 465]

@@ -122,7 +122,11 @@ def test_state_reports_installed_files_without_their_contents(
     program.write_bytes(b"PK program")
     state = state_command(make_config(), capsys, "--file", str(program), "--file", "/nonexistent/x")
     assert state["files"][str(program)]["sha256"] == hashlib.sha256(b"PK program").hexdigest()
-    assert state["files"]["/nonexistent/x"] == {"kind": "missing", "sha256": None}
+    assert state["files"]["/nonexistent/x"] == {
+        "kind": "missing",
+        "sha256": None,
+        "writable_by": [],
+    }
     assert "PK program" not in json.dumps(state)
 
 

@@ -1,0 +1,89 @@
+"""Reading a host's state for the operation: the fact's command, run the way pyinfra runs a fact
+(same connection, same `_sudo`), but a failure is the host's alone, with its reason.
+
+pyinfra's own fact loading fails the host in the middle of change detection when the command
+fails: without `--yes` that asks "continue?" before the preview is complete (and crashes when
+nobody can answer), and it does not say why the read failed when the connection dropped. Here the
+reason comes back as text, and the operation fails that host with it when it runs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from paramiko import SSHException
+from pyinfra.api import Host, StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+from pyinfra.api.exceptions import FactProcessError
+
+from certsync.facts import CertsyncState
+from certsync.host.errors import printable
+from certsync.hostdata import HostSettings
+
+MAX_REASON_LINES = 4
+MAX_LINE_CHARS = 300
+# sudo's refusal repeats the whole command: the host program, in base64
+SUDO_REFUSAL_RE = re.compile(r"(not allowed to execute )'.*'( as )")
+CONNECTION_ERRORS = (OSError, EOFError, TimeoutError, SSHException)
+
+
+def _printable(line: str) -> str:
+    """A line of the host's output, safe for the operator's terminal, cut to MAX_LINE_CHARS."""
+    text = printable(SUDO_REFUSAL_RE.sub(r"\1certsync's state command\2", line))
+    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
+
+
+def _connector_arguments(host: Host) -> dict[str, Any]:
+    """`_sudo`, `_sudo_user`, `_timeout`... of the current operation, as pyinfra gives a fact."""
+    current = dict(host.current_op_global_arguments or {})
+    arguments, _ = pop_global_arguments(host.state, host, current)
+    return {key: value for key, value in arguments.items() if key in CONNECTOR_ARGUMENT_KEYS}
+
+
+def _run(host: Host, command: StringCommand, arguments: dict[str, Any]) -> tuple[bool, Any]:
+    state = host.state
+    return host.run_shell_command(
+        command,
+        print_output=state.print_fact_output,
+        print_input=state.print_fact_input,
+        **arguments,
+    )
+
+
+def _silent_failure(host: Host, python: str, arguments: dict[str, Any]) -> str:
+    """Why the read failed without a word: is the connection still there?"""
+    try:
+        alive, _ = _run(host, StringCommand("true"), arguments)
+    except CONNECTION_ERRORS as error:
+        return f"the connection dropped while reading the state ({type(error).__name__}: {error})"
+    if not alive:
+        return "the connection dropped while reading the state"
+    return f"the state read failed without output ({python} exited or was killed)"
+
+
+def read_state(
+    host: Host, settings: HostSettings, files: list[str], force: bool, all_ports: bool = False
+) -> dict[str, Any] | str:
+    """The host's certsync state, or the reason it could not be read (its shell, sudo or the
+    connection failed; the answer was not certsync's state). `all_ports`: what every verify port
+    serves (the status report)."""
+    fact = CertsyncState()
+    command = fact.command(settings=settings, files=files, force=force, all_ports=all_ports)
+    arguments = _connector_arguments(host)
+    where = "certsync could not read the host's state"
+    try:
+        ok, output = _run(host, command, arguments)
+    except EOFError:  # pyinfra's getpass, with nobody to answer
+        return f"{where}: sudo asks for a password and standard input ended (--use-sudo-password)"
+    except CONNECTION_ERRORS as error:
+        return f"{where}: {type(error).__name__}: {error}"
+    if not ok:
+        lines = [_printable(line) for line in output.stderr_lines if line.strip()]
+        if not lines:
+            return f"{where}: {_silent_failure(host, settings.python, arguments)}"
+        return f"{where}: {'; '.join(lines[-MAX_REASON_LINES:])}"
+    try:
+        return fact.process(output.stdout_lines)
+    except FactProcessError as error:
+        return f"{where}: {error}"

@@ -1,0 +1,51 @@
+"""Settings from pyinfra data: every inventory name pyinfra accepts is accepted. The host name only
+labels the host (config.json, log lines) and reaches the host's shell only quoted."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from certsync.facts import CertsyncState
+from certsync.host.settings import Config
+from certsync.hostdata import SettingsError, settings_from_data
+
+INVENTORY_NAMES = [
+    "@local",
+    "@docker/mox",
+    "@docker/debian:12",
+    "@dockerssh/mail.example.com:debian:12",
+    "@chroot/srv/mail-root",
+    "2001:db8::25",
+    "[2001:db8::25]",
+    "192.0.2.25",
+    "admin@mail.example.com",
+    "mail.example.com",
+    "Mail_1",
+]
+DATA = {"certsync_names": ["mail.example.com"]}
+
+
+@pytest.mark.parametrize("name", INVENTORY_NAMES)
+def test_every_inventory_name_pyinfra_accepts_is_accepted(name):
+    settings = settings_from_data(name, DATA)
+
+    config = json.loads(settings.config_json())
+    assert config["host"] == name
+    assert Config.from_json(config, "config.json").host == name  # the host program takes it
+
+
+@pytest.mark.parametrize("name", INVENTORY_NAMES)
+def test_the_host_name_reaches_the_state_read_inside_its_quoted_settings(name):
+    settings = settings_from_data(name, DATA)
+
+    argv = shlex.split(CertsyncState().command(settings=settings).get_raw_value())
+
+    assert json.loads(argv[argv.index("--settings") + 1])["host"] == name
+
+
+def test_a_bad_setting_names_the_inventory_host():
+    with pytest.raises(SettingsError, match=r"^@docker/mox: certsync_verify_ports: "):
+        settings_from_data("@docker/mox", {**DATA, "certsync_verify_ports": [99999]})
