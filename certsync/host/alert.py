@@ -12,14 +12,16 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from . import records
 from .errors import printable, reason
 from .output import Log, emit, utc_stamp
 from .settings import Config
 
+TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
+    from typing import Any
+
     from .transaction import Outcome
 
 SMTP_TIMEOUT = 30

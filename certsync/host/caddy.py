@@ -3,20 +3,22 @@ the latest NotBefore (as Caddy itself chooses), the first issuer folder in name 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
-from typing import Any
 
 from .errors import Refused, reason
 from .files import read_file
 from .names import storage_name
+from .record import Record
 from .validity import validity_problem
 from .x509 import CertInfo, check_key_matches, parse_chain, untrusted_chain_problem
 
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclasses.dataclass
-class Pair:
+
+class Pair(Record):
     """A whole, valid pair of Caddy's. `key` stays on the host: never printed nor sent."""
 
     cert: bytes
@@ -25,8 +27,7 @@ class Pair:
     issuer: str
 
 
-@dataclasses.dataclass
-class Candidate:
+class Candidate(Record):
     """What one issuer folder holds for the name: its certificate, or why it is not usable."""
 
     issuer: str
@@ -41,8 +42,7 @@ class Candidate:
         }
 
 
-@dataclasses.dataclass
-class Choice:
+class Choice(Record):
     pair: Pair | None
     candidates: list[Candidate]
     refusal: str | None  # why there is no pair

@@ -7,13 +7,13 @@ swapped in between two calls) is planted by that user as far as this root progra
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import pwd
 import stat
 
 from .errors import SymlinkedFolder, printable
+from .record import Record
 
 FILE, LINK, MISSING, OTHER = "file", "link", "missing", "other"
 # Certificate chains and keys are a few kB: a larger file is not read (a sparse file of terabytes
@@ -58,8 +58,7 @@ def _is_link(dir_fd: int, name: str) -> bool:
         return False
 
 
-@dataclasses.dataclass(frozen=True)
-class FileState:
+class FileState(Record):
     """A directory entry as found: a regular file (its bytes), a link (its target), missing or
     something else. Links are never followed."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from . import records
 from .errors import reason
@@ -19,8 +18,13 @@ from .files import FILE, FileState, open_dir, put_entries
 from .plan import probe_all, verify_targets
 from .settings import Config
 
+TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
+    from typing import Any
+
     from .transaction import Outcome
+
+    Runs = dict[str, dict[str, Any]]
 
 RUNS_FILE = "runs.json"  # a record beside the lock file (records.py)
 METRICS = (
@@ -34,7 +38,6 @@ METRICS = (
     ),
     ("certsync_last_run_ok", "1 when certsync's last run synced the name, else 0."),
 )
-Runs = dict[str, dict[str, Any]]
 
 
 def record_runs(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -> Runs:

@@ -4,11 +4,14 @@ skipped, only IP addresses are used to connect to."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any
 
+from .record import Record
 from .settings import is_ip
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 # mox's services with TLS: (section in a listener, default port, how TLS starts on it).
 TLS_SERVICES = (
@@ -21,8 +24,7 @@ TLS_SERVICES = (
 MAX_CONFIG_BYTES = 1 << 20
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
+class Target(Record):
     """Where to check what mox serves: address, port, and how TLS starts there."""
 
     address: str

@@ -3,14 +3,12 @@ repair (owner or mode), install, restart (mox serves something else than its fil
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import errno
 import grp
 import os
 import pwd
 import stat
-from typing import Any
 
 from .caddy import Choice, Pair, choose_pair
 from .errors import printable, reason
@@ -18,9 +16,14 @@ from .files import FILE, MISSING, FileState, read_file
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
 from .probe import PROBE_ERRORS, served_certificate, served_fingerprint
+from .record import Record
 from .settings import Config
 from .validity import describe, downgrade_problem, unprotected_because
 from .x509 import CertInfo, cert_info, check_key_matches, parse_chain
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 CERT_MODE = 0o644
 KEY_MODE = 0o600
@@ -29,8 +32,7 @@ DIR_MODE = 0o700
 IN_SYNC, REPAIR, INSTALL, RESTART, REFUSE = "in sync", "repair", "install", "restart", "refuse"
 
 
-@dataclasses.dataclass
-class Current:
+class Current(Record):
     """mox's files for a name as found, and what they hold."""
 
     crt: FileState
@@ -47,15 +49,13 @@ class Current:
         return f"{self.unprotected} ({what})" if self.unprotected else what
 
 
-@dataclasses.dataclass
-class Served:
+class Served(Record):
     target: Target
     sha256: str | None
     error: str | None
 
 
-@dataclasses.dataclass
-class MoxConf:
+class MoxConf(Record):
     """Whether mox.conf names the name's two files in a listener's TLS KeyCerts (None: mox.conf
     cannot be read), and what was found."""
 
@@ -66,8 +66,7 @@ class MoxConf:
         return {"names_files": self.names_files, "detail": self.detail}
 
 
-@dataclasses.dataclass
-class NamePlan:
+class NamePlan(Record):
     name: str
     action: str
     detail: str
@@ -75,7 +74,7 @@ class NamePlan:
     current: Current | None
     targets: list[Target]
     served: Served | None
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = []
     mox_conf: MoxConf | None = None
     files_equal: bool | None = None  # mox's files byte for byte Caddy's chosen pair (None: no pair)
 

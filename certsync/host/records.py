@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from .files import FILE, FileState, open_dir, put_entries, read_file
 from .settings import Config
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def load(config: Config, name: str) -> dict[str, Any]:

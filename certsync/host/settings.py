@@ -7,15 +7,18 @@ again with the same checks; README's settings table is rendered from here.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from .names import is_host_name
+from .record import Record
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 PREFIX = "certsync_"
 CRON_FIELD_RE = re.compile(r"^[0-9*/,-]+$")
@@ -199,8 +202,7 @@ def email(value: Any) -> str:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
-class Setting:
+class Setting(Record):
     name: str  # in pyinfra's data: certsync_<name>
     default: Any
     check: Callable[[Any], Any]  # the value as certsync uses it; ValueError says what is wrong

@@ -9,7 +9,6 @@ import hashlib
 import os
 import shutil
 import sys
-from typing import Any
 
 from . import watch
 from .errors import reason
@@ -17,6 +16,10 @@ from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
 from .output import emit
 from .plan import DIR_MODE, REFUSE, NamePlan, file_meta_json, mox_ids, plan_name, probe_all
 from .settings import Config
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_VERSION = 1
 LOG_TAIL_BYTES = 1 << 16

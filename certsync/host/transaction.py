@@ -4,7 +4,6 @@ any failure after the first file changed."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shlex
@@ -42,6 +41,7 @@ from .plan import (
     plan_name,
 )
 from .probe import PROBE_ERRORS, served_fingerprint
+from .record import Record
 from .settings import Config
 from .validity import describe
 
@@ -56,8 +56,7 @@ EXIT_OF_STATUS = {
 COMMAND_TIMEOUT = 120
 
 
-@dataclasses.dataclass
-class Outcome:
+class Outcome(Record):
     name: str
     # in sync | installed | repaired | restarted (exit 0) | refused (1) | failed | rolled back (3)
     # | restore failed (4)

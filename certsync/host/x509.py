@@ -6,21 +6,23 @@ Python 2.7); the public key (for DANE `3 1 1` and to tell a key change) is cut o
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import os
 import re
 import ssl
 from collections.abc import Sequence
-from typing import Any
 
 from .errors import printable, reason
 from .pem import memory_file, pem_blocks, pem_encode
+from .record import Record
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclasses.dataclass(frozen=True)
-class CertInfo:
+class CertInfo(Record):
     """What certsync needs to know of a leaf certificate (all of it public)."""
 
     fingerprint: str  # sha256 of the leaf's DER, hex
