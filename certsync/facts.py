@@ -58,6 +58,7 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             "-S",
             "-c",
             QuoteString(program.BOOTSTRAP),
+            QuoteString(program.unpacked_folder(settings.install_dir)),
             QuoteString(payload),  # type: ignore[arg-type]
             *(QuoteString(str(arg)) for arg in args),
         )

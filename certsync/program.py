@@ -1,6 +1,12 @@
 """The host program as the hosts get it: the stdlib modules of `certsync.host` in one zipapp,
 built in memory, byte for byte the same for the same sources (so that its sha256 tells whether a
-host has it), and the `python3 -c` command that runs it before it is installed."""
+host has it), and the `python3 -c` command that runs it for the state read.
+
+Python cannot keep the bytecode of modules it imports from a zip: it would compile them at every
+run, the larger part of a run that finds nothing to do. So the installed zipapp unpacks its
+sources once (as root) beside itself, into `app-<its sha256>/`, where python3 keeps their
+bytecode; the cron job, the deploy's sync and the state read then import them from there.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,64 @@ import zipfile
 from importlib import resources
 
 HOST_PACKAGE = "certsync_host"  # the package's name inside the zipapp
-MAIN = f"import sys\nfrom {HOST_PACKAGE}.cli import main\nsys.exit(main())\n"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+APP_PREFIX = "app-"  # + the first 16 hex digits of the zipapp's sha256
 
-# Runs the zipapp given (base64) as the first argument from memory, without writing it anywhere.
+MAIN = f'''"""certsync's host program: python3 -I -S certsync.pyz sync|state|watch ..."""
+import hashlib
+import os
+import sys
+
+
+def unpacked(pyz):
+    """The sources of this zipapp unpacked beside it, where python3 keeps their bytecode; made
+    here if missing (as root), None when it cannot be."""
+    folder = os.path.dirname(pyz)
+    with open(pyz, "rb") as file:
+        app = os.path.join(folder, "{APP_PREFIX}" + hashlib.sha256(file.read()).hexdigest()[:16])
+    if os.path.isdir(app) or os.geteuid() != 0:
+        return app if os.path.isdir(app) else None
+    import shutil
+    import tempfile
+    import zipfile
+
+    temp = tempfile.mkdtemp(prefix=".unpacking-", dir=folder)
+    try:
+        os.chmod(temp, 0o755)
+        with zipfile.ZipFile(pyz) as archive:
+            names = [n for n in archive.namelist() if n.startswith("{HOST_PACKAGE}/")]
+            archive.extractall(temp, names)
+        os.rename(temp, app)  # whole or not at all; another run may have done it meanwhile
+    except OSError:
+        shutil.rmtree(temp, ignore_errors=True)
+        return app if os.path.isdir(app) else None
+    for entry in os.listdir(folder):
+        if entry.startswith("{APP_PREFIX}") and entry != os.path.basename(app):
+            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+    return app
+
+
+app = unpacked(os.path.abspath(sys.argv[0]))
+if app is not None:
+    sys.path.insert(0, app)
+from {HOST_PACKAGE}.cli import main
+
+sys.exit(main())
+'''
+
+# python3 -c BOOTSTRAP <the unpacked folder of this version> <the zipapp, base64> <command...>:
+# imports the unpacked sources when the host has this version, else the ones the command
+# carries, from memory, without writing them anywhere.
 BOOTSTRAP = (
-    "import base64,os,sys;"
-    "fd=os.memfd_create('certsync');"
-    "os.write(fd,base64.b64decode(sys.argv[1]));"
-    "sys.path.insert(0,'/proc/self/fd/%d'%fd);"
-    f"from {HOST_PACKAGE}.cli import main;"
-    "sys.exit(main(sys.argv[2:]))"
+    "import base64,os,sys\n"
+    "app=sys.argv[1]\n"
+    "if not os.path.isdir(app):\n"
+    " fd=os.memfd_create('certsync')\n"
+    " os.write(fd,base64.b64decode(sys.argv[2]))\n"
+    " app='/proc/self/fd/%d'%fd\n"
+    "sys.path.insert(0,app)\n"
+    f"from {HOST_PACKAGE}.cli import main\n"
+    "sys.exit(main(sys.argv[3:]))\n"
 )
 
 
@@ -48,6 +101,11 @@ def zipapp() -> bytes:
 
 def zipapp_sha256() -> str:
     return hashlib.sha256(zipapp()).hexdigest()
+
+
+def unpacked_folder(install_dir: str) -> str:
+    """Where the installed zipapp unpacks its sources (MAIN)."""
+    return f"{install_dir}/{APP_PREFIX}{zipapp_sha256()[:16]}"
 
 
 @functools.cache

@@ -22,7 +22,7 @@ TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
     from typing import Any
 
-    from .transaction import Outcome
+    from .outcome import Outcome
 
 SMTP_TIMEOUT = 30
 REMIND_SECONDS = 24 * 3600

@@ -15,16 +15,20 @@ stdout is dropped, so the transaction ends as it would have (installed, or rolle
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
+import sys
 from collections.abc import Sequence
 
 from .errors import reason
 from .names import is_host_name
 from .output import LockTimeout, Log, emit, flush_all, locked
 from .settings import Config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: the state read does not import argparse
+    import argparse
 
 EXIT_MEANINGS = {
     1: "some names were refused; nothing changed for them",
@@ -37,7 +41,8 @@ EXIT_MEANINGS = {
 def run_sync(config: Config, names: list[str], force: bool, log: Log) -> list:
     """Check the log folder, take the lock, sync: every failure is an Outcome."""
     from .files import open_dir
-    from .transaction import Outcome, Sync
+    from .outcome import Outcome
+    from .transaction import Sync
 
     def refuse_all(detail: str) -> list[Outcome]:
         return [Outcome(name, "refused", detail) for name in names]
@@ -142,19 +147,53 @@ def watch_command(args: argparse.Namespace) -> int:
         return 2
 
 
-def state_command(args: argparse.Namespace) -> int:
+STATE_USAGE = (
+    "usage: certsync state --settings JSON [--file PATH]... [--force] [--all-ports]\n"
+    "print what a sync would do, as JSON, changing nothing: --settings as config.json holds"
+    " them; --file: also report that file's sha256 and mode; --force: plan as `sync --force`"
+    " would; --all-ports: check what every port serves"
+)
+
+
+def state_command(argv: list[str]) -> int:
+    """`state`, read by the deploy's fact on every run: parsed without argparse, whose import
+    costs more than the rest of the command line."""
     from .state import print_state, read_state
 
-    try:
-        config = Config.from_json(json.loads(args.settings), "--settings")
-    except ValueError as error:
-        emit(f"certsync: settings error: {reason(error)}", failed=True)
-        return 2
-    print_state(read_state(config, list(args.file or []), args.force, args.all_ports))
-    return 0
+    settings, files, flags = None, [], set()
+    words = iter(argv)
+    for word in words:
+        if word in ("--settings", "--file"):
+            value = next(words, None)
+            if value is None:
+                break
+            if word == "--file":
+                files.append(value)
+            else:
+                settings = value
+        elif word in ("--force", "--all-ports"):
+            flags.add(word)
+        else:
+            break
+    else:
+        if settings is not None:
+            try:
+                config = Config.from_json(json.loads(settings), "--settings")
+            except ValueError as error:
+                emit(f"certsync: settings error: {reason(error)}", failed=True)
+                return 2
+            print_state(read_state(config, files, "--force" in flags, "--all-ports" in flags))
+            return 0
+    emit(STATE_USAGE, failed=True)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["state"]:
+        return state_command(argv[1:])
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="certsync", description="Keep mox's certificates equal to Caddy's."
     )
@@ -168,13 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="failures to stderr (cron's mail) only when they could not be mailed (alert_email)",
     )
-    state = commands.add_parser("state", help="print what a sync would do, as JSON; change nothing")
-    state.add_argument("--settings", required=True, help="the settings, as config.json holds them")
-    state.add_argument("--file", action="append", help="also report this file's sha256 and mode")
-    state.add_argument("--force", action="store_true", help="plan as `sync --force` would")
-    state.add_argument("--all-ports", action="store_true", help="check what every port serves")
+    commands.add_parser("state", help="print what a sync would do, as JSON (state --help)")
     watch = commands.add_parser("watch", help="sync seconds after Caddy writes (certsync_watch)")
     watch.add_argument("--config", default="/etc/certsync/config.json")
     args = parser.parse_args(argv)
-    run = {"sync": sync_command, "state": state_command, "watch": watch_command}
-    return run[args.command](args)
+    return sync_command(args) if args.command == "sync" else watch_command(args)

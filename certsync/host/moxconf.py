@@ -4,6 +4,7 @@ skipped, only IP addresses are used to connect to."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 from .record import Record
@@ -36,6 +37,7 @@ class Target(Record):
         return f"{host}:{self.port}"
 
 
+@functools.lru_cache(maxsize=4)  # read for each name of a run
 def parse_sconf(text: str) -> Any:
     """The nested dicts and lists of an sconf document (values stay strings)."""
     lines = []

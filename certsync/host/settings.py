@@ -7,7 +7,6 @@ again with the same checks; README's settings table is rendered from here.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import shlex
@@ -103,6 +102,8 @@ def optional_command(value: Any) -> str:
 
 
 def is_ip(value: str) -> bool:
+    import ipaddress  # only here: most settings name no address
+
     try:
         ipaddress.ip_address(value)
     except ValueError:

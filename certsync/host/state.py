@@ -7,12 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import shutil
 import sys
 
 from . import watch
 from .errors import reason
 from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
+from .outcome import OK_STATUSES
 from .output import emit
 from .plan import DIR_MODE, REFUSE, NamePlan, file_meta_json, mox_ids, plan_name, probe_all
 from .settings import Config
@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 STATE_VERSION = 1
 LOG_TAIL_BYTES = 1 << 16
+
+
+def on_path(command: str) -> bool:
+    """Whether `command` is an executable on PATH (shutil.which, without importing shutil)."""
+    return any(os.access(os.path.join(d, command), os.X_OK) for d in os.get_exec_path())
 
 
 def file_meta(path: str) -> dict[str, Any]:
@@ -80,8 +85,6 @@ def folder_refusal(config: Config) -> str | None:
 
 def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str, Any]]:
     """The newest log line of each name: {"time", "status", "detail", "ok"}."""
-    from .transaction import OK_STATUSES
-
     found: dict[str, dict[str, Any]] = {}
     try:
         with open(log_file, "rb") as file:
@@ -113,7 +116,7 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
         "host": config.host,
         "error": None,
         "python": ".".join(map(str, sys.version_info[:3])),
-        "openssl": shutil.which("openssl") is not None,
+        "openssl": on_path("openssl"),
         "files": {path: file_meta(path) for path in files},
         "warnings": [],
         "mox_dir": None,

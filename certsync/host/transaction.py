@@ -27,6 +27,7 @@ from .files import (
 )
 from .moxconf import Target
 from .names import server_name, storage_name
+from .outcome import Outcome
 from .output import Log
 from .plan import (
     CERT_MODE,
@@ -41,36 +42,10 @@ from .plan import (
     plan_name,
 )
 from .probe import PROBE_ERRORS, served_fingerprint
-from .record import Record
 from .settings import Config
 from .validity import describe
 
-OK_STATUSES = ("in sync", "installed", "repaired", "restarted")
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_RESTORE_FAILED = 0, 1, 2, 3, 4
-EXIT_OF_STATUS = {
-    "refused": EXIT_REFUSED,
-    "failed": EXIT_ROLLED_BACK,
-    "rolled back": EXIT_ROLLED_BACK,
-    "restore failed": EXIT_RESTORE_FAILED,
-}
 COMMAND_TIMEOUT = 120
-
-
-class Outcome(Record):
-    name: str
-    # in sync | installed | repaired | restarted (exit 0) | refused (1) | failed | rolled back (3)
-    # | restore failed (4)
-    status: str
-    detail: str = ""
-    kept: str = ""  # what mox's files hold after a failure, when known
-
-    @property
-    def ok(self) -> bool:
-        return self.status in OK_STATUSES
-
-    @property
-    def exit_status(self) -> int:
-        return EXIT_OF_STATUS.get(self.status, EXIT_OK)
 
 
 class StepFailed(Exception):

@@ -10,14 +10,12 @@ it when config.json or the program changed. It leaves by itself when they change
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
 import select
 import signal
 import struct
-import subprocess
 import sys
 import time
 
@@ -43,15 +41,18 @@ class Inotify:
     """The few inotify calls a watcher needs, through libc (the standard library has none)."""
 
     def __init__(self) -> None:
+        import ctypes  # only in the watcher: the state read imports this module too
+
+        self.get_errno = ctypes.get_errno
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self.libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
+            raise OSError(self.get_errno(), "inotify_init1")
 
     def add(self, folder: str) -> None:
         """Watch a folder (a missing one is skipped: its parent's watch sees it come)."""
         if self.libc.inotify_add_watch(self.fd, os.fsencode(folder), EVENTS | IN_ONLYDIR) < 0:
-            error = ctypes.get_errno()
+            error = self.get_errno()
             if error not in (errno.ENOENT, errno.ENOTDIR):
                 raise OSError(error, "inotify_add_watch", folder)
 
@@ -119,6 +120,8 @@ def start(config: Config, config_file: str) -> None:
     holder = running(config)
     if not config.watch or not program() or (holder and holder[1] == version(config_file)):
         return
+    import subprocess
+
     if holder and holder[0] > 1:
         os.kill(holder[0], signal.SIGTERM)
         deadline = time.monotonic() + 5
@@ -136,6 +139,8 @@ def start(config: Config, config_file: str) -> None:
 
 def sync(config_file: str) -> int:
     """A sync of every name, as the cron job runs it (log, alerts and all): its exit status."""
+    import subprocess
+
     argv = [*program(), "sync", "--config", config_file]
     return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
 

@@ -7,6 +7,7 @@ Python 2.7); the public key (for DANE `3 1 1` and to tell a key change) is cut o
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
 import re
@@ -102,7 +103,8 @@ def subject_public_key_info(cert_der: bytes) -> bytes:
     return cert_der[begin:end]
 
 
-def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
+@functools.lru_cache(maxsize=64)  # mox's file and Caddy's are often the same bytes
+def parse_chain(data: bytes) -> tuple[CertInfo, tuple[bytes, ...]]:
     """The leaf's CertInfo and every certificate's DER; raises ValueError for a bad chain."""
     blocks = pem_blocks(data)
     if any(label != "CERTIFICATE" for label, _ in blocks):
@@ -115,7 +117,7 @@ def parse_chain(data: bytes) -> tuple[CertInfo, list[bytes]]:
     for index in range(1, len(decoded)):
         if decoded[index - 1].get("issuer") != decoded[index].get("subject"):
             raise ValueError("certificate chain is out of order (the leaf must come first)")
-    return _cert_info(ders[0], decoded[0]), ders
+    return _cert_info(ders[0], decoded[0]), tuple(ders)
 
 
 def cert_info(der: bytes) -> CertInfo:
@@ -145,6 +147,7 @@ def ssl_reason(error: ssl.SSLError) -> str:
     return getattr(error, "reason", None) or str(error)
 
 
+@functools.lru_cache(maxsize=64)  # a match is remembered (a mismatch raises again)
 def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
     """Raise ValueError unless `key_pem` is the private key of the leaf of `cert_pem`."""
     blocks = pem_blocks(key_pem)

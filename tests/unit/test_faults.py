@@ -16,9 +16,10 @@ from certsync.host import cli
 from certsync.host.backup import take_backup
 from certsync.host.caddy import choose_pair
 from certsync.host.files import FILE, FileState
+from certsync.host.outcome import Outcome
 from certsync.host.output import Log
 from certsync.host.pem import pem_blocks
-from certsync.host.transaction import Outcome, Sync
+from certsync.host.transaction import Sync
 from certsync.host.x509 import untrusted_chain_problem
 from tests.unit.certs import HOUR, LETSENCRYPT, NOW, Ca, cert_pem, write_caddy
 from tests.unit.hostrun import HOST_PYTHON, ISOLATED, run_host_program, write_config

@@ -14,9 +14,9 @@ from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 from certsync.host import alert, cli, metrics
+from certsync.host.outcome import Outcome
 from certsync.host.output import Log
 from certsync.host.settings import Config
-from certsync.host.transaction import Outcome
 from tests.unit.certs import DAY, NOW, key_of
 from tests.unit.fakemox import write_mox_files
 from tests.unit.hostrun import write_config

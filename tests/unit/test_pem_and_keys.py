@@ -73,7 +73,7 @@ def test_chain_leaf_then_intermediate_passes(ca):
     issued = ca.issue()
     info, ders = parse_chain(issued.cert_pem)
     assert info.sans == ("mail.example.com",)
-    assert ders == [c.public_bytes(Encoding.DER) for c in [issued.cert, ca.intermediate]]
+    assert ders == tuple(c.public_bytes(Encoding.DER) for c in [issued.cert, ca.intermediate])
 
 
 def test_chain_up_to_the_root_passes(ca):

@@ -151,7 +151,8 @@ def test_state_through_the_bootstrap_prints_json_without_key_bytes(
     assert synced.returncode == 0, synced.stderr
 
     read = subprocess.run(
-        [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP, program.zipapp_base64()]
+        [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP, str(tmp_path / "no-app")]
+        + [program.zipapp_base64()]
         + ["state", "--settings", json.dumps(config.to_json()), "--all-ports"],
         capture_output=True,
         text=True,
@@ -175,3 +176,13 @@ def test_state_through_the_bootstrap_prints_json_without_key_bytes(
     assert f"{NAME}: installed: " in log
     everything = "\n".join([synced.stdout, synced.stderr, read.stdout, read.stderr, log])
     assert leaked_secrets(everything, caddys.key_pem, placeholder.key_pem) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["state"], ["state", "--settings"], ["state", "--settings", "{}", "--frobnicate"]],
+)
+def test_a_state_command_without_its_settings_or_with_another_flag_is_a_usage_error(pyz, args):
+    result = run_host_program(pyz, *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: certsync state --settings JSON")

@@ -14,9 +14,9 @@ from certsync.host import plan as plan_module
 from certsync.host import transaction
 from certsync.host.cli import run_sync
 from certsync.host.files import FileState
+from certsync.host.outcome import Outcome
 from certsync.host.output import Log
 from certsync.host.settings import Config
-from certsync.host.transaction import Outcome
 from tests.unit.certs import DAY, LETSENCRYPT, NOW, Ca, Issued, key_of, write_caddy
 from tests.unit.conftest import MakeFakeMox
 from tests.unit.fakemox import FakeMox, write_mox_files
