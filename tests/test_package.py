@@ -12,11 +12,12 @@ from tests.packaging import ROOT, python_output
 
 
 def package_files() -> set[str]:
-    """The files of the package in the repository, as paths inside a wheel."""
+    """The files of the package in the repository, as paths inside a wheel (not the linter's
+    settings for the host program)."""
     return {
         path.relative_to(ROOT).as_posix()
         for path in (ROOT / "certsync").rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts
+        if path.is_file() and "__pycache__" not in path.parts and path.name != "ruff.toml"
     }
 
 
