@@ -12,12 +12,14 @@ from tests.packaging import ROOT, python_output
 
 
 def package_files() -> set[str]:
-    """The files of the package in the repository, as paths inside a wheel (not the linter's
-    settings for the host program)."""
+    """The files of the package in the repository, as paths inside a wheel: not caches, nor the
+    linter's settings for the host program."""
     return {
         path.relative_to(ROOT).as_posix()
         for path in (ROOT / "certsync").rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.name != "ruff.toml"
+        if path.is_file()
+        and not any(part == "__pycache__" or part.endswith("_cache") for part in path.parts)
+        and path.name != "ruff.toml"
     }
 
 
