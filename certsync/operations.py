@@ -183,8 +183,10 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
     pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
     if settings.force:
         pending = list(settings.names)
-    if settings.watch and (changed or not state.get("watcher")) and not pending:
-        pending = list(settings.names)  # the sync starts the watcher, or replaces an old one
+    if not pending and (changed or (settings.watch and not state.get("watcher"))):
+        # a sync unpacks a new host program (for the next state reads' bytecode), and starts the
+        # watcher or replaces one that runs older settings
+        pending = list(settings.names)
     if not pending:
         host.noop(f"mox's certificates equal Caddy's for {', '.join(settings.names)}")
         return

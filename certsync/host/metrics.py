@@ -117,6 +117,6 @@ def update_metrics(config: Config, outcomes: Iterable[Outcome], now: dt.datetime
         runs = record_runs(config, outcomes, now)
     except (OSError, ValueError) as error:
         return f"runs not recorded in {os.path.dirname(config.lock_file)}: {reason(error)}"
-    if not config.metrics_file:
-        return None
+    if not config.metrics_file or not os.path.lexists(os.path.dirname(config.metrics_file)):
+        return None  # no node-exporter here: nothing to probe for it (write_metrics says so too)
     return write_metrics(config, render(config, runs))

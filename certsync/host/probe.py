@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import socket
@@ -10,7 +9,7 @@ import ssl
 
 from .moxconf import Target
 
-# smtplib's errors are OSErrors; imaplib's are turned into OSErrors below.
+# what a probe raises when nothing (or no certificate) answers (ConnectionError is an OSError)
 PROBE_ERRORS = (OSError, ssl.SSLError, EOFError)
 
 
@@ -31,46 +30,62 @@ def _client_context() -> ssl.SSLContext:
 
 def served_certificate(target: Target, server_name: str, timeout: float = 5.0) -> bytes:
     """The DER of the leaf certificate served at `target`, with `server_name` as SNI."""
-    context = _client_context()
-    if target.protocol == "smtp":
-        der = _smtp_starttls(target, server_name, context, timeout)
-    elif target.protocol == "imap":
-        der = _imap_starttls(target, server_name, context, timeout)
-    else:
-        raw = socket.create_connection((target.address, target.port), timeout=timeout)
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+    with socket.create_connection((target.address, target.port), timeout=timeout) as raw:
+        if target.protocol == "smtp":
+            _smtp_starttls(raw)
+        elif target.protocol == "imap":
+            _imap_starttls(raw)
+        with _client_context().wrap_socket(raw, server_hostname=server_name) as tls:
             der = tls.getpeercert(binary_form=True)
     if not der:
         raise ssl.SSLError("no certificate served")
     return der
 
 
-def _smtp_starttls(
-    target: Target, server_name: str, context: ssl.SSLContext, timeout: float
-) -> bytes | None:
-    import smtplib  # only here: it pulls in the email package
-
-    with smtplib.SMTP(
-        target.address, target.port, local_hostname="certsync.invalid", timeout=timeout
-    ) as smtp:
-        smtp._host = server_name  # type: ignore[attr-defined]  # smtplib sends it as SNI
-        smtp.starttls(context=context)
-        return smtp.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+# STARTTLS by hand: smtplib (with the email package) and imaplib cost more to import than the
+# rest of a run that finds nothing to do, and only these few lines of them are needed.
 
 
-def _imap_starttls(
-    target: Target, server_name: str, context: ssl.SSLContext, timeout: float
-) -> bytes | None:
-    import imaplib
+def _line(sock: socket.socket) -> bytes:
+    """One line the server sent, read a byte at a time (nothing may be read past it: the TLS
+    handshake follows)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"connection closed after {line[:80]!r}")
+        line += byte
+        if len(line) > 4096:
+            raise ConnectionError("line too long")
+    return line
 
-    try:
-        imap = imaplib.IMAP4(target.address, target.port, timeout=timeout)
-        try:
-            imap.host = server_name
-            imap.starttls(ssl_context=context)
-            return imap.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
-        finally:
-            with contextlib.suppress(OSError, imaplib.IMAP4.error):
-                imap.logout()
-    except imaplib.IMAP4.error as error:
-        raise OSError(f"IMAP: {error}") from error
+
+def _smtp_reply(sock: socket.socket, code: bytes) -> None:
+    """Read an SMTP reply (its lines `250-...` then `250 ...`); it must have `code`."""
+    while True:
+        line = _line(sock)
+        if not line.startswith(code):
+            raise ConnectionError(f"SMTP: {line.decode(errors='replace').strip()[:200]}")
+        if line[3:4] != b"-":
+            return
+
+
+def _smtp_starttls(sock: socket.socket) -> None:
+    _smtp_reply(sock, b"220")
+    sock.sendall(b"EHLO certsync.invalid\r\n")
+    _smtp_reply(sock, b"250")
+    sock.sendall(b"STARTTLS\r\n")
+    _smtp_reply(sock, b"220")
+
+
+def _imap_starttls(sock: socket.socket) -> None:
+    greeting = _line(sock)
+    if not greeting.startswith(b"* OK"):
+        raise ConnectionError(f"IMAP: {greeting.decode(errors='replace').strip()[:200]}")
+    sock.sendall(b"c1 STARTTLS\r\n")
+    while True:
+        line = _line(sock)
+        if line.startswith(b"c1 "):
+            if not line.startswith(b"c1 OK"):
+                raise ConnectionError(f"IMAP: {line.decode(errors='replace').strip()[:200]}")
+            return
