@@ -27,8 +27,8 @@ from .output import LockTimeout, Log, emit, flush_all, locked
 from .settings import Config
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # for mypy only: the state read does not import argparse
-    import argparse
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_MEANINGS = {
     1: "some names were refused; nothing changed for them",
@@ -89,18 +89,18 @@ def record_metrics(config: Config, outcomes: list, log: Log) -> None:
         log.line(f"warning: {problem}")
 
 
-def sync_command(args: argparse.Namespace) -> int:
+def sync_command(args: dict[str, Any]) -> int:
     # A dropped SSH session must not stop a sync half-way: finish it, then exit.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        config = Config.load(args.config)
+        config = Config.load(args["config"])
     except (OSError, ValueError) as error:
         emit(f"certsync: settings error: {reason(error)}", failed=True)
         return 2
     if os.geteuid() != 0:
         emit(f"certsync {config.host}: needs root to read the keys (run it with sudo)", failed=True)
         return 2
-    names = [name.lower() for name in args.name] if args.name else list(config.names)
+    names = [name.lower() for name in args.get("name", [])] or list(config.names)
     bad = [name for name in names if not is_host_name(name)]
     if bad:
         emit(f"certsync {config.host}: {', '.join(map(repr, bad))}: not a host name", failed=True)
@@ -114,26 +114,26 @@ def sync_command(args: argparse.Namespace) -> int:
         return 2
     # Run by cron, failures reach stderr (which cron mails) only through alert(): once, and only
     # when certsync could not tell them itself.
-    log = Log(config.host, config.log_file, failures_to_stderr=not args.cron)
+    log = Log(config.host, config.log_file, failures_to_stderr="cron" not in args)
     os.umask(0o077)
-    outcomes = run_sync(config, names, args.force, log)
+    outcomes = run_sync(config, names, "force" in args, log)
     for outcome in outcomes:
         detail = f": {outcome.detail}" if outcome.detail else ""
         log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
     status = max((o.exit_status for o in outcomes), default=0)
     from .alert import alert
 
-    alert(config, outcomes, log, cron=args.cron)
+    alert(config, outcomes, log, cron="cron" in args)
     if status:
         log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
     from . import watch
 
-    watch.start(config, args.config)
+    watch.start(config, args["config"])
     flush_all()
     return status
 
 
-def watch_command(args: argparse.Namespace) -> int:
+def watch_command(args: dict[str, Any]) -> int:
     from . import watch
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -141,74 +141,83 @@ def watch_command(args: argparse.Namespace) -> int:
         emit("certsync: the watcher needs root (it runs the sync)", failed=True)
         return 2
     try:
-        return watch.watch(args.config)
+        return watch.watch(args["config"])
     except (OSError, ValueError) as error:
         emit(f"certsync: watch: {reason(error)}", failed=True)
         return 2
 
 
-STATE_USAGE = (
-    "usage: certsync state --settings JSON [--file PATH]... [--force] [--all-ports]\n"
-    "print what a sync would do, as JSON, changing nothing: --settings as config.json holds"
-    " them; --file: also report that file's sha256 and mode; --force: plan as `sync --force`"
-    " would; --all-ports: check what every port serves"
-)
+USAGE = """usage: certsync.pyz COMMAND [OPTIONS]
+  sync  [--config FILE] [--name NAME]... [--force] [--cron]
+        sync mox's files with Caddy's (the deploy and the cron job run this); --name: only this
+        name; --force: install and restart even when equal; --cron: failures to stderr (cron's
+        mail) only when they could not be mailed
+  state --settings JSON [--file PATH]... [--force] [--all-ports]
+        print what a sync would do, as JSON, changing nothing (the deploy reads this); --settings
+        as config.json holds them; --file: also report that file's sha256 and mode; --force: plan
+        as sync --force would; --all-ports: check what every port serves
+  watch [--config FILE]
+        sync seconds after Caddy writes (certsync_watch)
+FILE defaults to /etc/certsync/config.json."""
+
+# command: (options with a value, of which the ones that repeat), flags; argparse is not used:
+# its import costs more than the rest of what a run that finds nothing to do imports.
+COMMANDS = {
+    "sync": ({"--config": False, "--name": True}, {"--force", "--cron"}),
+    "state": ({"--settings": False, "--file": True}, {"--force", "--all-ports"}),
+    "watch": ({"--config": False}, set()),
+}
 
 
-def state_command(argv: list[str]) -> int:
-    """`state`, read by the deploy's fact on every run: parsed without argparse, whose import
-    costs more than the rest of the command line."""
-    from .state import print_state, read_state
+class Usage(Exception):
+    """The command line is not one of USAGE's."""
 
-    settings, files, flags = None, [], set()
-    words = iter(argv)
+
+def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """(command, {option or flag without its dashes: value, list of values, or True})."""
+    if not argv or argv[0] not in COMMANDS:
+        raise Usage
+    options, flags = COMMANDS[argv[0]]
+    args: dict[str, Any] = {"config": "/etc/certsync/config.json"}
+    words = iter(argv[1:])
     for word in words:
-        if word in ("--settings", "--file"):
+        key = word[2:].replace("-", "_")
+        if word in flags:
+            args[key] = True
+        elif word in options:
             value = next(words, None)
             if value is None:
-                break
-            if word == "--file":
-                files.append(value)
-            else:
-                settings = value
-        elif word in ("--force", "--all-ports"):
-            flags.add(word)
+                raise Usage
+            args[key] = [*args.get(key, []), value] if options[word] else value
         else:
-            break
-    else:
-        if settings is not None:
-            try:
-                config = Config.from_json(json.loads(settings), "--settings")
-            except ValueError as error:
-                emit(f"certsync: settings error: {reason(error)}", failed=True)
-                return 2
-            print_state(read_state(config, files, "--force" in flags, "--all-ports" in flags))
-            return 0
-    emit(STATE_USAGE, failed=True)
-    return 2
+            raise Usage
+    return argv[0], args
+
+
+def state_command(args: dict[str, Any]) -> int:
+    from .state import print_state, read_state
+
+    if "settings" not in args:
+        raise Usage
+    try:
+        config = Config.from_json(json.loads(args["settings"]), "--settings")
+    except ValueError as error:
+        emit(f"certsync: settings error: {reason(error)}", failed=True)
+        return 2
+    files = args.get("file", [])
+    print_state(read_state(config, files, "force" in args, "all_ports" in args))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["state"]:
-        return state_command(argv[1:])
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="certsync", description="Keep mox's certificates equal to Caddy's."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    sync = commands.add_parser("sync", help="sync mox's files with Caddy's (deploy and cron)")
-    sync.add_argument("--config", default="/etc/certsync/config.json")
-    sync.add_argument("--name", action="append", help="only this name (repeatable)")
-    sync.add_argument("--force", action="store_true", help="install and restart even if equal")
-    sync.add_argument(
-        "--cron",
-        action="store_true",
-        help="failures to stderr (cron's mail) only when they could not be mailed (alert_email)",
-    )
-    commands.add_parser("state", help="print what a sync would do, as JSON (state --help)")
-    watch = commands.add_parser("watch", help="sync seconds after Caddy writes (certsync_watch)")
-    watch.add_argument("--config", default="/etc/certsync/config.json")
-    args = parser.parse_args(argv)
-    return sync_command(args) if args.command == "sync" else watch_command(args)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if "--help" in words or "-h" in words:
+        emit(USAGE)
+        return 0
+    try:
+        command, args = parse(words)
+        run = {"sync": sync_command, "state": state_command, "watch": watch_command}[command]
+        return run(args)
+    except Usage:
+        emit(USAGE, failed=True)
+        return 2

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from certsync import program
+from certsync.host import cli
 from tests.fleet.x509util import self_signed
 from tests.unit.certs import DAY, LETSENCRYPT, NOW, key_of, leaked_secrets, write_caddy
 from tests.unit.fakemox import write_mox_files
@@ -65,7 +66,12 @@ def test_the_zipapp_holds_every_host_module_and_nothing_else():
 def test_the_zipapp_runs_isolated_with_the_system_python(pyz):
     result = run_host_program(pyz, "--help")
     assert result.returncode == 0, result.stderr
-    assert "{sync,state,watch}" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:] if line[2:3] != " "] == [
+        "sync",
+        "state",
+        "watch",
+        "FILE",
+    ]
     assert run_host_program(pyz, "frobnicate").returncode == 2
 
 
@@ -185,4 +191,14 @@ def test_state_through_the_bootstrap_prints_json_without_key_bytes(
 def test_a_state_command_without_its_settings_or_with_another_flag_is_a_usage_error(pyz, args):
     result = run_host_program(pyz, *args)
     assert result.returncode == 2
-    assert result.stderr.startswith("usage: certsync state --settings JSON")
+    assert result.stderr.startswith("usage: certsync.pyz COMMAND [OPTIONS]")
+
+
+def test_the_command_line_takes_repeated_names_and_flags():
+    assert cli.parse(["sync", "--name", "a.example", "--force", "--name", "b.example"]) == (
+        "sync",
+        {"config": "/etc/certsync/config.json", "name": ["a.example", "b.example"], "force": True},
+    )
+    for wrong in (["sync", "--name"], ["watch", "--force"], ["sync", "extra"], []):
+        with pytest.raises(cli.Usage):
+            cli.parse(wrong)
