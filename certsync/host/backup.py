@@ -34,7 +34,9 @@ def take_backup(backup_dir: str, olds: dict[str, FileState], keep: int) -> tuple
                 put_entries(
                     folder_fd,
                     {
-                        file: FileState(state.kind, state.data, state.target, 0, 0, state.mode)
+                        file: FileState(
+                            state.kind, state.data, state.target, 0, 0, 0o600
+                        )  # root-only, no set-id bits
                         for file, state in olds.items()
                         if state.kind in (FILE, LINK)
                     },

@@ -87,6 +87,8 @@ def read_file(dir_fd: int, name: str) -> FileState:
     except FileNotFoundError:
         return FileState(MISSING)
     except OSError as error:
+        if error.errno in (errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):
+            return FileState(OTHER)  # a socket or a device: something else than a file
         if error.errno != errno.ELOOP:
             raise
         info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -143,7 +145,7 @@ def _stage(dir_fd: int, name: str, wanted: FileState) -> str:
     fd = os.open(temp, flags, 0o600, dir_fd=dir_fd)
     try:
         os.fchown(fd, wanted.uid, wanted.gid)
-        os.fchmod(fd, wanted.mode)
+        os.fchmod(fd, wanted.mode & 0o777)  # never set-id bits, whatever was there before
         view = memoryview(wanted.data)
         while view:
             view = view[os.write(fd, view) :]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 
+from .errors import printable
 from .record import Record
 from .settings import is_ip
 
@@ -23,6 +25,7 @@ TLS_SERVICES = (
     ("IMAPS", 993, "tls"),
 )
 MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 16
 
 
 class Target(Record):
@@ -34,7 +37,7 @@ class Target(Record):
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        return printable(f"{host}:{self.port}")
 
 
 @functools.lru_cache(maxsize=4)  # read for each name of a run
@@ -45,7 +48,8 @@ def parse_sconf(text: str) -> Any:
         if not raw.strip() or raw.strip().startswith("#"):
             continue
         depth = len(raw) - len(raw.lstrip("\t"))
-        lines.append((depth, raw.strip()))
+        if depth <= MAX_DEPTH:  # mox.conf nests a few levels; deeper is not mox's
+            lines.append((depth, raw.strip()))
     value, _ = _block(lines, 0, 0)
     return value
 
@@ -87,11 +91,24 @@ def _list(value: Any) -> list[Any]:
 
 
 def _connect_address(ip: str) -> str | None:
+    """Where to connect to a listener on `ip`: loopback for every address; an address of this
+    host's own (mox.conf may be the mox user's: certsync connects nowhere else), or None."""
     if ip in ("0.0.0.0", ""):
         return "127.0.0.1"
     if ip == "::":
         return "::1"
-    return ip if is_ip(ip) else None
+    return ip if "%" not in ip and is_ip(ip) and is_local(ip) else None
+
+
+def is_local(ip: str) -> bool:
+    """Whether `ip` is an address of this host: only those can be bound."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _config_path(config_dir: str, value: Any) -> str:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
+from .errors import printable
 from .files import open_dir
 
 LOCK_WAIT_SECONDS = 300
@@ -59,8 +60,9 @@ class Log:
         self.failures_to_stderr = failures_to_stderr
 
     def line(self, message: str, failed: bool = False, log_file: bool = True) -> None:
-        """Print and log one line."""
-        text = f"{utc_stamp()} certsync {self.host}: {message}"
+        """Print and log one line (one: whatever a message quotes, a newline or a terminal escape
+        in a name someone chose included, is written as its escape)."""
+        text = printable(f"{utc_stamp()} certsync {self.host}: {message}")
         # the SSH session may be gone: finish all the same
         emit(text, failed and self.failures_to_stderr)
         if log_file:

@@ -10,9 +10,10 @@ import os
 import pwd
 import stat
 
+from . import records
 from .caddy import Choice, Pair, choose_pair
 from .errors import printable, reason
-from .files import FILE, MISSING, FileState, read_file
+from .files import FILE, MISSING, FileState, open_dir, read_file
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
 from .probe import PROBE_ERRORS, served_certificate, served_fingerprint
@@ -156,7 +157,15 @@ def mox_ids(config: Config) -> tuple[int, int]:
         raise ValueError(f"no such user or group: {error}") from None
 
 
-def current_files(dir_fd: int | None, name: str, now: dt.datetime) -> Current:
+INSTALLED = "installed.json"  # name -> sha256 of the certificate certsync last put in place
+
+
+def current_files(
+    dir_fd: int | None, name: str, now: dt.datetime, installed: str | None = None
+) -> Current:
+    """mox's files for `name`; `installed`: the fingerprint of the certificate certsync last
+    installed for it (or found equal to Caddy's). Only that one is kept from a downgrade: the
+    mox user can write anything else there, a certificate of a CA of its own making too."""
     stored = storage_name(name)
     if dir_fd is None:
         return Current(FileState(MISSING), FileState(MISSING), None, "nothing")
@@ -176,13 +185,24 @@ def current_files(dir_fd: int | None, name: str, now: dt.datetime) -> Current:
             check_key_matches(crt.data, key.data)
         except ValueError as error:
             unprotected = f"a certificate whose key is unusable ({error})"
+    if unprotected is None and info.fingerprint != installed:
+        unprotected = "a certificate certsync did not install"
     return Current(crt, key, info, unprotected)
 
 
 def read_mox_config(path: str) -> str:
-    """mox.conf's text (its first MB). It is the mox user's file: a FIFO or a device planted
-    there is refused, without blocking on it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """mox.conf's text (its first MB). It may be the mox user's file: a link on the way (to
+    /proc/kmsg, say), a FIFO or a device planted there is refused, without blocking on it."""
+    dir_fd = open_dir(os.path.dirname(path))
+    try:
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(os.path.basename(path), flags, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symlink; not read", path) from None
+        raise
+    finally:
+        os.close(dir_fd)
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
@@ -261,6 +281,15 @@ def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
     return result
 
 
+def plan_or_refusal(config: Config, name: str, *args: Any, **kwargs: Any) -> NamePlan:
+    """plan_name; an error that no check foresaw refuses that name alone, nothing changed."""
+    try:
+        return plan_name(config, name, *args, **kwargs)
+    except Exception as error:
+        why = f"unexpected error while reading its state ({type(error).__name__}: {error})"
+        return NamePlan(name, REFUSE, printable(why), None, None, [], None)
+
+
 def plan_name(
     config: Config,
     name: str,
@@ -278,7 +307,7 @@ def plan_name(
         dt.timedelta(hours=config.min_validity_hours),
         config.trusted_ca_file if config.require_trusted_chain else None,
     )
-    current = current_files(dir_fd, name, now)
+    current = current_files(dir_fd, name, now, records.load(config, INSTALLED).get(name))
     targets, warnings, mox_conf = verify_targets(config, name)
     served = probe(targets, name) if check_served else None
     if served is not None and served.error is not None:

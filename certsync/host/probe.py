@@ -6,11 +6,14 @@ import functools
 import hashlib
 import socket
 import ssl
+import time
 
+from .errors import printable
 from .moxconf import Target
 
 # what a probe raises when nothing (or no certificate) answers (ConnectionError is an OSError)
 PROBE_ERRORS = (OSError, ssl.SSLError, EOFError)
+MAX_REPLY_LINES = 100
 
 
 def served_fingerprint(target: Target, server_name: str, timeout: float = 5.0) -> str:
@@ -29,12 +32,15 @@ def _client_context() -> ssl.SSLContext:
 
 
 def served_certificate(target: Target, server_name: str, timeout: float = 5.0) -> bytes:
-    """The DER of the leaf certificate served at `target`, with `server_name` as SNI."""
+    """The DER of the leaf certificate served at `target`, with `server_name` as SNI, within
+    `timeout` seconds in all (a server that trickles bytes does not hold a sync up)."""
+    deadline = time.monotonic() + timeout
     with socket.create_connection((target.address, target.port), timeout=timeout) as raw:
         if target.protocol == "smtp":
-            _smtp_starttls(raw)
+            _smtp_starttls(raw, deadline)
         elif target.protocol == "imap":
-            _imap_starttls(raw)
+            _imap_starttls(raw, deadline)
+        raw.settimeout(_left(deadline))
         with _client_context().wrap_socket(raw, server_hostname=server_name) as tls:
             der = tls.getpeercert(binary_form=True)
     if not der:
@@ -46,11 +52,19 @@ def served_certificate(target: Target, server_name: str, timeout: float = 5.0) -
 # rest of a run that finds nothing to do, and only these few lines of them are needed.
 
 
-def _line(sock: socket.socket) -> bytes:
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no TLS handshake within the time allowed")
+    return left
+
+
+def _line(sock: socket.socket, deadline: float) -> bytes:
     """One line the server sent, read a byte at a time (nothing may be read past it: the TLS
     handshake follows)."""
     line = b""
     while not line.endswith(b"\n"):
+        sock.settimeout(_left(deadline))
         byte = sock.recv(1)
         if not byte:
             raise ConnectionError(f"connection closed after {line[:80]!r}")
@@ -60,32 +74,38 @@ def _line(sock: socket.socket) -> bytes:
     return line
 
 
-def _smtp_reply(sock: socket.socket, code: bytes) -> None:
+def _said(line: bytes) -> str:
+    return printable(line.decode(errors="replace").strip()[:200])
+
+
+def _smtp_reply(sock: socket.socket, code: bytes, deadline: float) -> None:
     """Read an SMTP reply (its lines `250-...` then `250 ...`); it must have `code`."""
-    while True:
-        line = _line(sock)
+    for _ in range(MAX_REPLY_LINES):
+        line = _line(sock, deadline)
         if not line.startswith(code):
-            raise ConnectionError(f"SMTP: {line.decode(errors='replace').strip()[:200]}")
+            raise ConnectionError(f"SMTP: {_said(line)}")
         if line[3:4] != b"-":
             return
+    raise ConnectionError("SMTP: a reply of too many lines")
 
 
-def _smtp_starttls(sock: socket.socket) -> None:
-    _smtp_reply(sock, b"220")
+def _smtp_starttls(sock: socket.socket, deadline: float) -> None:
+    _smtp_reply(sock, b"220", deadline)
     sock.sendall(b"EHLO certsync.invalid\r\n")
-    _smtp_reply(sock, b"250")
+    _smtp_reply(sock, b"250", deadline)
     sock.sendall(b"STARTTLS\r\n")
-    _smtp_reply(sock, b"220")
+    _smtp_reply(sock, b"220", deadline)
 
 
-def _imap_starttls(sock: socket.socket) -> None:
-    greeting = _line(sock)
+def _imap_starttls(sock: socket.socket, deadline: float) -> None:
+    greeting = _line(sock, deadline)
     if not greeting.startswith(b"* OK"):
-        raise ConnectionError(f"IMAP: {greeting.decode(errors='replace').strip()[:200]}")
+        raise ConnectionError(f"IMAP: {_said(greeting)}")
     sock.sendall(b"c1 STARTTLS\r\n")
-    while True:
-        line = _line(sock)
+    for _ in range(MAX_REPLY_LINES):
+        line = _line(sock, deadline)
         if line.startswith(b"c1 "):
             if not line.startswith(b"c1 OK"):
-                raise ConnectionError(f"IMAP: {line.decode(errors='replace').strip()[:200]}")
+                raise ConnectionError(f"IMAP: {_said(line)}")
             return
+    raise ConnectionError("IMAP: a reply of too many lines")

@@ -14,7 +14,7 @@ from .errors import reason
 from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
 from .outcome import OK_STATUSES
 from .output import emit
-from .plan import DIR_MODE, REFUSE, NamePlan, file_meta_json, mox_ids, plan_name, probe_all
+from .plan import DIR_MODE, REFUSE, NamePlan, file_meta_json, mox_ids, plan_or_refusal, probe_all
 from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
@@ -153,7 +153,7 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
             if refusal is not None:
                 plan = NamePlan(name, REFUSE, refusal, None, None, [], None)
             else:
-                plan = plan_name(config, name, dir_fd, now, force, dir_right)
+                plan = plan_or_refusal(config, name, dir_fd, now, force, dir_right)
             entry = plan.to_json()
             if all_ports and plan.targets:
                 entry["served_all"] = probe_all(plan.targets, name)

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
+from . import records
 from .backup import take_backup
 from .errors import printable, reason
 from .files import (
@@ -34,12 +35,13 @@ from .plan import (
     DIR_MODE,
     IN_SYNC,
     INSTALL,
+    INSTALLED,
     KEY_MODE,
     REFUSE,
     REPAIR,
     NamePlan,
     mox_ids,
-    plan_name,
+    plan_or_refusal,
 )
 from .probe import PROBE_ERRORS, served_fingerprint
 from .settings import Config
@@ -95,7 +97,7 @@ class Sync:
             except OSError as error:
                 detail = f"cannot set owner and mode of {folder} ({reason(error)})"
                 return [Outcome(name, "refused", detail) for name in names]
-            plans = [plan_name(self.config, name, dir_fd, now, self.force) for name in names]
+            plans = [plan_or_refusal(self.config, n, dir_fd, now, self.force) for n in names]
             outcomes = self._carry_out(dir_fd, plans)
             for plan in plans:
                 if not outcomes[plan.name].ok and plan.current is not None:
@@ -133,7 +135,22 @@ class Sync:
                     restarts.append(plan)
         if installs or restarts:
             outcomes.update(self._change(dir_fd, installs, restarts))
+        self._remember_installed(plans, outcomes)
         return outcomes
+
+    def _remember_installed(self, plans: list[NamePlan], outcomes: dict[str, Outcome]) -> None:
+        """Record which certificate of Caddy's mox's files now hold, per name: the one certsync
+        keeps from a downgrade (plan.current_files). Written only when it changes."""
+        installed = records.load(self.config, INSTALLED)
+        now = dict(installed)
+        for plan in plans:
+            if plan.pair is not None and outcomes[plan.name].ok:
+                now[plan.name] = plan.pair.info.fingerprint
+        if now != installed:
+            try:
+                records.save(self.config, INSTALLED, now)
+            except (OSError, ValueError) as error:
+                self.log.line(f"warning: {INSTALLED} not written: {reason(error)}")
 
     def _repair(self, dir_fd: int, plan: NamePlan) -> None:
         """Owner and mode of both files, through the descriptors their contents are checked on."""

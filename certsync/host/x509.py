@@ -147,12 +147,21 @@ def ssl_reason(error: ssl.SSLError) -> str:
     return getattr(error, "reason", None) or str(error)
 
 
+# The labels Caddy writes (and mox reads); an encrypted key is none of them: decrypting one costs
+# what its writer chose (PBKDF2 rounds), and no key certsync installs has a password.
+KEY_LABELS = frozenset({"PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "ED25519 PRIVATE KEY"})
+
+
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted")
+
+
 @functools.lru_cache(maxsize=64)  # a match is remembered (a mismatch raises again)
 def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
     """Raise ValueError unless `key_pem` is the private key of the leaf of `cert_pem`."""
     blocks = pem_blocks(key_pem)
-    if len(blocks) != 1 or not blocks[0][0].endswith("PRIVATE KEY"):
-        raise ValueError("key file is not a single PEM private key")
+    if len(blocks) != 1 or blocks[0][0] not in KEY_LABELS:
+        raise ValueError("key file is not a single PEM private key (unencrypted)")
     label, der = blocks[0]
     if label == "ED25519 PRIVATE KEY":  # Caddy's own label for PKCS#8 Ed25519 bytes
         label = "PRIVATE KEY"
@@ -160,7 +169,7 @@ def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
     with memory_file(cert_pem) as cert_path, memory_file(pem_encode(label, der)) as key_path:
         try:
             # OpenSSL checks the key against the certificate (SSL_CTX_check_private_key).
-            context.load_cert_chain(cert_path, key_path, password=lambda: b"")
+            context.load_cert_chain(cert_path, key_path, password=_no_password)
         except ssl.SSLError as error:
             # NO_CERTIFICATE_ASSIGNED: a key of another type than the certificate's.
             if error.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):

@@ -18,6 +18,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from certsync.host import records
+from certsync.host.plan import INSTALLED
+from certsync.host.settings import Config
+from certsync.host.x509 import parse_chain
+
 # One reference instant for every test, whole seconds (X.509 times have no fractions).
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
@@ -232,3 +237,10 @@ def secret_forms(key_pem: bytes) -> list[str]:
 def leaked_secrets(text: str, *key_pems: bytes) -> list[str]:
     """The pieces of these private keys (secret_forms) that `text` holds: [] when none."""
     return [form for key in key_pems for form in secret_forms(key) if form in text]
+
+
+def remember_installed(config: Config, name: str, cert_pem: bytes) -> None:
+    """What a sync that installed `cert_pem` for `name` leaves behind: its record of it (only
+    such a certificate is kept from a downgrade)."""
+    installed = records.load(config, INSTALLED)
+    records.save(config, INSTALLED, {**installed, name: parse_chain(cert_pem)[0].fingerprint})

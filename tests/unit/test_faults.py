@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -247,3 +248,12 @@ def test_an_unexpected_error_is_reported_per_name_with_exit_4(
     err = capsys.readouterr().err
     assert f"{NAME}: restore failed: unexpected error (KeyError: 'oops'); check mox's files" in err
     assert err.splitlines()[-1].endswith("exit 4: " + cli.EXIT_MEANINGS[4])
+
+
+def test_a_backup_is_root_only_whatever_mode_mox_s_file_had(tmp_path):
+    """A set-id program the mox user left as its .crt is backed up as root's 0600 copy, never as
+    a root-owned set-id program."""
+    olds = {"mail.example.com.crt": FileState(FILE, b"#!/bin/sh\n", None, 1000, 1000, 0o6755)}
+    path, _ = take_backup(str(tmp_path / "backups"), olds, keep=5)
+    info = os.stat(os.path.join(path, "mail.example.com.crt"))
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)

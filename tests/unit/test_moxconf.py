@@ -26,7 +26,7 @@ def targets(text: str, pair: tuple[str, str] = MAIL, ports=(993, 465, 587)) -> l
     return None if found is None else [f"{t} {t.protocol}" for t in found]
 
 
-def listener(body: str, ips: str = "\t\tIPs:\n\t\t\t- 192.0.2.10\n") -> str:
+def listener(body: str, ips: str = "\t\tIPs:\n\t\t\t- 127.0.0.10\n") -> str:
     """A mox.conf with one listener `public` serving MAIL, with `body` (tab-indented services)."""
     return (
         "Listeners:\n\tpublic:\n"
@@ -95,14 +95,14 @@ def test_explicit_ports_and_addresses():
         "\t\tIMAP:\n\t\t\tEnabled: true\n\t\t\tPort: 1143\n"
         "\t\tIMAPS:\n\t\t\tEnabled: true\n\t\t\tPort: 1993\n"
     )
-    ips = "\t\tIPs:\n\t\t\t- 192.0.2.10\n\t\t\t- 2001:db8::10\n"
+    ips = "\t\tIPs:\n\t\t\t- 127.0.0.10\n\t\t\t- ::1\n"
     assert targets(listener(body, ips), MAIL, [1993, 1587, 1143, 993]) == [
-        "192.0.2.10:1993 tls",
-        "[2001:db8::10]:1993 tls",
-        "192.0.2.10:1587 smtp",
-        "[2001:db8::10]:1587 smtp",
-        "192.0.2.10:1143 imap",
-        "[2001:db8::10]:1143 imap",
+        "127.0.0.10:1993 tls",
+        "[::1]:1993 tls",
+        "127.0.0.10:1587 smtp",
+        "[::1]:1587 smtp",
+        "127.0.0.10:1143 imap",
+        "[::1]:1143 imap",
     ]
 
 
@@ -110,14 +110,14 @@ def test_port_zero_is_mox_default_port():
     """mox's config.Port(port, fallback): 0, as `mox config describe-static` writes it, is the
     default port."""
     body = "\t\tIMAPS:\n\t\t\tEnabled: true\n\t\t\tPort: 0\n"
-    assert targets(listener(body), MAIL, [993]) == ["192.0.2.10:993 tls"]
+    assert targets(listener(body), MAIL, [993]) == ["127.0.0.10:993 tls"]
 
 
 def test_only_ip_addresses_are_connected_to():
     """mox.conf is the mox user's: a host name there could send the check to another host."""
-    ips = "\t\tIPs:\n\t\t\t- mail.evil.test\n\t\t\t- 192.0.2.10\n\t\t\t- 192.0.2.10;id\n"
+    ips = "\t\tIPs:\n\t\t\t- mail.evil.test\n\t\t\t- 127.0.0.10\n\t\t\t- 127.0.0.10;id\n"
     body = "\t\tIMAPS:\n\t\t\tEnabled: true\n"
-    assert targets(listener(body, ips), MAIL, [993]) == ["192.0.2.10:993 tls"]
+    assert targets(listener(body, ips), MAIL, [993]) == ["127.0.0.10:993 tls"]
 
 
 def test_malformed_lines_are_skipped_not_fatal():
@@ -129,7 +129,7 @@ def test_malformed_lines_are_skipped_not_fatal():
         "\t\t\tPort: nine\n"
         "\t\tSubmissions:\n\t\t\tEnabled: true\n\t\t\tPort: 465\n"
     )
-    assert targets(listener(body), MAIL, [993, 465]) == ["192.0.2.10:465 tls"]
+    assert targets(listener(body), MAIL, [993, 465]) == ["127.0.0.10:465 tls"]
 
 
 @pytest.mark.parametrize("text", ["", "Listeners: none\n", "Listeners:\n\t- a\n", "\x00\xff"])
@@ -216,3 +216,16 @@ def test_a_fifo_planted_as_mox_conf_does_not_block_the_read(make_config, tmp_pat
         pytest.fail("reading a FIFO at mox.conf blocked")
     (found, warnings, _) = result[0]
     assert found == [] and warnings[0].startswith(f"cannot read {config.mox_config}")
+
+
+def test_addresses_of_other_hosts_and_scoped_ones_are_not_connected_to():
+    """The mox user may write mox.conf: certsync checks what mox serves on this host only, and
+    an IPv6 scope id (anything but `%`, escapes included) is no address to print or connect to."""
+    ips = "\t\tIPs:\n\t\t\t- 192.0.2.10\n\t\t\t- fe80::1%\x1b[2K\n\t\t\t- 127.0.0.10\n"
+    body = "\t\tIMAPS:\n\t\t\tEnabled: true\n"
+    assert targets(listener(body, ips), MAIL, [993]) == ["127.0.0.10:993 tls"]
+
+
+def test_a_deeply_nested_mox_conf_is_read_without_recursing_into_it():
+    deep = "".join("\t" * depth + f"K{depth}:\n" for depth in range(3000))
+    assert isinstance(parse_sconf(deep), dict)

@@ -27,6 +27,7 @@ from tests.unit.certs import (
     caddy_key_pem,
     cert_pem,
     key_of,
+    remember_installed,
     write_caddy,
 )
 from tests.unit.conftest import MakeFakeMox
@@ -50,6 +51,7 @@ class World:
     ca: Ca
     tmp_path: Path
     mox_ids: tuple[int, int]
+    config: Any
     caddys: Issued
     old: Issued
 
@@ -117,6 +119,7 @@ def _stale_issuer_folder_vs_protected_mox(w: World) -> None:
     w.caddy(stale.cert_pem, stale.key_pem, issuer=ZEROSSL)
     current = w.ca.issue([NAME], key=key_of("ec256", 32), not_before=NOW - 2 * HOUR)
     w.mox(current.cert_pem, current.key_pem)
+    remember_installed(w.config, NAME, current.cert_pem)
 
 
 def _placeholder_newer_than_caddys(w: World) -> None:
@@ -200,6 +203,7 @@ def test_sync_does_what_state_planned(
         ca,
         tmp_path,
         mox_ids,
+        config,
         caddys=ca.issue([NAME], key=key_of("ec256", 30), not_before=NOW - DAY),
         old=ca.issue([NAME], key=key_of("ec256", 34), not_before=NOW - 40 * DAY),
     )

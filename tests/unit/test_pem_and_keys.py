@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from certsync.host.pem import pem_blocks
@@ -370,3 +371,16 @@ def test_names_in_a_certificate_cannot_carry_control_characters(ca):
     )
     assert info.subject == "CN=x\\u202ey\\x85"
     assert all(text.isprintable() for text in (*info.sans, info.subject, info.issuer))
+
+
+def test_an_encrypted_key_is_refused_without_decrypting_it(ca):
+    """Its writer chooses what decrypting costs (PBKDF2 rounds); no key certsync installs has a
+    password."""
+    issued = ca.issue()
+    encrypted = issued.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    with pytest.raises(ValueError, match="not a single PEM private key"):
+        check_key_matches(issued.cert_pem, encrypted)

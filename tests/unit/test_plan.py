@@ -25,6 +25,7 @@ from tests.unit.certs import (
     caddy_key_pem,
     key_of,
     leaked_secrets,
+    remember_installed,
     write_caddy,
 )
 from tests.unit.fakemox import write_mox_files
@@ -136,9 +137,22 @@ def test_a_current_certificate_for_the_name_is_not_downgraded(
 ):
     current = ca.issue([NAME], key=key_of("ec256", 9), not_before=NOW - DAY)
     write_mox_files(cert_dir, NAME, current.cert_pem, current.key_pem, mox_ids)
+    remember_installed(config, NAME, current.cert_pem)
     result = plan(config, mox_dir_fd)
     assert result.action == REFUSE
     assert "is older than mox's" in result.detail and "not downgrading" in result.detail
+
+
+def test_a_newer_certificate_certsync_did_not_install_is_replaced(
+    ca, caddys, config, cert_dir, mox_dir_fd, mox_ids
+):
+    """The mox user can put any certificate there, one from a CA of its own making too: only
+    the one certsync installed is kept from a downgrade."""
+    forged = ca.issue([NAME], key=key_of("ec256", 9), not_before=NOW - DAY)
+    write_mox_files(cert_dir, NAME, forged.cert_pem, forged.key_pem, mox_ids)
+    result = plan(config, mox_dir_fd)
+    assert result.action == INSTALL
+    assert "replacing a certificate certsync did not install (sha256=" in result.detail
 
 
 def test_an_older_certificate_in_mox_is_replaced_by_caddys(
@@ -146,6 +160,7 @@ def test_an_older_certificate_in_mox_is_replaced_by_caddys(
 ):
     old = ca.issue([NAME], key=key_of("ec256", 9), not_before=NOW - 40 * DAY)
     write_mox_files(cert_dir, NAME, old.cert_pem, old.key_pem, mox_ids)
+    remember_installed(config, NAME, old.cert_pem)
     result = plan(config, mox_dir_fd)
     assert result.action == INSTALL
     assert result.key_changes
@@ -266,6 +281,7 @@ def test_plan_dates_are_taken_at_the_given_time(ca, caddys, config, cert_dir, mo
     """The same files, planned a month later: Caddy's certificate is still valid, mox's not."""
     current = ca.issue([NAME], not_before=NOW - DAY, not_after=NOW + 20 * DAY)
     write_mox_files(cert_dir, NAME, current.cert_pem, current.key_pem, mox_ids)
+    remember_installed(config, NAME, current.cert_pem)
     assert plan(config, mox_dir_fd).action == REFUSE
     later = plan_name(config, NAME, mox_dir_fd, NOW + 21 * DAY, check_served=False)
     assert later.action == INSTALL

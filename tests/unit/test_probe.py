@@ -3,8 +3,10 @@ certificate name (a name under a wildcard) as SNI."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -123,3 +125,25 @@ def test_smtp_without_starttls_is_a_probe_error(issued, tmp_path):
             served_fingerprint(Target("127.0.0.1", server.port, "smtp"), "mail.example.com")
     finally:
         server.sock.close()
+
+
+def test_a_server_that_trickles_its_reply_is_given_up_on_in_time(issued, tmp_path):
+    """mox.conf may be the mox user's: whatever answers there must not hold a sync (and its
+    lock) up, however slowly it keeps talking."""
+
+    def trickle(conn: socket.socket, _: Callable[[socket.socket], ssl.SSLSocket]) -> None:
+        conn.sendall(b"220 mail.example.com ESMTP\r\n")
+        with contextlib.suppress(OSError):
+            for _line in _lines(conn):
+                while True:
+                    conn.sendall(b"250-still here\r\n")
+                    time.sleep(0.05)
+
+    server = Server(issued, tmp_path, trickle)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PROBE_ERRORS):
+            served_fingerprint(Target("127.0.0.1", server.port, "smtp"), "x.example.com", timeout=1)
+    finally:
+        server.sock.close()
+    assert time.monotonic() - started < 3
