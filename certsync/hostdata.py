@@ -3,6 +3,7 @@ arguments > certsync's defaults), checked before anything connects or runs."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections import ChainMap
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from typing import Any
 from pyinfra.api.exceptions import PyinfraError
 
 from certsync.host.settings import (
+    BY_NAME,
     HOST_SETTINGS,
     PREFIX,
     SETTINGS,
@@ -81,6 +83,11 @@ def settings_from_data(
     unknown = sorted(set(defaults) - {setting.name for setting in SETTINGS})
     if unknown:
         raise SettingsError(f"{host}: certsync has no settings {', '.join(unknown)}")
+    keys = data.dict() if hasattr(data, "dict") else data
+    for key in sorted(k for k in keys if k.startswith(PREFIX) and k[len(PREFIX) :] not in BY_NAME):
+        close = difflib.get_close_matches(key, [s.key for s in SETTINGS], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise SettingsError(f"{host}: {key}: certsync has no such setting{hint}")
     try:
         values = check_settings(host, _values(data, defaults))
         names = values["names"]

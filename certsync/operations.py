@@ -101,7 +101,9 @@ def _problem(state: dict[str, Any] | str) -> str | None:
     program, with the config's commands, as root."""
     if isinstance(state, str):
         return state
-    problems = [state["error"]] if state["error"] else []
+    if state["error"]:  # (not root: nothing else the state says can be trusted)
+        return str(state["error"])
+    problems = []
     if not state["openssl"]:
         problems.append("certsync needs openssl on the host")
     for path, meta in state["files"].items():

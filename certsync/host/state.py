@@ -71,12 +71,15 @@ def folder_refusal(config: Config) -> str | None:
         (config.backup_dir, ""),
         (config.mox_cert_dir, ""),
     )
+    created: set[str] = set()  # by the sync, in this order: each one's last component only
     for folder, what in folders:
         try:
             os.close(open_dir(folder))
         except FileNotFoundError as error:
-            if error.filename == folder:
-                continue  # a sync creates the last folder, not the ones above it
+            missing = error.filename
+            if missing == folder or (missing in created and os.path.dirname(folder) == missing):
+                created.add(folder)
+                continue
             return what + reason(error)
         except (OSError, ValueError) as error:
             return what + reason(error)

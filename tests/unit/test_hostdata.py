@@ -49,3 +49,10 @@ def test_the_host_name_reaches_the_state_read_inside_its_quoted_settings(name):
 def test_a_bad_setting_names_the_inventory_host():
     with pytest.raises(SettingsError, match=r"^@docker/mox: certsync_verify_ports: "):
         settings_from_data("@docker/mox", {**DATA, "certsync_verify_ports": [99999]})
+
+
+def test_a_misspelled_setting_is_refused_with_the_one_meant():
+    with pytest.raises(
+        SettingsError, match=r"mail-1: certsync_namez: .*did you mean certsync_names"
+    ):
+        settings_from_data("mail-1", {"certsync_namez": "mail.example.com"})

@@ -187,6 +187,13 @@ CASES: list[tuple[str, str, dict[str, Any], Callable[[World], None]]] = [
     ("symlinked lock folder", "refuse", {}, _symlinked("run")),
     ("no mox folder yet", "install", {}, _no_mox_folder),
     ("backup folder's parent missing", "refuse", {"backup_dir": "{tmp}/lib/backups"}, _in_sync),
+    # a first sync on a host: /var/lib/certsync (the lock's folder) holds the backups' folder
+    (
+        "certsync's folders not there yet",
+        "install",
+        {"lock_file": "{tmp}/lib/lock", "backup_dir": "{tmp}/lib/backups"},
+        lambda w: w.caddy(w.caddys.cert_pem, w.caddys.key_pem),
+    ),
 ]
 
 
