@@ -17,7 +17,7 @@ MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
 APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3-pip
     python3-venv sudo ca-certificates util-linux procps iproute2 passwd cron"
 # setuptools and wheel: `pip wheel --no-build-isolation .` builds with what is installed.
-PIP_PACKAGES="pyinfra>=3,<4 cryptography pytest pytest-testinfra paramiko ruff mypy
+PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra paramiko ruff mypy
     setuptools>=68 wheel"
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
@@ -69,7 +69,7 @@ import importlib.metadata as md
 import shutil
 for dist in ("aiosmtpd", "prometheus_client"):
     md.version(dist)
-assert md.version("pyinfra").startswith("3.")
+assert md.version("pyinfra").startswith("3.10.")  # the pyinfra certsync is tested with
 for dist in ("cryptography", "pytest", "pytest-testinfra", "paramiko", "ruff", "mypy", "wheel"):
     md.version(dist)
 assert int(md.version("setuptools").split(".")[0]) >= 68

@@ -34,9 +34,9 @@ ROWS: tuple[Row, ...] = (
         "mox has what it had before certsync: a self-signed placeholder made at setup (newer than"
         " Caddy's certificate), an expired certificate, one for other names, a file that does"
         " not parse",
-        "replaced by Caddy's pair; the preview says what it replaces. Only a certificate that is"
-        " valid now, for the name, with a matching key and not self-signed is kept from a"
-        " downgrade",
+        "replaced by Caddy's pair; the preview says what it replaces. Only a certificate that"
+        " certsync installed, still valid now, for the name, with a matching key, is kept from a"
+        " downgrade (the mox user can put any other there, one of a CA of its own too)",
         ("test_first_sync_replaces_whatever_mox_had_and_says_what",),
     ),
     Row(
