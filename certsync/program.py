@@ -66,16 +66,15 @@ sys.exit(main())
 # python3 -c BOOTSTRAP <the unpacked folder of this version> <the zipapp, base64> <command...>:
 # imports the unpacked sources when the host has this version, else the ones the command
 # carries, from memory, without writing them anywhere.
+# One line: sudo and the logs quote a command line by line.
 BOOTSTRAP = (
-    "import base64,os,sys\n"
-    "app=sys.argv[1]\n"
-    "if not os.path.isdir(app):\n"
-    " fd=os.memfd_create('certsync')\n"
-    " os.write(fd,base64.b64decode(sys.argv[2]))\n"
-    " app='/proc/self/fd/%d'%fd\n"
-    "sys.path.insert(0,app)\n"
-    f"from {HOST_PACKAGE}.cli import main\n"
-    "sys.exit(main(sys.argv[3:]))\n"
+    "import base64,os,sys;"
+    "app=sys.argv[1];"
+    "fd=None if os.path.isdir(app) else os.memfd_create('certsync');"
+    "fd is None or os.write(fd,base64.b64decode(sys.argv[2]));"
+    "sys.path.insert(0,app if fd is None else '/proc/self/fd/%d'%fd);"
+    f"from {HOST_PACKAGE}.cli import main;"
+    "sys.exit(main(sys.argv[3:]))"
 )
 
 
