@@ -128,20 +128,38 @@ def _is_installed(state: dict[str, Any], path: str, content: bytes, mode: int) -
     ) == ("root", "root", format(mode, "04o"))
 
 
-def _install(path: str, content: bytes, mode: int):
-    """files.put for a text file (it shows the diff with --diff); the zipapp by hand."""
-    if path.endswith(".pyz"):
-        if host.state.config.DIFF:
-            digest = hashlib.sha256(content).hexdigest()[:16]
-            host.log(f"Will install {path}: the certsync host program, sha256 {digest}")
-        yield StringCommand("install", "-d", "-m", "0755", QuoteString(os.path.dirname(path)))
-        yield FileUploadCommand(BytesIO(content), path)
-        yield StringCommand("chown", "root:root", QuoteString(path))
-        yield StringCommand("chmod", f"{mode:o}", QuoteString(path))
+def _install(files: dict[str, tuple[bytes, int]]):
+    """Upload the files that differ, root's with their modes: in a few commands (the state read
+    already says what each is), or with --diff by pyinfra's files.put, which shows each text
+    file's diff (the zipapp is named with its sha256)."""
+    if host.state.config.DIFF:
+        for path, (content, mode) in files.items():
+            if path.endswith(".pyz"):
+                digest = hashlib.sha256(content).hexdigest()[:16]
+                host.log(f"Will install {path}: the certsync host program, sha256 {digest}")
+                yield from _upload({path: (content, mode)})
+            else:
+                yield from pyinfra_files.put._inner(
+                    src=StringIO(content.decode()),
+                    dest=path,
+                    user="root",
+                    group="root",
+                    mode=f"{mode:o}",
+                )
         return
-    yield from pyinfra_files.put._inner(
-        src=StringIO(content.decode()), dest=path, user="root", group="root", mode=f"{mode:o}"
-    )
+    yield from _upload(files)
+
+
+def _upload(files: dict[str, tuple[bytes, int]]):
+    folders = sorted({os.path.dirname(path) for path in files})
+    yield StringCommand("install", "-d", "-m", "0755", *map(QuoteString, folders))
+    for path, (content, _) in files.items():
+        yield FileUploadCommand(BytesIO(content), path)
+    owners: list[Any] = ["chown", "root:root", *map(QuoteString, files)]
+    for mode in sorted({mode for _, mode in files.values()}):
+        paths = [QuoteString(path) for path, (_, m) in files.items() if m == mode]
+        owners += ["&&", "chmod", f"{mode:o}", *paths]
+    yield StringCommand(*owners)
 
 
 @operation()
@@ -174,12 +192,12 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
             host.log(line)
     # All files' commands first: pyinfra's preview stops at an operation's first command, and
     # --diff shows each file's diff while its commands are made.
-    installs = [
-        command
+    differ = {
+        path: (content, mode)
         for path, (content, mode) in files.items()
         if not _is_installed(state, path, content, mode)
-        for command in _install(path, content, mode)
-    ]
+    }
+    installs = list(_install(differ)) if differ else []
     changed = bool(installs)
     yield from installs
     pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
