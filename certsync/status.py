@@ -233,6 +233,10 @@ def as_table(
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = ["  ".join([*(row[i].ljust(w) for i, w in enumerate(widths)), row[3]]) for row in rows]
     if records:
-        lines += ["", "DANE: the TLSA 3 1 1 records of the keys mox serves (for its MX names):"]
+        lines += [
+            "",
+            "DANE: the TLSA 3 1 1 records of the keys mox serves"
+            " (publish those of the names MX records name):",
+        ]
         lines += [f"  {host.ljust(widths[0])}  {record}" for host, record in records]
     return "\n".join(lines) + "\n"
