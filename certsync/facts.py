@@ -17,7 +17,7 @@ from pyinfra.api.exceptions import FactProcessError
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from certsync import program
-from certsync.hostdata import HostSettings, settings_from_data
+from certsync.hostdata import HostSettings, SettingsError, settings_from_data
 
 
 class CertsyncState(FactBase[dict[str, Any] | None]):
@@ -32,7 +32,11 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
         all_ports: bool = False,
     ) -> StringCommand:
         if settings is None:  # `pyinfra INVENTORY fact certsync.facts.CertsyncState`
-            settings = settings_from_data(context_host.name, context_host.data)
+            try:
+                settings = settings_from_data(context_host.name, context_host.data)
+            except SettingsError as error:  # said as the state's error, not as a traceback
+                refusal = {"certsync_state": 1, "error": str(error), "names": {}}
+                return StringCommand("echo", QuoteString(json.dumps(refusal)))
         args: list[Any] = ["state", "--settings", json.dumps(settings.run_config().to_json())]
         for path in (
             files

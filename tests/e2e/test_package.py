@@ -127,3 +127,12 @@ def test_the_state_fact_prints_each_hosts_state_as_json(make_fleet, pki, certsyn
     shown = plain.output.split(f"--> Fact data for: {STATE_FACT}\n", 1)[1]
     assert json.loads(shown[: shown.index("\n}\n") + 2]) == {host.name: state}
     assert mox_files(host) == before  # a read: nothing changed
+    # a setting certsync refuses: the state says so, naming host and setting, no traceback
+    (tmp_path / "wrong").mkdir()
+    data = {"certsync_names": [name], "certsync_verify_ports": [99999]}
+    wrong = user_folder(tmp_path / "wrong", {host: data})
+    refused = pyinfra("--json", "inventory.py", "fact", STATE_FACT, cwd=wrong, python=certsync_venv)
+    assert refused.returncode == 0, refused.output
+    error = json.loads(refused.stdout)[STATE_FACT][host.name]["error"]
+    assert error.startswith(f"{host.name}: certsync_verify_ports: 99999"), error
+    assert "Traceback" not in refused.output
