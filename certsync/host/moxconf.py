@@ -4,9 +4,9 @@ skipped, only IP addresses are used to connect to."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-import socket
 
 from .errors import printable
 from .record import Record
@@ -26,6 +26,7 @@ TLS_SERVICES = (
 )
 MAX_CONFIG_BYTES = 1 << 20
 MAX_DEPTH = 16
+MAX_TARGETS = 16  # where to check one name: mox listens on a few addresses and ports
 
 
 class Target(Record):
@@ -101,14 +102,33 @@ def _connect_address(ip: str) -> str | None:
 
 
 def is_local(ip: str) -> bool:
-    """Whether `ip` is an address of this host: only those can be bound."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((ip, 0))
-    except OSError:
-        return False
-    return True
+    """Whether `ip` is one of this host's own addresses."""
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    return any(address in network for network in local_networks())
+
+
+@functools.cache
+def local_networks() -> tuple[Any, ...]:
+    """This host's own addresses, as the kernel has them (a bind test would not do: with
+    ip_nonlocal_bind any address binds): the `host LOCAL` routes of /proc/net/fib_trie (127/8
+    among them) and the addresses of /proc/net/if_inet6."""
+    import ipaddress
+
+    networks: list[Any] = []
+    address = None
+    with contextlib.suppress(OSError, ValueError), open("/proc/net/fib_trie") as trie:
+        for line in trie:
+            words = line.split()
+            if words[:1] == ["|--"]:
+                address = words[1]
+            elif line.rstrip().endswith("host LOCAL") and address and words[0][:1] == "/":
+                networks.append(ipaddress.ip_network(address + words[0], strict=False))
+    with contextlib.suppress(OSError, ValueError), open("/proc/net/if_inet6") as inet6:
+        for line in inet6:
+            networks.append(ipaddress.ip_network(ipaddress.IPv6Address(bytes.fromhex(line[:32]))))
+    return tuple(networks)
 
 
 def _config_path(config_dir: str, value: Any) -> str:
@@ -148,7 +168,7 @@ def listener_targets(
                 targets += [Target(address, port, protocol) for address in addresses]
     if not named:
         return None
-    return sorted(set(targets), key=lambda t: (ports.index(t.port), t.address))
+    return sorted(set(targets), key=lambda t: (ports.index(t.port), t.address))[:MAX_TARGETS]
 
 
 def protocol_of_port(port: int) -> str:

@@ -30,7 +30,7 @@ def load(config: Config, name: str) -> dict[str, Any]:
         return {}
     try:
         record = json.loads(state.data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return record if isinstance(record, dict) else {}
 

@@ -48,6 +48,7 @@ from .settings import Config
 from .validity import describe
 
 COMMAND_TIMEOUT = 120
+PROBE_SECONDS = 5.0  # one check of one port, at most (and never past the verify timeout)
 
 
 class StepFailed(Exception):
@@ -260,9 +261,14 @@ class Sync:
         return outcomes
 
     def _unchanged(self, dir_fd: int, olds: dict[str, FileState]) -> bool:
-        """Whether mox's files are exactly the old ones again (links with their targets)."""
+        """Whether mox's files are exactly the old ones again (links with their targets; the
+        modes without set-id bits, which certsync never writes)."""
+
+        def bare(state: FileState) -> FileState:
+            return state.replace(mode=state.mode & 0o777)
+
         try:
-            return all(read_file(dir_fd, file) == state for file, state in olds.items())
+            return all(bare(read_file(dir_fd, f)) == bare(state) for f, state in olds.items())
         except OSError:
             return False
 
@@ -316,8 +322,12 @@ class Sync:
         last: dict[tuple[str, Target], str] = {}
         while True:
             for name, target in sorted(pending, key=lambda item: (item[0], str(item[1]))):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    last.setdefault((name, target), f"{name} {target}: not checked in time")
+                    continue
                 try:
-                    served = served_fingerprint(target, server_name(name))
+                    served = served_fingerprint(target, server_name(name), min(PROBE_SECONDS, left))
                 except PROBE_ERRORS as error:
                     last[(name, target)] = f"{name} {target}: {printable(reason(error))}"
                     continue

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certsync import program
-from certsync.host import cli
+from certsync.host import cli, records
 from certsync.host.backup import take_backup
 from certsync.host.caddy import choose_pair
 from certsync.host.files import FILE, FileState
@@ -257,3 +257,12 @@ def test_a_backup_is_root_only_whatever_mode_mox_s_file_had(tmp_path):
     path, _ = take_backup(str(tmp_path / "backups"), olds, keep=5)
     info = os.stat(os.path.join(path, "mail.example.com.crt"))
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
+
+
+def test_a_record_nested_too_deep_to_read_is_no_record(make_config, tmp_path):
+    config = make_config()
+    records.save(config, "installed.json", {})
+    folder = os.path.dirname(config.lock_file)
+    with open(os.path.join(folder, "installed.json"), "w") as file:
+        file.write("[" * 100_000 + "]" * 100_000)
+    assert records.load(config, "installed.json") == {}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,13 @@ from certsync.host import plan as plan_module
 from certsync.host import transaction
 from certsync.host.cli import run_sync
 from certsync.host.files import FileState
+from certsync.host.moxconf import Target
 from certsync.host.outcome import Outcome
 from certsync.host.output import Log
 from certsync.host.settings import Config
 from tests.unit.certs import DAY, LETSENCRYPT, NOW, Ca, Issued, key_of, write_caddy
 from tests.unit.conftest import MakeFakeMox
-from tests.unit.fakemox import FakeMox, write_mox_files
+from tests.unit.fakemox import FakeMox, accept_each, write_mox_files
 
 NAME = "mail.example.com"
 NOT_UTF8 = b"\xff\xfe invalid key \xc3\x28 for mail.example.com\n"
@@ -360,3 +363,41 @@ def test_a_failed_restart_only_leaves_mox_s_files_and_says_so(host, mox_ids):
     assert outcome.detail.endswith("; mox's files unchanged")
     assert host.entries() == before and host.mox.served(NAME) == host.old.sha256
     assert list(Path(host.config.backup_dir).iterdir()) == []  # nothing was backed up
+
+
+def test_a_rollback_restores_a_file_that_had_set_id_bits_without_them(host):
+    """The mox user may set any mode on its files; certsync never writes set-id bits, and a
+    rollback that puts the file back without them is a rollback, not a failed restore."""
+    crt = host.cert_dir / f"{NAME}.crt"
+    crt.chmod(0o4644)
+    host.mox.config_test(exit_status=1, output=b"broken\n")
+
+    (outcome,) = host.sync()
+
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
+    assert stat.S_IMODE(crt.stat().st_mode) == 0o644
+    assert crt.read_bytes() == host.old.cert_pem
+
+
+def test_the_check_after_a_restart_ends_at_its_timeout_however_many_ports_stall(host, mox_ids):
+    """mox.conf may name many addresses, each answered by something that never finishes: the
+    check still ends when its time is up (1 s here), not after 5 s per port."""
+
+    def stall(conn: socket.socket) -> None:
+        conn.sendall(b"220-slow\r\n")
+        time.sleep(30)
+
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(6)]
+    for listener in listeners:
+        accept_each(listener, stall)
+    targets = [Target("127.0.0.1", s.getsockname()[1], "smtp") for s in listeners]
+    host.config.values["verify_timeout_seconds"] = 1
+    sync = transaction.Sync(host.config, False, Log(host.config.host, host.config.log_file))
+    started = time.monotonic()
+    try:
+        with pytest.raises(transaction.StepFailed, match="after 1 s"):
+            sync._verify({NAME: ("0" * 64, targets)})
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert time.monotonic() - started < 3
