@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from certsync.certview import expiry, parse_time, short, tlsa_record
+from certsync.host.errors import printable
 from certsync.host.names import storage_name
 from certsync.host.plan import CERT_MODE, KEY_MODE
 from certsync.host.validity import ago
@@ -230,6 +231,8 @@ def as_table(
             cert = plan["caddy"]["cert"]
             rows.append((host, name, expiry(cert, now) if cert else "-", _verdict(checks)))
             records += [(host, tlsa_record(name, key)) for key in served_keys(plan)]
+    # escaped: a link's target or a certificate's names are what the mox user wrote
+    rows = [(printable(a), printable(b), printable(c), printable(d)) for a, b, c, d in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = ["  ".join([*(row[i].ljust(w) for i, w in enumerate(widths)), row[3]]) for row in rows]
     if records:

@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from . import records
+from . import records, wire
 from .errors import printable, reason
 from .output import Log, emit, utc_stamp
 from .settings import Config
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from .outcome import Outcome
 
-SMTP_TIMEOUT = 30
+SMTP_TIMEOUT = 30  # the whole conversation
 REMIND_SECONDS = 24 * 3600
 ALERTS_FILE = "alerts.json"  # a record beside the lock file (records.py)
 MAX_SUBJECT_CHARS = 200
@@ -70,10 +70,9 @@ def body(config: Config, failures: list[Outcome]) -> str:
 
 def send_mail(config: Config, subject_text: str, text: str, log: Log) -> bool:
     """Mail `text` to alert_email through alert_smtp (plain SMTP: no login, no TLS, so that a
-    broken certificate of mox itself cannot stop the alert about it). True when the server took
-    it for every recipient."""
-    import smtplib  # only here: it pulls in the email package
-    from email.message import EmailMessage
+    broken certificate of mox itself cannot stop the alert about it), all within SMTP_TIMEOUT
+    seconds. True when the server took it for every recipient."""
+    from email.message import EmailMessage  # only here: the email package costs an import
     from email.policy import SMTP
     from email.utils import formatdate, make_msgid
 
@@ -81,20 +80,23 @@ def send_mail(config: Config, subject_text: str, text: str, log: Log) -> bool:
     server, _, port = config.alert_smtp.rpartition(":")
     server = server[1:-1] if server.startswith("[") else server
     fqdn = socket.getfqdn()
+    sender = config.alert_from or f"certsync@{fqdn}"
     # One header line up to RFC 5322's limit: Python folds a long subject right after
-    # "Subject:", and readers then show it with a leading space.
-    message = EmailMessage(policy=SMTP.clone(max_line_length=998))
+    # "Subject:", and readers then show it with a leading space. 7-bit: the relay need not
+    # announce 8BITMIME.
+    message = EmailMessage(policy=SMTP.clone(max_line_length=998, cte_type="7bit"))
     message["Subject"] = subject_text
-    message["From"] = config.alert_from or f"certsync@{fqdn}"
+    message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid("certsync", domain=fqdn)
     message.set_content(text)
     where = f"alert mail to {', '.join(recipients)} via {config.alert_smtp}"
     try:
-        with smtplib.SMTP(server, int(port), local_hostname=fqdn, timeout=SMTP_TIMEOUT) as smtp:
-            refused = smtp.send_message(message)
-    except (OSError, ValueError) as error:  # smtplib's errors are OSErrors
+        refused = wire.send(
+            (server, int(port)), fqdn, sender, recipients, message.as_bytes(), SMTP_TIMEOUT
+        )
+    except (OSError, ValueError) as error:
         log.line(f"{where} failed: {printable(reason(error))}", failed=True)
         return False
     if refused:

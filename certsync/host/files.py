@@ -11,6 +11,7 @@ import errno
 import os
 import pwd
 import stat
+from collections.abc import Iterator
 
 from .errors import SymlinkedFolder, printable
 from .record import Record
@@ -133,12 +134,11 @@ def _stage(dir_fd: int, name: str, wanted: FileState) -> str:
         os.unlink(temp, dir_fd=dir_fd)
     if wanted.kind == LINK:
         assert wanted.target is not None
-        os.symlink(wanted.target, temp, dir_fd=dir_fd)
-        try:
-            os.chown(temp, wanted.uid, wanted.gid, dir_fd=dir_fd, follow_symlinks=False)
-        except BaseException:
-            os.unlink(temp, dir_fd=dir_fd)
-            raise
+        # A link's owner cannot be set through a descriptor, and setting it by name would reach
+        # whatever the folder's owner renamed in meanwhile (a hard link to any file): the link
+        # is made by its owner instead.
+        with _acting_as(wanted.uid, wanted.gid):
+            os.symlink(wanted.target, temp, dir_fd=dir_fd)
         return temp
     assert wanted.kind == FILE and wanted.data is not None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -157,6 +157,24 @@ def _stage(dir_fd: int, name: str, wanted: FileState) -> str:
     finally:
         os.close(fd)
     return temp
+
+
+@contextlib.contextmanager
+def _acting_as(uid: int, gid: int) -> Iterator[None]:
+    """Effective user and group `uid` and `gid` (when root) for what the block creates."""
+    euid, egid = os.geteuid(), os.getegid()
+    if euid != 0 or (uid, gid) == (euid, egid):
+        yield
+        return
+    os.setegid(gid)
+    try:
+        os.seteuid(uid)
+        try:
+            yield
+        finally:
+            os.seteuid(euid)
+    finally:
+        os.setegid(egid)
 
 
 def put_entries(dir_fd: int, entries: dict[str, FileState]) -> None:

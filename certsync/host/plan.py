@@ -129,7 +129,7 @@ class NamePlan(Record):
 def file_meta_json(state: FileState) -> dict[str, Any]:
     return {
         "kind": state.kind,
-        "target": state.target,
+        "target": None if state.target is None else printable(state.target),
         "user": _user(state.uid) if state.exists else None,
         "group": _group(state.gid) if state.exists else None,
         "mode": format(state.mode, "04o") if state.exists else None,
@@ -155,6 +155,24 @@ def mox_ids(config: Config) -> tuple[int, int]:
         return pwd.getpwnam(config.mox_user).pw_uid, grp.getgrnam(config.mox_group).gr_gid
     except KeyError as error:
         raise ValueError(f"no such user or group: {error}") from None
+
+
+def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
+    """Why certsync will not make mox's certificate folder mox's: it is another user's and holds
+    something. (mox owns the folder above, so it can rename any folder of root's into that place;
+    an empty one it could have made itself.)"""
+    info = os.fstat(dir_fd)
+    if info.st_uid == uid or not os.listdir(dir_fd):
+        return None
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    return (
+        f"{config.mox_cert_dir} is {owner}'s, not {config.mox_user}'s, and not empty: certsync"
+        f" gives {config.mox_user} only a folder that is already its own or empty (chown"
+        f" {config.mox_user}: it, or set certsync_mox_cert_dir)"
+    )
 
 
 INSTALLED = "installed.json"  # name -> sha256 of the certificate certsync last put in place

@@ -8,12 +8,11 @@ import socket
 import ssl
 import time
 
-from .errors import printable
+from . import wire
 from .moxconf import Target
 
 # what a probe raises when nothing (or no certificate) answers (ConnectionError is an OSError)
 PROBE_ERRORS = (OSError, ssl.SSLError, EOFError)
-MAX_REPLY_LINES = 100
 
 
 def served_fingerprint(target: Target, server_name: str, timeout: float = 5.0) -> str:
@@ -40,7 +39,7 @@ def served_certificate(target: Target, server_name: str, timeout: float = 5.0) -
             _smtp_starttls(raw, deadline)
         elif target.protocol == "imap":
             _imap_starttls(raw, deadline)
-        raw.settimeout(_left(deadline))
+        raw.settimeout(wire.left(deadline))
         with _client_context().wrap_socket(raw, server_hostname=server_name) as tls:
             der = tls.getpeercert(binary_form=True)
     if not der:
@@ -48,64 +47,24 @@ def served_certificate(target: Target, server_name: str, timeout: float = 5.0) -
     return der
 
 
-# STARTTLS by hand: smtplib (with the email package) and imaplib cost more to import than the
-# rest of a run that finds nothing to do, and only these few lines of them are needed.
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("no TLS handshake within the time allowed")
-    return left
-
-
-def _line(sock: socket.socket, deadline: float) -> bytes:
-    """One line the server sent, read a byte at a time (nothing may be read past it: the TLS
-    handshake follows)."""
-    line = b""
-    while not line.endswith(b"\n"):
-        sock.settimeout(_left(deadline))
-        byte = sock.recv(1)
-        if not byte:
-            raise ConnectionError(f"connection closed after {line[:80]!r}")
-        line += byte
-        if len(line) > 4096:
-            raise ConnectionError("line too long")
-    return line
-
-
-def _said(line: bytes) -> str:
-    return printable(line.decode(errors="replace").strip()[:200])
-
-
-def _smtp_reply(sock: socket.socket, code: bytes, deadline: float) -> None:
-    """Read an SMTP reply (its lines `250-...` then `250 ...`); it must have `code`."""
-    for _ in range(MAX_REPLY_LINES):
-        line = _line(sock, deadline)
-        if not line.startswith(code):
-            raise ConnectionError(f"SMTP: {_said(line)}")
-        if line[3:4] != b"-":
-            return
-    raise ConnectionError("SMTP: a reply of too many lines")
+# STARTTLS by hand: only these few lines of smtplib and imaplib are needed.
 
 
 def _smtp_starttls(sock: socket.socket, deadline: float) -> None:
-    _smtp_reply(sock, b"220", deadline)
-    sock.sendall(b"EHLO certsync.invalid\r\n")
-    _smtp_reply(sock, b"250", deadline)
-    sock.sendall(b"STARTTLS\r\n")
-    _smtp_reply(sock, b"220", deadline)
+    wire.expect(sock, deadline, b"220")
+    wire.command(sock, deadline, "EHLO certsync.invalid", b"250")
+    wire.command(sock, deadline, "STARTTLS", b"220")
 
 
 def _imap_starttls(sock: socket.socket, deadline: float) -> None:
-    greeting = _line(sock, deadline)
+    greeting = wire.line(sock, deadline)
     if not greeting.startswith(b"* OK"):
-        raise ConnectionError(f"IMAP: {_said(greeting)}")
+        raise ConnectionError(f"IMAP: {wire.said(greeting)}")
     sock.sendall(b"c1 STARTTLS\r\n")
-    for _ in range(MAX_REPLY_LINES):
-        line = _line(sock, deadline)
+    for _ in range(wire.MAX_REPLY_LINES):
+        line = wire.line(sock, deadline)
         if line.startswith(b"c1 "):
             if not line.startswith(b"c1 OK"):
-                raise ConnectionError(f"IMAP: {_said(line)}")
+                raise ConnectionError(f"IMAP: {wire.said(line)}")
             return
     raise ConnectionError("IMAP: a reply of too many lines")

@@ -14,7 +14,16 @@ from .errors import reason
 from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
 from .outcome import OK_STATUSES
 from .output import emit
-from .plan import DIR_MODE, REFUSE, NamePlan, file_meta_json, mox_ids, plan_or_refusal, probe_all
+from .plan import (
+    DIR_MODE,
+    REFUSE,
+    NamePlan,
+    file_meta_json,
+    foreign_folder,
+    mox_ids,
+    plan_or_refusal,
+    probe_all,
+)
 from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
@@ -149,8 +158,11 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
             info = os.fstat(dir_fd)
             dir_right = (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (uid, gid, DIR_MODE)
             state["mox_dir"] = {"kind": "dir", "right": dir_right}
+            refusal = foreign_folder(config, dir_fd, uid)
         except FileNotFoundError:
             state["mox_dir"] = {"kind": "missing", "right": False}
+        except (OSError, ValueError) as error:  # swapped for a link since folder_refusal
+            refusal = reason(error)
     try:
         for name in config.names:
             if refusal is not None:

@@ -40,6 +40,7 @@ from .plan import (
     REFUSE,
     REPAIR,
     NamePlan,
+    foreign_folder,
     mox_ids,
     plan_or_refusal,
 )
@@ -55,6 +56,12 @@ class StepFailed(Exception):
     """A step of the transaction failed; the message says which and why."""
 
 
+class CommandFailed(StepFailed):
+    def __init__(self, what: str, status: int, output: str) -> None:
+        super().__init__(f"{what} failed (exit {status}): {output}")
+        self.what, self.status, self.output = what, status, output
+
+
 def run_command(what: str, argv: list[str]) -> None:
     try:
         result = subprocess.run(
@@ -64,9 +71,7 @@ def run_command(what: str, argv: list[str]) -> None:
         raise StepFailed(f"{what} failed: {reason(error)}") from error
     if result.returncode != 0:
         output = (result.stdout + result.stderr).decode("utf-8", "replace")
-        raise StepFailed(
-            f"{what} failed (exit {result.returncode}): {' '.join(output.split())[-400:]}"
-        )
+        raise CommandFailed(what, result.returncode, " ".join(output.split())[-400:])
 
 
 class Sync:
@@ -89,6 +94,9 @@ class Sync:
         except (OSError, ValueError) as error:
             return [Outcome(name, "refused", reason(error)) for name in names]
         try:
+            refusal = foreign_folder(self.config, dir_fd, self.uid)
+            if refusal is not None:
+                return [Outcome(name, "refused", refusal) for name in names]
             try:
                 info = os.fstat(dir_fd)
                 if (info.st_uid, info.st_gid) != (self.uid, self.gid):
@@ -204,13 +212,7 @@ class Sync:
                             p.name: Outcome(p.name, "failed", detail) for p in installs + restarts
                         }
                     raise StepFailed(f"install failed ({reason(error)})") from error
-                warnings = writable_by_others(self.config.mox_binary)
-                if warnings:
-                    self.log.line(f"warning: {trust_warning(self.config.mox_binary, warnings)}")
-                run_command(
-                    "mox config test",
-                    [self.config.mox_binary, "-config", self.config.mox_config, "config", "test"],
-                )
+                self._config_test()
             argv = shlex.split(self.config.restart_command)
             restarted = True  # from here on mox may be down, or serving the new files
             run_command("restart", argv)
@@ -239,6 +241,25 @@ class Sync:
             else:
                 outcomes[plan.name] = Outcome(plan.name, "restarted", f"{plan.detail}{checked}")
         return outcomes
+
+    def _config_test(self) -> None:
+        """`mox config test`, as root: what it prints may quote any file that mox.conf points
+        to (the mox user can point it anywhere), so it goes to the deploy's output and the
+        root-only log, and not into the outcome, which an alert mails (through mox)."""
+        binary = self.config.mox_binary
+        warnings = writable_by_others(binary)
+        if warnings:
+            self.log.line(f"warning: {trust_warning(binary, warnings)}")
+        try:
+            run_command(
+                "mox config test", [binary, "-config", self.config.mox_config, "config", "test"]
+            )
+        except CommandFailed as failed:
+            self.log.line(f"mox config test printed: {failed.output}")
+            raise StepFailed(
+                f"mox config test failed (exit {failed.status}); what it printed is in"
+                f" {self.config.log_file}"
+            ) from None
 
     def _roll_back(
         self,

@@ -20,6 +20,7 @@ TEST_FILES = (
     "tests/e2e/test_metrics.py",
     "tests/unit/test_transaction.py",
     "tests/unit/test_parity.py",
+    "tests/unit/test_wire.py",
 )
 
 
@@ -182,6 +183,38 @@ ROWS: tuple[Row, ...] = (
         "The `mox` user plants a symlink at `<name>.crt`, `<name>.key` or a temporary file",
         "links are never followed: replaced by rename; the target is neither written nor chowned",
         ("test_symlink_planted_by_mox_is_neither_written_nor_chowned",),
+    ),
+    Row(
+        "The mox user renames a folder of root's that holds something into the place of its"
+        " certificate folder",
+        "every name refused, in the preview and the sync, naming the folder and its owner; its"
+        " owner and mode untouched (an empty one becomes mox's: mox could have made it); exit 1",
+        (
+            "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_empty",
+            "test_sync_does_what_state_planned",
+        ),
+    ),
+    Row(
+        "A rollback puts mox's own symlinks back, and the mox user renames a hard link to a"
+        " file of root's over each new link",
+        "links are made by their owner (never chowned by name): the file keeps its owner; the"
+        ' run says "restore failed", exit 4',
+        ("test_a_hard_link_swapped_in_for_a_restored_symlink_is_never_chowned",),
+    ),
+    Row(
+        "`mox config test` (run as root) quotes a file that the mox user pointed mox.conf at",
+        "what it printed goes to the deploy's output and the root-only log, never into the"
+        " outcome, the alert mail (which mox delivers) or the cron job's output",
+        ("test_a_failing_config_test_with_non_utf8_output_rolls_back",),
+    ),
+    Row(
+        "The alert relay (mox on the host) never ends its reply, or trickles it",
+        "cut off after 100 reply lines of at most 4 kB, and at 30 s for the whole conversation;"
+        " logged as a failed alert, the sync's outcome unchanged",
+        (
+            "test_a_reply_that_never_ends_is_cut_off",
+            "test_a_server_that_trickles_its_reply_is_cut_off_at_the_deadline",
+        ),
     ),
     Row(
         "A symlink in place of mox's certificate folder, or the backup, lock or log folder",

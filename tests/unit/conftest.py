@@ -20,6 +20,16 @@ from tests.unit.fakemox import FakeMox
 MOX_ACCOUNT = "mox"
 
 
+@pytest.fixture(autouse=True)
+def _keep_umask() -> Iterator[None]:
+    """The host program's main() sets the process' umask (0077); the tests that run after (the
+    test fleet's folders, the mox it starts) need the one they started with."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
+
+
 @pytest.fixture(scope="session")
 def ca() -> Ca:
     """A root and an intermediate CA shared by the whole session."""

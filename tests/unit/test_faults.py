@@ -242,7 +242,6 @@ def test_an_unexpected_error_is_reported_per_name_with_exit_4(
         raise KeyError("oops")
 
     monkeypatch.setattr(Sync, "run", bug)
-    monkeypatch.setattr(os, "umask", lambda mask: mask)  # main() sets the process' umask
 
     assert cli.main(["sync", "--config", str(path)]) == 4
     err = capsys.readouterr().err

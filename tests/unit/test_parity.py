@@ -157,6 +157,11 @@ def _symlinked(folder: str) -> Callable[[World], None]:
     return make
 
 
+def _mox_folder_of_roots(w: World) -> None:
+    _in_sync(w)
+    os.chown(w.cert_dir, 0, 0)
+
+
 def _no_mox_folder(w: World) -> None:
     _in_sync(w)
     shutil.rmtree(w.cert_dir)
@@ -185,6 +190,7 @@ CASES: list[tuple[str, str, dict[str, Any], Callable[[World], None]]] = [
     ("symlinked backup folder", "refuse", {}, _symlinked("backups")),
     ("symlinked log folder", "refuse", {}, _symlinked("log")),
     ("symlinked lock folder", "refuse", {}, _symlinked("run")),
+    ("mox folder of root's, not empty", "refuse", {}, _mox_folder_of_roots),
     ("no mox folder yet", "install", {}, _no_mox_folder),
     ("backup folder's parent missing", "refuse", {"backup_dir": "{tmp}/lib/backups"}, _in_sync),
     # a first sync on a host: /var/lib/certsync (the lock's folder) holds the backups' folder

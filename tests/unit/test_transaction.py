@@ -128,13 +128,20 @@ def test_one_restart_for_all_names_and_a_refused_name_does_not_stop_the_others(
 
 
 def test_a_failing_config_test_with_non_utf8_output_rolls_back(host):
+    """What `mox config test` printed (as root, it may quote any file that mox.conf points to)
+    goes to the sync's output and the root-only log, not into the outcome an alert mails."""
     before = host.entries()
     host.mox.config_test(exit_status=1, output=NOT_UTF8)
 
     (outcome,) = host.sync()
 
     assert (outcome.status, outcome.exit_status) == ("rolled back", 3)
-    assert outcome.detail.startswith("mox config test failed (exit 1): \ufffd\ufffd invalid key")
+    assert outcome.detail.startswith(
+        f"mox config test failed (exit 1); what it printed is in {host.config.log_file}"
+    )
+    assert "invalid key" not in outcome.detail
+    log = Path(host.config.log_file).read_text()
+    assert "mox config test printed: \ufffd\ufffd invalid key \ufffd( for mail.example.com" in log
     assert "mox was not restarted: it still serves them" in outcome.detail
     assert host.entries() == before
     assert host.mox.restarts == 0 and host.mox.served(NAME) == host.old.sha256
@@ -241,6 +248,43 @@ def test_a_rollback_puts_back_symlinks_with_their_targets(host, tmp_path, mox_id
     assert (outcome.status, outcome.exit_status) == ("rolled back", 3)
     assert host.entries() == before
     assert (handmade / "old.key").read_bytes() == host.old.key_pem  # the targets untouched
+
+
+def test_a_hard_link_swapped_in_for_a_restored_symlink_is_never_chowned(
+    host, tmp_path, mox_ids, monkeypatch
+):
+    """Rolling back to mox's own symlinks, the mox user renames a hard link to a root-owned file
+    over each link just made (as it could with fs.protected_hardlinks=0): that file keeps its
+    owner, and the run says the restore failed."""
+    handmade = tmp_path / "handmade"
+    handmade.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("root:secret\n")
+    victim.chmod(0o600)
+    for suffix in ("crt", "key"):
+        link = host.cert_dir / f"{NAME}.{suffix}"
+        link.unlink()
+        link.symlink_to(handmade / f"old.{suffix}")
+        os.lchown(link, *mox_ids)
+        os.link(victim, host.cert_dir / f"planted.{suffix}")  # ready before the race
+    host.mox.config_test(exit_status=1, output=b"config test failed\n")
+    real_symlink, mox_folder = os.symlink, host.cert_dir.stat().st_ino
+
+    def symlink_then_swap(src, dst, target_is_directory=False, *, dir_fd=None):
+        real_symlink(src, dst, target_is_directory, dir_fd=dir_fd)
+        in_mox_folder = os.fstat(dir_fd).st_ino == mox_folder
+        if in_mox_folder and ".certsync-" in str(dst):  # .<name>.<suffix>.certsync-<pid>.tmp
+            suffix = str(dst).split(".")[-3]
+            os.rename(f"planted.{suffix}", dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "symlink", symlink_then_swap)
+
+    (outcome,) = host.sync()
+
+    info = victim.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600)
+    assert (outcome.status, outcome.exit_status) == ("restore failed", 4), outcome.detail
+    assert host.staged() == []
 
 
 def test_a_rollback_removes_a_file_that_was_not_there(host):
@@ -401,3 +445,34 @@ def test_the_check_after_a_restart_ends_at_its_timeout_however_many_ports_stall(
         for listener in listeners:
             listener.close()
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_empty(
+    host, mox_ids, empty
+):
+    """The mox user owns the folder above its certificate folder, so it can rename any folder of
+    root's into that place: certsync makes it mox's only when it is empty (as mox could make it
+    itself); otherwise every name is refused and the folder keeps its owner and mode."""
+    for entry in host.cert_dir.iterdir():
+        if empty:
+            entry.unlink()
+    os.chown(host.cert_dir, 0, 0)
+    host.cert_dir.chmod(0o755)
+    before = host.entries()
+
+    (outcome,) = host.sync()
+
+    info = host.cert_dir.stat()
+    if empty:
+        assert outcome.status == "installed", outcome.detail
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (*mox_ids, 0o700)
+    else:
+        assert (outcome.status, outcome.exit_status) == ("refused", 1)
+        assert outcome.detail == (
+            f"{host.cert_dir} is root's, not mox's, and not empty: certsync gives mox only a"
+            f" folder that is already its own or empty (chown mox: it, or set"
+            f" certsync_mox_cert_dir)"
+        )
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o755)
+        assert host.entries() == before and host.mox.restarts == 0

@@ -1,0 +1,124 @@
+"""SMTP by hand (wire.py), as the alert mail and the STARTTLS probes speak it: a server that never
+ends its reply, or trickles it, is cut off; a message arrives as written, dot lines included, to
+the recipients the server takes."""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from certsync.host import wire
+
+MESSAGE = (
+    b"From: certsync@example.com\r\nTo: a@example.com\r\nSubject: test\r\n\r\n"
+    b"first line\r\n.second line starts with a dot\r\n.\r\nlast line\r\n"
+)
+
+
+@contextlib.contextmanager
+def hostile_server(talk: Callable[[socket.socket], None]) -> Iterator[tuple[str, int]]:
+    """A server on 127.0.0.1 that runs `talk` on the one connection it accepts."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            talk(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()
+    finally:
+        listener.close()
+
+
+def endless_reply(conn: socket.socket) -> None:
+    while True:
+        conn.sendall(b"220-" + b"A" * 70 + b"\r\n")
+
+
+def trickled_reply(conn: socket.socket) -> None:
+    for _ in range(1000):  # far longer than any deadline: one byte at a time, each in time
+        conn.sendall(b"2")
+        time.sleep(0.05)
+
+
+def test_a_reply_that_never_ends_is_cut_off():
+    with (
+        hostile_server(endless_reply) as address,
+        pytest.raises(ConnectionError, match="too many lines"),
+    ):
+        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 10)
+
+
+def test_a_server_that_trickles_its_reply_is_cut_off_at_the_deadline():
+    with hostile_server(trickled_reply) as address, pytest.raises(TimeoutError):
+        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 1)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+        if address.startswith("nobody@"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[tuple[Sink, tuple[str, int]]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, ("127.0.0.1", port)
+    finally:
+        controller.stop()
+
+
+def test_the_message_arrives_as_written_to_the_recipients_the_server_takes(smtp_sink):
+    sink, address = smtp_sink
+    refused = wire.send(
+        address,
+        "host.example",
+        "c@example.com",
+        ["a@example.com", "nobody@example.com"],
+        MESSAGE,
+        10,
+    )
+    assert refused == ["nobody@example.com"]
+    (envelope,) = sink.envelopes
+    assert (envelope.mail_from, envelope.rcpt_tos) == ("c@example.com", ["a@example.com"])
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert message.get_content().splitlines() == [
+        "first line",
+        ".second line starts with a dot",
+        ".",
+        "last line",
+    ]
+
+
+def test_a_message_no_recipient_takes_is_an_error(smtp_sink):
+    sink, address = smtp_sink
+    with pytest.raises(ConnectionError, match="every recipient refused"):
+        wire.send(address, "host.example", "c@example.com", ["nobody@example.com"], MESSAGE, 10)
+    assert sink.envelopes == []
