@@ -158,20 +158,22 @@ def mox_ids(config: Config) -> tuple[int, int]:
 
 
 def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
-    """Why certsync will not make mox's certificate folder mox's: it is another user's and holds
-    something. (mox owns the folder above, so it can rename any folder of root's into that place;
-    an empty one it could have made itself.)"""
+    """Why certsync will not make mox's certificate folder mox's: it is another user's, holds
+    something, and sits in a folder where another user than root can rename folders (mox, owning
+    /home/mox, can move any folder of root's there into its place; an empty one it could have
+    made itself)."""
     info = os.fstat(dir_fd)
     if info.st_uid == uid or not os.listdir(dir_fd):
         return None
-    try:
-        owner = pwd.getpwuid(info.st_uid).pw_name
-    except KeyError:
-        owner = str(info.st_uid)
+    parent = os.stat("..", dir_fd=dir_fd, follow_symlinks=False)  # of this very folder
+    if parent.st_uid == 0 and not parent.st_mode & 0o002 and not parent.st_mode & 0o020:
+        return None
+    writer = _user(parent.st_uid) if parent.st_uid != 0 else "other users than root"
     return (
-        f"{config.mox_cert_dir} is {owner}'s, not {config.mox_user}'s, and not empty: certsync"
-        f" gives {config.mox_user} only a folder that is already its own or empty (chown"
-        f" {config.mox_user}: it, or set certsync_mox_cert_dir)"
+        f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and not empty,"
+        f" in a folder that {writer} can write: certsync hands {config.mox_user}"
+        f" such a folder only when it is empty (chown {config.mox_user}: it, or set"
+        f" certsync_mox_cert_dir)"
     )
 
 

@@ -63,10 +63,15 @@ def expect(sock: socket.socket, deadline: float, *codes: bytes) -> None:
         raise ConnectionError(f"SMTP: {first}")
 
 
-def command(sock: socket.socket, deadline: float, text: str, *codes: bytes) -> None:
-    """Send one command line and read its reply, which must have one of `codes`."""
+def say(sock: socket.socket, deadline: float, text: str) -> None:
+    """Send one command line."""
     sock.settimeout(left(deadline))
     sock.sendall(text.encode("ascii") + b"\r\n")
+
+
+def command(sock: socket.socket, deadline: float, text: str, *codes: bytes) -> None:
+    """Send one command line and read its reply, which must have one of `codes`."""
+    say(sock, deadline, text)
     expect(sock, deadline, *codes)
 
 
@@ -87,10 +92,12 @@ def send(
         command(sock, deadline, f"MAIL FROM:<{sender}>", b"250")
         refused = []
         for recipient in recipients:
-            try:
-                command(sock, deadline, f"RCPT TO:<{recipient}>", b"250", b"251")
-            except ConnectionError:
+            say(sock, deadline, f"RCPT TO:<{recipient}>")
+            code, first = reply(sock, deadline)
+            if code[:1] in (b"4", b"5"):
                 refused.append(recipient)
+            elif code not in (b"250", b"251"):
+                raise ConnectionError(f"SMTP: {first}")
         if len(refused) == len(recipients):
             raise ConnectionError(f"SMTP: every recipient refused ({', '.join(refused)})")
         command(sock, deadline, "DATA", b"354")

@@ -185,12 +185,13 @@ ROWS: tuple[Row, ...] = (
         ("test_symlink_planted_by_mox_is_neither_written_nor_chowned",),
     ),
     Row(
-        "The mox user renames a folder of root's that holds something into the place of its"
+        "The mox user moves a folder of root's that holds something into the place of its"
         " certificate folder",
         "every name refused, in the preview and the sync, naming the folder and its owner; its"
-        " owner and mode untouched (an empty one becomes mox's: mox could have made it); exit 1",
+        " owner and mode untouched (it becomes mox's when empty, as mox could make it, or when"
+        " only root can write the folder above it); exit 1",
         (
-            "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_empty",
+            "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe",
             "test_sync_does_what_state_planned",
         ),
     ),
@@ -203,8 +204,8 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "`mox config test` (run as root) quotes a file that the mox user pointed mox.conf at",
-        "what it printed goes to the deploy's output and the root-only log, never into the"
-        " outcome, the alert mail (which mox delivers) or the cron job's output",
+        "what it printed is neither shown nor logged (a private key, too, could be quoted); the"
+        " outcome says the command to run to see it; rolled back, exit 3",
         ("test_a_failing_config_test_with_non_utf8_output_rolls_back",),
     ),
     Row(

@@ -159,6 +159,7 @@ def _symlinked(folder: str) -> Callable[[World], None]:
 
 def _mox_folder_of_roots(w: World) -> None:
     _in_sync(w)
+    os.chown(w.cert_dir.parent, *w.mox_ids)  # as /home/mox is
     os.chown(w.cert_dir, 0, 0)
 
 

@@ -122,3 +122,30 @@ def test_a_message_no_recipient_takes_is_an_error(smtp_sink):
     with pytest.raises(ConnectionError, match="every recipient refused"):
         wire.send(address, "host.example", "c@example.com", ["nobody@example.com"], MESSAGE, 10)
     assert sink.envelopes == []
+
+
+def mixed_reply(conn: socket.socket) -> None:
+    conn.sendall(b"220-mail.example.com\r\n550-not this\r\n220 ready\r\n")
+    conn.recv(1024)
+
+
+def test_a_reply_whose_code_changes_midway_ends_the_conversation():
+    with (
+        hostile_server(mixed_reply) as address,
+        pytest.raises(ConnectionError, match="SMTP: 550-not this"),
+    ):
+        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 10)
+
+
+def test_a_relay_that_hangs_up_at_the_recipient_is_not_a_refusal():
+    def hang_up_at_rcpt(conn: socket.socket) -> None:
+        conn.sendall(b"220 ready\r\n")
+        reader = conn.makefile("rb")
+        for reply in (b"250 hello\r\n", b"250 ok\r\n"):  # EHLO, MAIL FROM
+            reader.readline()
+            conn.sendall(reply)
+        reader.readline()  # RCPT TO: the relay hangs up
+
+    with hostile_server(hang_up_at_rcpt) as address, pytest.raises(ConnectionError) as raised:
+        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 10)
+    assert "refused" not in str(raised.value)
