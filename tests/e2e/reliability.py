@@ -191,6 +191,7 @@ ROWS: tuple[Row, ...] = (
         " owner and mode untouched (it becomes mox's when empty, as mox could make it, or when"
         " only root can write the folder above it); exit 1",
         (
+            "test_a_folder_of_roots_moved_into_the_place_of_mox_s_folder_is_not_handed_over",
             "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe",
             "test_sync_does_what_state_planned",
         ),

@@ -26,6 +26,7 @@ from tests.e2e.deployrun import (
     caddy_fingerprint,
     deploy,
     preview,
+    served_fingerprints,
 )
 from tests.e2e.faultkit import (
     HOST_RUN_DIR,
@@ -566,6 +567,37 @@ def test_symlinked_folder_is_refused_for_every_name(make_fleet, tmp_path, folder
     assert assert_serves_whole_pair(host, name) == old
     if folder != MOX_CERT_DIR:
         assert not any(host.source_of(elsewhere).iterdir())
+
+
+def test_a_folder_of_roots_moved_into_the_place_of_mox_s_folder_is_not_handed_over(
+    make_fleet, tmp_path
+):
+    """The mox user owns /home/mox: it can move a folder of root's there (holding something)
+    into the place of its certificate folder. certsync refuses every name, in the preview and the
+    run, and the folder stays root's."""
+    fleet, host, name, inventory = one_host(make_fleet, tmp_path)
+    roots = "/home/mox/roots"
+    setup = host.run(
+        f"install -d -o root -g root -m 0755 {roots} && echo secret > {roots}/file"
+        f" && runuser -u mox -- sh -c 'mv {MOX_CERT_DIR} {MOX_CERT_DIR}.old"
+        f" && mv {roots} {MOX_CERT_DIR}'"
+    )
+    assert setup.returncode == 0, setup.stderr
+    served = served_fingerprints(host, name)  # what mox loaded from its files before
+    why = re.escape(
+        f"{MOX_CERT_DIR} is root's, not mox's, and not empty, in a folder that mox can write"
+    )
+
+    shown = preview(inventory)
+    run = deploy(inventory)
+
+    assert re.search(rf"{re.escape(name)}.*refuse.*{why}", shown.output), shown.output
+    assert_refused(run, host, name, why)
+    folder = host.source_of(MOX_CERT_DIR)
+    info = folder.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o755)
+    assert sorted(p.name for p in folder.iterdir()) == ["file"]
+    assert served_fingerprints(host, name) == served
 
 
 # --- 10: hostile settings ---------------------------------------------------------------------
