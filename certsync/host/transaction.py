@@ -94,18 +94,18 @@ class Sync:
         except (OSError, ValueError) as error:
             return [Outcome(name, "refused", reason(error)) for name in names]
         try:
-            refusal = foreign_folder(self.config, dir_fd, self.uid)
+            try:
+                refusal = foreign_folder(self.config, dir_fd, self.uid)
+                if refusal is None:
+                    info = os.fstat(dir_fd)
+                    if (info.st_uid, info.st_gid) != (self.uid, self.gid):
+                        os.fchown(dir_fd, self.uid, self.gid)
+                    if stat.S_IMODE(info.st_mode) != DIR_MODE:
+                        os.fchmod(dir_fd, DIR_MODE)
+            except OSError as error:
+                refusal = f"cannot set owner and mode of {folder} ({reason(error)})"
             if refusal is not None:
                 return [Outcome(name, "refused", refusal) for name in names]
-            try:
-                info = os.fstat(dir_fd)
-                if (info.st_uid, info.st_gid) != (self.uid, self.gid):
-                    os.fchown(dir_fd, self.uid, self.gid)
-                if stat.S_IMODE(info.st_mode) != DIR_MODE:
-                    os.fchmod(dir_fd, DIR_MODE)
-            except OSError as error:
-                detail = f"cannot set owner and mode of {folder} ({reason(error)})"
-                return [Outcome(name, "refused", detail) for name in names]
             plans = [plan_or_refusal(self.config, n, dir_fd, now, self.force) for n in names]
             outcomes = self._carry_out(dir_fd, plans)
             for plan in plans:
