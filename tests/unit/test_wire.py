@@ -53,17 +53,27 @@ def trickled_reply(conn: socket.socket) -> None:
         time.sleep(0.05)
 
 
-def test_a_reply_that_never_ends_is_cut_off():
-    with (
-        hostile_server(endless_reply) as address,
-        pytest.raises(ConnectionError, match="too many lines"),
-    ):
-        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 10)
+def mixed_reply(conn: socket.socket) -> None:
+    conn.sendall(b"220-mail.example.com\r\n550-not this\r\n220 ready\r\n")
+    conn.recv(1024)
 
 
-def test_a_server_that_trickles_its_reply_is_cut_off_at_the_deadline():
-    with hostile_server(trickled_reply) as address, pytest.raises(TimeoutError):
-        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 1)
+def send(address: tuple[str, int], recipients: list[str], timeout: float = 10) -> list[str]:
+    return wire.send(address, "host.example", "c@example.com", recipients, MESSAGE, timeout)
+
+
+@pytest.mark.parametrize(
+    ("talk", "timeout", "error", "says"),
+    [
+        (endless_reply, 10, ConnectionError, "too many lines"),
+        (trickled_reply, 1, TimeoutError, None),  # (the socket's timeout or the deadline's)
+        (mixed_reply, 10, ConnectionError, "SMTP: 550-not this"),
+    ],
+    ids=["never ends", "trickles past the deadline", "code changes midway"],
+)
+def test_a_reply_that_is_not_one_ends_the_conversation(talk, timeout, error, says):
+    with hostile_server(talk) as address, pytest.raises(error, match=says):
+        send(address, ["a@example.com"], timeout)
 
 
 class Sink:
@@ -97,14 +107,7 @@ def smtp_sink() -> Iterator[tuple[Sink, tuple[str, int]]]:
 
 def test_the_message_arrives_as_written_to_the_recipients_the_server_takes(smtp_sink):
     sink, address = smtp_sink
-    refused = wire.send(
-        address,
-        "host.example",
-        "c@example.com",
-        ["a@example.com", "nobody@example.com"],
-        MESSAGE,
-        10,
-    )
+    refused = send(address, ["a@example.com", "nobody@example.com"])
     assert refused == ["nobody@example.com"]
     (envelope,) = sink.envelopes
     assert (envelope.mail_from, envelope.rcpt_tos) == ("c@example.com", ["a@example.com"])
@@ -120,21 +123,8 @@ def test_the_message_arrives_as_written_to_the_recipients_the_server_takes(smtp_
 def test_a_message_no_recipient_takes_is_an_error(smtp_sink):
     sink, address = smtp_sink
     with pytest.raises(ConnectionError, match="every recipient refused"):
-        wire.send(address, "host.example", "c@example.com", ["nobody@example.com"], MESSAGE, 10)
+        send(address, ["nobody@example.com"])
     assert sink.envelopes == []
-
-
-def mixed_reply(conn: socket.socket) -> None:
-    conn.sendall(b"220-mail.example.com\r\n550-not this\r\n220 ready\r\n")
-    conn.recv(1024)
-
-
-def test_a_reply_whose_code_changes_midway_ends_the_conversation():
-    with (
-        hostile_server(mixed_reply) as address,
-        pytest.raises(ConnectionError, match="SMTP: 550-not this"),
-    ):
-        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 10)
 
 
 def test_a_relay_that_hangs_up_at_the_recipient_is_not_a_refusal():
@@ -147,5 +137,5 @@ def test_a_relay_that_hangs_up_at_the_recipient_is_not_a_refusal():
         reader.readline()  # RCPT TO: the relay hangs up
 
     with hostile_server(hang_up_at_rcpt) as address, pytest.raises(ConnectionError) as raised:
-        wire.send(address, "host.example", "c@example.com", ["a@example.com"], MESSAGE, 10)
+        send(address, ["a@example.com"])
     assert "refused" not in str(raised.value)
