@@ -6,24 +6,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from certsync.host.output import parse_utc
+from certsync.host.validity import ago
+
 SHORT = 16  # hex digits of a fingerprint shown
 MAX_SANS = 3
 
 
-def parse_time(stamp: str) -> dt.datetime:
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-
-
-def days_left(cert: dict[str, Any], now: dt.datetime) -> int:
-    return int((parse_time(cert["not_after"]) - now).total_seconds() // 86400)
-
-
 def expiry(cert: dict[str, Any], now: dt.datetime) -> str:
-    """'2026-03-01 (89 days left)', or '(expired 3 days ago)'."""
-    left = days_left(cert, now)
-    when = parse_time(cert["not_after"]).strftime("%Y-%m-%d")
-    if parse_time(cert["not_after"]) <= now:
-        return f"{when} (expired {-left} days ago)" if left < -1 else f"{when} (expired)"
+    """'2026-03-01 (89 days left)', or '2026-03-01 (expired 3 days ago)'."""
+    not_after = parse_utc(cert["not_after"])
+    when = not_after.strftime("%Y-%m-%d")
+    if not_after <= now:
+        return f"{when} (expired {ago(now - not_after)} ago)"
+    left = int((not_after - now).total_seconds() // 86400)
     return f"{when} ({left} day{'s' if left != 1 else ''} left)"
 
 

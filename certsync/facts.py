@@ -38,16 +38,7 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
                 refusal = {"certsync_state": 1, "error": str(error), "names": {}}
                 return StringCommand("echo", QuoteString(json.dumps(refusal)))
         args: list[Any] = ["state", "--settings", json.dumps(settings.run_config().to_json())]
-        for path in (
-            files
-            if files is not None
-            else [
-                settings.program,
-                settings.config_file,
-                settings.cron_file,
-                settings.logrotate_file,
-            ]
-        ):
+        for path in settings.installed_files if files is None else files:
             args += ["--file", path]
         if force:
             args.append("--force")

@@ -64,15 +64,13 @@ def _limit(inventory: Inventory, patterns: Sequence[str]) -> list[Host]:
 
 def read_host(state: State, host: Host, settings: HostSettings) -> dict[str, Any] | str:
     """The host's state, every verify port probed, or why it could not be read."""
-    from certsync.operations import host_files  # the files the deploy installs
-
     with ctx_state.use(state), ctx_host.use(host), ctx_inventory.use(state.inventory):
         try:
             host.connect(show_errors=False, raise_exceptions=True)
         except ConnectError as error:
             return f"unreachable: {printable(str(error))}"
         try:
-            return read_state(host, settings, list(host_files(settings)), False, all_ports=True)
+            return read_state(host, settings, settings.installed_files, False, all_ports=True)
         finally:
             host.disconnect()
 

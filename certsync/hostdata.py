@@ -49,6 +49,11 @@ class HostSettings:
     def program(self) -> str:
         return f"{self.install_dir}/certsync.pyz"
 
+    @property
+    def installed_files(self) -> list[str]:
+        """The files the deploy installs on the host (operations.host_files makes them)."""
+        return [self.program, self.config_file, self.cron_file, self.logrotate_file]
+
     def host_config(self) -> Config:
         """The settings the host program reads: config.json, with the host's own names."""
         values = {setting.name: self.values[setting.name] for setting in HOST_SETTINGS}

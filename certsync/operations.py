@@ -23,6 +23,7 @@ from pyinfra.api import (
 from pyinfra.operations import files as pyinfra_files
 
 from certsync import program
+from certsync.host.plan import IN_SYNC
 from certsync.hostdata import HostSettings
 from certsync.preview import host_lines
 from certsync.stateread import read_state
@@ -48,16 +49,15 @@ def cron_file(settings: HostSettings) -> str:
 
 
 def host_files(settings: HostSettings) -> dict[str, tuple[bytes, int]]:
-    """The files the host gets from the deploy: path -> (content, mode)."""
-    return {
-        settings.program: (program.zipapp(), 0o755),
-        settings.config_file: (settings.config_json().encode(), 0o644),
-        settings.cron_file: (cron_file(settings).encode(), 0o644),
-        settings.logrotate_file: (
-            _render("certsync.logrotate.j2", log_file=settings.log_file).encode(),
-            0o644,
-        ),
-    }
+    """The files the host gets from the deploy (settings.installed_files): path -> (content,
+    mode)."""
+    contents = (
+        (program.zipapp(), 0o755),
+        (settings.config_json().encode(), 0o644),
+        (cron_file(settings).encode(), 0o644),
+        (_render("certsync.logrotate.j2", log_file=settings.log_file).encode(), 0o644),
+    )
+    return dict(zip(settings.installed_files, contents, strict=True))
 
 
 def sync_command(
@@ -93,7 +93,7 @@ def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | st
     return state
 
 
-def _problem(state: dict[str, Any] | str) -> str | None:
+def host_problem(state: dict[str, Any] | str) -> str | None:
     """Why the host cannot be synced at all: its state could not be read, or says so, or one of
     certsync's own files is not root's regular file, or another user could replace it. Writing
     through such a file (a link the mox user planted in a folder it can write) would write
@@ -126,6 +126,13 @@ def _is_installed(state: dict[str, Any], path: str, content: bytes, mode: int) -
         meta.get("group"),
         meta.get("mode"),
     ) == ("root", "root", format(mode, "04o"))
+
+
+def files_to_install(
+    state: dict[str, Any], files: dict[str, tuple[bytes, int]]
+) -> dict[str, tuple[bytes, int]]:
+    """The host files (host_files) that the host does not hold as root's, with their mode."""
+    return {path: file for path, file in files.items() if not _is_installed(state, path, *file)}
 
 
 def _install(files: dict[str, tuple[bytes, int]]):
@@ -179,7 +186,7 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
         return
     files = host_files(settings)
     state = _read_state(settings, list(files))
-    problem = _problem(state)
+    problem = host_problem(state)
     if problem is not None:
         if not host.state.is_executing:  # the preview says why this host will fail
             host.log_styled(problem, fg="red", log_func=logger.error)
@@ -192,18 +199,12 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
             host.log(line)
     # All files' commands first: pyinfra's preview stops at an operation's first command, and
     # --diff shows each file's diff while its commands are made.
-    differ = {
-        path: (content, mode)
-        for path, (content, mode) in files.items()
-        if not _is_installed(state, path, content, mode)
-    }
-    installs = list(_install(differ)) if differ else []
-    changed = bool(installs)
-    yield from installs
-    pending = [name for name, plan in state["names"].items() if plan["action"] != "in sync"]
+    differ = files_to_install(state, files)
+    yield from list(_install(differ)) if differ else []
+    pending = [name for name, plan in state["names"].items() if plan["action"] != IN_SYNC]
     if settings.force:
         pending = list(settings.names)
-    if not pending and (changed or (settings.watch and not state.get("watcher"))):
+    if not pending and (differ or (settings.watch and not state.get("watcher"))):
         # a sync unpacks a new host program (for the next state reads' bytecode), and starts the
         # watcher or replaces one that runs older settings
         pending = list(settings.names)

@@ -8,8 +8,8 @@ import datetime as dt
 from typing import Any
 
 from certsync.certview import expiry, sans, short, tlsa_record
+from certsync.host.plan import IN_SYNC, INSTALL
 
-IN_SYNC, INSTALL = "in sync", "install"
 LABEL_WIDTH = 12
 MAX_COLUMN = 48
 
@@ -45,9 +45,10 @@ def side_by_side(name: str, plan: dict[str, Any], now: dt.datetime) -> list[str]
 
 
 def key_change_lines(name: str, plan: dict[str, Any]) -> list[str]:
-    """The DANE record to publish for a new key (mox's TLSA 3 1 1 pins the key)."""
+    """For an install of Caddy's certificate, the DANE record to publish when the key changes
+    (mox's TLSA 3 1 1 pins the key)."""
     new = plan["caddy"]["cert"]
-    if plan["action"] != INSTALL or not plan.get("key_changes") or not new:
+    if not plan.get("key_changes"):
         return []
     old = (plan.get("mox") or {}).get("cert")
     current = f" (3 1 1 {short(old['spki_sha256'])}…)" if old else ""

@@ -14,13 +14,13 @@ import datetime as dt
 import json
 from typing import Any
 
-from certsync.certview import expiry, parse_time, short, tlsa_record
+from certsync.certview import expiry, short, tlsa_record
 from certsync.host.errors import printable
-from certsync.host.names import storage_name
-from certsync.host.plan import CERT_MODE, KEY_MODE
+from certsync.host.output import parse_utc
+from certsync.host.plan import CERT_MODE, DIR_MODE, KEY_MODE, REFUSE, mox_files
 from certsync.host.validity import ago
 from certsync.hostdata import HostSettings
-from certsync.operations import _is_installed, _problem, host_files
+from certsync.operations import files_to_install, host_files, host_problem
 
 EXIT_OK, EXIT_FAILED, EXIT_UNKNOWN = 0, 1, 2
 # (check, how the table names it when it fails), in the order of the issue's six checks:
@@ -71,18 +71,18 @@ def check_mox_files(
     if mox is None:
         return _check("mox_files", False, plan["detail"])
     owner = f"{settings.mox_user}:{settings.mox_group}"
-    stored = f"{settings.mox_cert_dir}/{storage_name(name)}"
+    crt, key = mox_files(settings.mox_cert_dir, name)
     problems = []
     folder = state.get("mox_dir") or {}
     if folder.get("kind") == "missing":
         problems.append(f"{settings.mox_cert_dir} is missing")
     elif not folder.get("right"):
-        problems.append(f"{settings.mox_cert_dir} is not {owner} 0700")
-    problems += _file_problems(f"{stored}.crt", mox["crt"], owner, CERT_MODE)
-    problems += _file_problems(f"{stored}.key", mox["key"], owner, KEY_MODE)
+        problems.append(f"{settings.mox_cert_dir} is not {owner} {DIR_MODE:04o}")
+    problems += _file_problems(crt, mox["crt"], owner, CERT_MODE)
+    problems += _file_problems(key, mox["key"], owner, KEY_MODE)
     if problems:
         return _check("mox_files", False, "; ".join(problems))
-    return _check("mox_files", True, f"{stored}.crt {CERT_MODE:04o}, .key {KEY_MODE:04o}, {owner}")
+    return _check("mox_files", True, f"{crt} {CERT_MODE:04o}, .key {KEY_MODE:04o}, {owner}")
 
 
 def check_equal(plan: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def check_equal(plan: dict[str, Any]) -> dict[str, Any]:
         return _check("mox_equals_caddy", False, "no valid pair of Caddy's to compare with")
     mox = plan.get("mox") or {}
     has = mox.get("replaces") or "nothing"
-    if plan["action"] == "refuse":  # Caddy's pair is valid, yet not installed: say why
+    if plan["action"] == REFUSE:  # Caddy's pair is valid, yet not installed: say why
         return _check("mox_equals_caddy", False, f"mox has {has}: {plan['detail']}")
     return _check(
         "mox_equals_caddy",
@@ -130,29 +130,32 @@ def check_served(plan: dict[str, Any]) -> dict[str, Any]:
     return _check("served", True, f"{ports} serve sha256={short(served[0]['sha256'])}{dane}")
 
 
+def cron_problem(settings: HostSettings, state: dict[str, Any]) -> str | None:
+    """What is wrong with the host's cron job and the files it runs (for every name of it)."""
+    problem = host_problem(state)  # e.g. another user can replace what root's cron job runs
+    if problem:
+        return problem
+    stale = files_to_install(state, host_files(settings))
+    if not stale:
+        return None
+    kinds = {path: state["files"].get(path, {}).get("kind") for path in stale}
+    which = ", ".join(
+        f"{path} {'missing' if kinds[path] == 'missing' else 'differs'}" for path in stale
+    )
+    return f"{which}: run the deploy"
+
+
 def check_cron(
-    settings: HostSettings, state: dict[str, Any], name: str, now: dt.datetime
+    settings: HostSettings, state: dict[str, Any], name: str, now: dt.datetime, problem: str | None
 ) -> dict[str, Any]:
-    problem = _problem(state)  # e.g. another user can replace what root's cron job runs
     if problem:
         return _check("cron", False, problem)
-    stale = [
-        path
-        for path, (content, mode) in host_files(settings).items()
-        if not _is_installed(state, path, content, mode)
-    ]
-    if stale:
-        kinds = {path: state["files"].get(path, {}).get("kind") for path in stale}
-        which = ", ".join(
-            f"{path} {'missing' if kinds[path] == 'missing' else 'differs'}" for path in stale
-        )
-        return _check("cron", False, f"{which}: run the deploy")
     run = state["last_runs"].get(name)
     if run is None:
         return _check("cron", True, f"installed ({settings.cron_schedule}); no run logged yet")
     when = run["time"]
     with contextlib.suppress(ValueError):  # a log line's time is whatever the log holds
-        when = f"{when} ({ago(now - parse_time(when))} ago)"
+        when = f"{when} ({ago(now - parse_utc(when))} ago)"
     detail = f"last run {when}: {run['status']}"
     if not run["ok"]:
         detail += f": {run['detail']}"
@@ -160,8 +163,13 @@ def check_cron(
 
 
 def name_report(
-    settings: HostSettings, state: dict[str, Any], name: str, now: dt.datetime
+    settings: HostSettings,
+    state: dict[str, Any],
+    name: str,
+    now: dt.datetime,
+    cron: str | None,
 ) -> dict[str, Any]:
+    """The six checks of `name`; `cron`: what is wrong with the host's cron job (cron_problem)."""
     plan = state["names"][name]
     checks = [
         check_caddy(plan, now),
@@ -169,7 +177,7 @@ def name_report(
         check_equal(plan),
         check_mox_conf(plan),
         check_served(plan),
-        check_cron(settings, state, name, now),
+        check_cron(settings, state, name, now, cron),
     ]
     return {"ok": all(c["ok"] for c in checks), "checks": checks}
 
@@ -177,10 +185,11 @@ def name_report(
 def host_report(
     settings: HostSettings, state: dict[str, Any] | str, now: dt.datetime
 ) -> dict[str, Any]:
-    error = state if isinstance(state, str) else state["error"]
-    if error is not None or isinstance(state, str):
+    if isinstance(state, str) or state["error"] is not None:
+        error = state if isinstance(state, str) else state["error"]
         return {"ok": False, "error": error, "names": {}}
-    names = {name: name_report(settings, state, name, now) for name in state["names"]}
+    cron = cron_problem(settings, state)
+    names = {name: name_report(settings, state, name, now, cron) for name in state["names"]}
     return {"ok": all(n["ok"] for n in names.values()), "error": None, "names": names}
 
 

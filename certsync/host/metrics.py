@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from . import records
 from .errors import reason
 from .files import FILE, FileState, open_dir, put_entries
+from .output import parse_utc
 from .plan import probe_all, verify_targets
 from .settings import Config
 
@@ -61,14 +62,6 @@ def _label(value: object) -> str:
     return f'"{text}"'
 
 
-def _seconds(stamp: str) -> int:
-    return int(
-        dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
-        .replace(tzinfo=dt.timezone.utc)
-        .timestamp()
-    )
-
-
 def render(config: Config, runs: Runs) -> str:
     """The textfile: every configured name, what mox serves for it now and its last run."""
     samples: dict[str, list[str]] = {metric: [] for metric, _ in METRICS}
@@ -80,7 +73,8 @@ def render(config: Config, runs: Runs) -> str:
         for served in probe_all(targets, name):
             if served["error"] is None:
                 labels = f"name={_label(name)},port={_label(served['port'])}"
-                samples[expiry].append(f"{expiry}{{{labels}}} {_seconds(served['not_after'])}")
+                seconds = int(parse_utc(served["not_after"]).timestamp())
+                samples[expiry].append(f"{expiry}{{{labels}}} {seconds}")
         run = runs.get(name)
         if isinstance(run, dict):
             labels = f"name={_label(name)}"

@@ -15,6 +15,7 @@ from .errors import printable
 from .files import open_dir
 
 LOCK_WAIT_SECONDS = 300
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC, in log lines and in the state's certificates
 LOG_DIR_MODE = 0o750
 
 
@@ -47,7 +48,12 @@ def flush_all() -> None:
 
 
 def utc_stamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.timezone.utc).strftime(TIME_FORMAT)
+
+
+def parse_utc(stamp: str) -> dt.datetime:
+    """A time written with TIME_FORMAT; raises ValueError."""
+    return dt.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
 
 
 class Log:

@@ -16,6 +16,7 @@ from .errors import printable, reason
 from .files import FILE, MISSING, FileState, open_dir, read_file
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
+from .output import TIME_FORMAT
 from .probe import PROBE_ERRORS, served_certificate, served_fingerprint
 from .record import Record
 from .settings import Config
@@ -229,9 +230,9 @@ def read_mox_config(path: str) -> str:
         return file.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
 
 
-def mox_files(config: Config, name: str) -> tuple[str, str]:
-    """The paths of mox's certificate and key files for `name`."""
-    stored = os.path.join(config.mox_cert_dir, storage_name(name))
+def mox_files(cert_dir: str, name: str) -> tuple[str, str]:
+    """The paths of mox's certificate and key files for `name` in mox's folder `cert_dir`."""
+    stored = os.path.join(cert_dir, storage_name(name))
     return stored + ".crt", stored + ".key"
 
 
@@ -239,7 +240,7 @@ def verify_targets(config: Config, name: str) -> tuple[list[Target], list[str], 
     """Where to check what mox serves for `name`, warnings when that cannot be known, and whether
     mox.conf names the name's files at all."""
     ports = list(config.verify_ports)
-    cert_file, key_file = mox_files(config, name)
+    cert_file, key_file = mox_files(config.mox_cert_dir, name)
     pair = f"{cert_file} and {key_file}"
     try:
         text = read_mox_config(config.mox_config)
@@ -295,7 +296,7 @@ def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
             entry.update(
                 sha256=info.fingerprint,
                 spki_sha256=info.spki_sha256,
-                not_after=info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                not_after=info.not_after.strftime(TIME_FORMAT),
             )
         result.append(entry)
     return result

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Sequence
 
 from .errors import printable, reason
+from .output import TIME_FORMAT
 from .pem import memory_file, pem_blocks, pem_encode
 from .record import Record
 
@@ -43,8 +44,8 @@ class CertInfo(Record):
         return {
             "sha256": self.fingerprint,
             "sans": list(self.sans),
-            "not_before": self.not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "not_after": self.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "not_before": self.not_before.strftime(TIME_FORMAT),
+            "not_after": self.not_after.strftime(TIME_FORMAT),
             "serial": self.serial,
             "subject": self.subject,
             "issuer": self.issuer,
