@@ -8,7 +8,6 @@ import contextlib
 import email
 import email.policy
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from certsync.host import wire
+from tests.unit.fakemox import accept_each
 
 MESSAGE = (
     b"From: certsync@example.com\r\nTo: a@example.com\r\nSubject: test\r\n\r\n"
@@ -26,20 +26,10 @@ MESSAGE = (
 
 @contextlib.contextmanager
 def hostile_server(talk: Callable[[socket.socket], None]) -> Iterator[tuple[str, int]]:
-    """A server on 127.0.0.1 that runs `talk` on the one connection it accepts."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn, contextlib.suppress(OSError):
-            talk(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    """A server on 127.0.0.1 that runs `talk` on each connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        accept_each(listener, talk)
         yield listener.getsockname()
-    finally:
-        listener.close()
 
 
 def endless_reply(conn: socket.socket) -> None:
@@ -51,6 +41,11 @@ def trickled_reply(conn: socket.socket) -> None:
     for _ in range(1000):  # far longer than any deadline: one byte at a time, each in time
         conn.sendall(b"2")
         time.sleep(0.05)
+
+
+def long_line(conn: socket.socket) -> None:
+    conn.sendall(b"220-" + b"A" * 5000 + b"\r\n")
+    conn.recv(1024)
 
 
 def mixed_reply(conn: socket.socket) -> None:
@@ -66,14 +61,17 @@ def send(address: tuple[str, int], recipients: list[str], timeout: float = 10) -
     ("talk", "timeout", "error", "says"),
     [
         (endless_reply, 10, ConnectionError, "too many lines"),
+        (long_line, 10, ConnectionError, "line too long"),
         (trickled_reply, 1, TimeoutError, None),  # (the socket's timeout or the deadline's)
         (mixed_reply, 10, ConnectionError, "SMTP: 550-not this"),
     ],
-    ids=["never ends", "trickles past the deadline", "code changes midway"],
+    ids=["never ends", "a line too long", "trickles past the deadline", "code changes midway"],
 )
 def test_a_reply_that_is_not_one_ends_the_conversation(talk, timeout, error, says):
+    started = time.monotonic()
     with hostile_server(talk) as address, pytest.raises(error, match=says):
         send(address, ["a@example.com"], timeout)
+    assert time.monotonic() - started < timeout + 2  # the deadline is the whole conversation's
 
 
 class Sink:
