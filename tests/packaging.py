@@ -5,6 +5,7 @@ cryptography come from the system's site-packages."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,14 @@ NOT_SOURCE = shutil.ignore_patterns(
 
 
 def _run(*argv: str | Path, cwd: Path | None = None) -> str:
+    """Run a command as a user's shell would, without this checkout on PYTHONPATH."""
     result = subprocess.run(
-        [str(arg) for arg in argv], cwd=cwd, capture_output=True, text=True, timeout=300
+        [str(arg) for arg in argv],
+        cwd=cwd,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
     return result.stdout

@@ -201,6 +201,7 @@ def _leftovers(fleet: Fleet, namespaces: list[str]) -> list[str]:
 def test_close_leaves_no_process_mount_or_folder(pki: Pki) -> None:
     fleet = Fleet(2, pki=pki)
     with fleet:
+        fleet.hosts[0].start_cron()  # a daemon of the host's own, as the cron test starts
         namespaces = [host.mount_namespace for host in fleet]
         assert all(host.processes() for host in fleet)
     assert _leftovers(fleet, namespaces) == []

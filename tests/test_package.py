@@ -26,7 +26,8 @@ def package_files() -> set[str]:
 def test_the_wheel_holds_the_certsync_package_and_nothing_else(certsync_wheel):
     names = zipfile.ZipFile(certsync_wheel).namelist()
 
-    assert {name.split("/")[0] for name in names} == {"certsync", "certsync-0.1.0.dist-info"}
+    version = certsync_wheel.name.split("-")[1]  # certsync-<version>-py3-none-any.whl
+    assert {name.split("/")[0] for name in names} == {"certsync", f"certsync-{version}.dist-info"}
     assert {name for name in names if name.startswith("certsync/")} == package_files()
     assert "certsync/templates/certsync.cron.j2" in names
     assert "certsync/host/transaction.py" in names

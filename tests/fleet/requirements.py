@@ -14,6 +14,7 @@ TOOLS = (
     "caddy",
     "/usr/sbin/sshd",
     "/usr/sbin/cron",
+    "/usr/sbin/logrotate",
     "unshare",
     "nsenter",
     "mount",

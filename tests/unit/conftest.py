@@ -14,6 +14,7 @@ import pytest
 
 from certsync import program
 from certsync.host.settings import Config
+from tests.conftest import REQUIRE_E2E_ENV
 from tests.unit.certs import Ca
 from tests.unit.fakemox import FakeMox
 
@@ -40,7 +41,10 @@ def ca() -> Ca:
 def mox_ids() -> tuple[int, int]:
     """uid and gid of the `mox` user and group (created when missing); the tests run as root."""
     if os.geteuid() != 0:
-        pytest.skip("needs root: the host program reads keys and sets owners as root")
+        reason = "needs root: the host program reads keys and sets owners as root"
+        if os.environ.get(REQUIRE_E2E_ENV) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_E2E_ENV}=1)", pytrace=False)
+        pytest.skip(reason)
     try:
         pwd.getpwnam(MOX_ACCOUNT)
     except KeyError:

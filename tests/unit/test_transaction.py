@@ -7,6 +7,7 @@ import dataclasses
 import os
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -429,9 +430,11 @@ def test_the_check_after_a_restart_ends_at_its_timeout_however_many_ports_stall(
     """mox.conf may name many addresses, each answered by something that never finishes: the
     check still ends when its time is up (1 s here), not after 5 s per port."""
 
+    done = threading.Event()
+
     def stall(conn: socket.socket) -> None:
         conn.sendall(b"220-slow\r\n")
-        time.sleep(30)
+        done.wait(30)
 
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(6)]
     for listener in listeners:
@@ -444,6 +447,7 @@ def test_the_check_after_a_restart_ends_at_its_timeout_however_many_ports_stall(
         with pytest.raises(transaction.StepFailed, match="after 1 s"):
             sync._verify({NAME: ("0" * 64, targets)})
     finally:
+        done.set()
         for listener in listeners:
             listener.close()
     assert time.monotonic() - started < 3
