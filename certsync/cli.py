@@ -14,15 +14,14 @@ import datetime as dt
 import sys
 from collections.abc import Sequence
 
+from pyinfra.api.exceptions import PyinfraError
+
+from certsync.fleetread import UsageError, load_state, read_hosts
+from certsync.hostdata import SettingsError, settings_of_hosts
 from certsync.status import EXIT_UNKNOWN, as_json, as_table, exit_status, fleet_report
 
 
 def status(inventory: str, limits: Sequence[str], json_output: bool) -> int:
-    from pyinfra.api.exceptions import PyinfraError
-
-    from certsync.fleetread import UsageError, load_state, read_hosts
-    from certsync.hostdata import SettingsError, settings_of_hosts
-
     try:
         state = load_state(inventory, limits)
         settings = {

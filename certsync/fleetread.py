@@ -1,5 +1,6 @@
 """Reading the certsync state of an inventory's hosts outside a deploy (for `certsync status`):
-the inventory and its group data as pyinfra's CLI loads them, then per host one connection and
+the inventory, its group data and the config.py beside it (status runs from any folder, where
+pyinfra's CLI reads config.py from the folder it runs in), then per host one connection and
 one read-only command, certsync's state fact, run as the deploy runs it (stateread: `_sudo` and
 the reason when it fails).
 An unreachable host or a failed read is that host's alone, with its reason."""

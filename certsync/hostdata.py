@@ -79,20 +79,25 @@ def _values(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, A
     return values
 
 
+def _refuse_unknown(host: str, names: list[str], prefix: str) -> None:
+    """Raise SettingsError for the first of `names` that is no setting, with the closest one."""
+    unknown = next((name for name in names if name not in BY_NAME), None)
+    if unknown is None:
+        return
+    close = difflib.get_close_matches(unknown, list(BY_NAME), n=1)
+    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+    raise SettingsError(f"{host}: {prefix}{unknown}: certsync has no such setting{hint}")
+
+
 def settings_from_data(
     host: str, data: Any, defaults: Mapping[str, Any] | None = None, configured: Any = None
 ) -> HostSettings:
     """The checked settings of `host` from its pyinfra data; `configured`: its data without
     `--data` overrides (for the cron job's names)."""
     defaults = defaults or {}
-    unknown = sorted(set(defaults) - {setting.name for setting in SETTINGS})
-    if unknown:
-        raise SettingsError(f"{host}: certsync has no settings {', '.join(unknown)}")
     keys = data.dict() if hasattr(data, "dict") else data
-    for key in sorted(k for k in keys if k.startswith(PREFIX) and k[len(PREFIX) :] not in BY_NAME):
-        close = difflib.get_close_matches(key, [s.key for s in SETTINGS], n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise SettingsError(f"{host}: {key}: certsync has no such setting{hint}")
+    _refuse_unknown(host, sorted(defaults), "")
+    _refuse_unknown(host, sorted(k[len(PREFIX) :] for k in keys if k.startswith(PREFIX)), PREFIX)
     try:
         values = check_settings(host, _values(data, defaults))
         names = values["names"]

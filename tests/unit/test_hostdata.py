@@ -56,3 +56,8 @@ def test_a_misspelled_setting_is_refused_with_the_one_meant():
         SettingsError, match=r"mail-1: certsync_namez: .*did you mean certsync_names"
     ):
         settings_from_data("mail-1", {"certsync_namez": "mail.example.com"})
+
+
+def test_a_misspelled_argument_of_certsync_deploy_is_refused_with_the_one_meant():
+    with pytest.raises(SettingsError, match=r"^mail-1: nmes: .*did you mean names\?"):
+        settings_from_data("mail-1", {}, defaults={"nmes": ["mail.example.com"]})
