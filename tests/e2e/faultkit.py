@@ -10,12 +10,14 @@ import datetime as dt
 import hashlib
 import os
 import re
+import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.deployrun import BACKUP_DIR, MOX_CERT_DIR, served_fingerprints
-from tests.fleet import Pki, TestHost
+from tests.fleet import Fleet, Pki, TestHost
 from tests.fleet.hostspec import storage_name
 from tests.fleet.pki import ISSUER_FOLDER
 from tests.fleet.waiting import wait_for
@@ -27,9 +29,36 @@ from tests.fleet.x509util import (
 )
 
 CONFIG_FILE = "/etc/certsync/config.json"
+CRON_FILE = "/etc/cron.d/certsync"
 PROGRAM = "/usr/local/lib/certsync/certsync.pyz"
 SYNC_COMMAND = f"/usr/bin/python3 -I -S {PROGRAM} sync --config {CONFIG_FILE}"
 HOST_RUN_DIR = "/run/certsync-e2e"  # private to each host (tests/fleet/fleet.py)
+
+
+def one_host(
+    make_fleet: Callable[..., Fleet], tmp_path: Path, **data: Any
+) -> tuple[Fleet, TestHost, str, Path]:
+    """A 1-host fleet (mail-1, name mail.h1.test, placeholder pair in mox) and its inventory,
+    with `data` added to the host's data: (fleet, host, its name, inventory)."""
+    fleet = make_fleet(1)
+    host = fleet.hosts[0]
+    inventory = fleet.write_inventory(
+        tmp_path / "inventory.py", extra_host_data={host.name: data} if data else None
+    )
+    return fleet, host, host.cert_names[0], inventory
+
+
+def put_mox_files(host: TestHost, name: str, crt: bytes, key: bytes | None) -> None:
+    """What someone left in mox's folder for `name` (owned by mox, as mox's own files are): the
+    .crt and the .key (modes 0644, 0600); a None file is removed."""
+    folder = host.source_of(MOX_CERT_DIR)
+    for suffix, data, mode in ((".crt", crt, 0o644), (".key", key, 0o600)):
+        path = folder / f"{storage_name(name)}{suffix}"
+        path.unlink(missing_ok=True)
+        if data is not None:
+            path.write_bytes(data)
+            path.chmod(mode)
+            shutil.chown(path, "mox", "mox")
 
 
 def mox_files(host: TestHost) -> dict[str, tuple[str, int, int, int]]:
@@ -95,7 +124,7 @@ def write_host_file(host: TestHost, path: str, content: bytes | str, mode: int =
 
 def cron_command(host: TestHost) -> str:
     """The command of the host's cron job, as cron runs it (root's line of its cron file)."""
-    cron = host.run("cat /etc/cron.d/certsync", check=True).stdout
+    cron = host.run(f"cat {CRON_FILE}", check=True).stdout
     line = next(line for line in cron.splitlines() if " root " in line and not line.startswith("#"))
     return line.split(" root ", 1)[1]
 
@@ -138,12 +167,6 @@ def wait_until_no_sync_runs(host: TestHost, timeout: float = 90) -> None:
 def log_lines(host: TestHost) -> list[str]:
     log = host.source_of("/var/log/certsync/certsync.log")
     return log.read_text().splitlines() if log.exists() else []
-
-
-def key_base64_lines(pem: bytes) -> list[str]:
-    lines = [line for line in pem.decode().splitlines() if line and not line.startswith("-----")]
-    assert lines
-    return lines
 
 
 def made_pair(

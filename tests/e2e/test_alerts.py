@@ -8,27 +8,27 @@ import re
 import shutil
 
 from tests.e2e.deployrun import deploy
-from tests.e2e.faultkit import cron_command, key_base64_lines, log_lines
+from tests.e2e.faultkit import CRON_FILE, cron_command, log_lines, one_host
 from tests.e2e.mailsink import mail_sink
+from tests.unit.certs import leaked_secrets
 
 RECIPIENTS = ["postmaster@h1.test", "ops@example.net"]
 
 
 def alerting_host(make_fleet, tmp_path, relay, **data):
-    fleet = make_fleet(1)
-    host = fleet.hosts[0]
+    """one_host whose alerts go to RECIPIENTS through the SMTP relay `relay`."""
     settings = {
         "certsync_alert_email": ",".join(RECIPIENTS),
         "certsync_alert_smtp": relay,
         **data,
     }
-    inventory = fleet.write_inventory(tmp_path / "inventory.py", {host.name: settings})
-    return fleet, host, host.cert_names[0], inventory
+    return one_host(make_fleet, tmp_path, **settings)
 
 
 def assert_no_key_material(pki, name, text):
-    for line in key_base64_lines(pki.key_path(name).read_bytes()):
-        assert line not in text, f"key material of {name} in the alert"
+    assert leaked_secrets(text, pki.key_path(name).read_bytes()) == [], (
+        f"key material of {name} in the alert"
+    )
 
 
 def test_a_failed_cron_run_mails_the_alert_once(make_fleet, pki, tmp_path):
@@ -38,7 +38,7 @@ def test_a_failed_cron_run_mails_the_alert_once(make_fleet, pki, tmp_path):
     with mail_sink() as sink:
         fleet, host, name, inventory = alerting_host(make_fleet, tmp_path, sink.relay)
         assert deploy(inventory).returncode == 0
-        cron = host.run("cat /etc/cron.d/certsync", check=True).stdout
+        cron = host.run(f"cat {CRON_FILE}", check=True).stdout
         assert f"MAILTO={','.join(RECIPIENTS)}" in cron
         caddy = host.source_of(host.caddy_data_dir) / "certificates"
         shutil.rmtree(caddy)

@@ -29,6 +29,7 @@ from tests.e2e.deployrun import (
     served_fingerprints,
 )
 from tests.e2e.faultkit import (
+    CRON_FILE,
     HOST_RUN_DIR,
     SYNC_COMMAND,
     assert_serves_caddys,
@@ -37,11 +38,11 @@ from tests.e2e.faultkit import (
     caddy_name_dir,
     host_popen,
     host_processes,
-    key_base64_lines,
     log_lines,
     made_pair,
     mox_files,
     now,
+    one_host,
     wait_until_no_sync_runs,
     write_host_file,
 )
@@ -49,18 +50,9 @@ from tests.fleet.fleet import MOXCTL
 from tests.fleet.hostspec import ADMIN_HOME, ADMIN_USER
 from tests.fleet.rundirs import RUNS_ROOT
 from tests.fleet.waiting import wait_for
+from tests.unit.certs import leaked_secrets, secret_forms
 
 DAY = dt.timedelta(days=1)
-
-
-def one_host(make_fleet, tmp_path, **data):
-    """A 1-host fleet (mail-1, name mail.h1.test, placeholder pair in mox) and its inventory."""
-    fleet = make_fleet(1)
-    host = fleet.hosts[0]
-    inventory = fleet.write_inventory(
-        tmp_path / "inventory.py", extra_host_data={host.name: data} if data else None
-    )
-    return fleet, host, host.cert_names[0], inventory
 
 
 def assert_refused(run, host, name, why):
@@ -637,12 +629,9 @@ def test_private_key_bytes_are_in_no_other_file_of_the_host(make_fleet, pki, tmp
     cron = host.run(SYNC_COMMAND)  # the cron job's command, output and log included
     assert cron.returncode == 0, cron.stderr
     assert_serves_caddys(host, pki, name)
-    secrets = [
-        *key_base64_lines(pki.key_path(name).read_bytes()),
-        *key_base64_lines(placeholder_key),
-    ]
-    for line in secrets:
-        assert line not in cron.stdout + cron.stderr
+    keys = (pki.key_path(name).read_bytes(), placeholder_key)
+    assert leaked_secrets(cron.stdout + cron.stderr, *keys) == []
+    secrets = [form.encode() for key in keys for form in secret_forms(key)]
 
     allowed = [
         host.source_of(MOX_CERT_DIR),
@@ -663,7 +652,7 @@ def test_private_key_bytes_are_in_no_other_file_of_the_host(make_fleet, pki, tmp
                     continue
                 data = path.read_bytes()
                 scanned += 1
-                found += [str(path) for line in secrets if line.encode() in data]
+                found += [str(path) for secret in secrets if secret in data]
     assert scanned > 5
     assert not found, f"key material in {sorted(set(found))}"
     # The places that do hold keys are closed to other users.
@@ -781,7 +770,7 @@ OWN_FILE_PLANTS = {
 def test_certsyncs_own_files_must_be_roots_alone(make_fleet, tmp_path, plant):
     fleet, host, name, inventory = one_host(make_fleet, tmp_path)
     key = f"{MOX_CERT_DIR}/{name}.key"
-    cron_file = host.source_of("/etc/cron.d/certsync")
+    cron_file = host.source_of(CRON_FILE)
     program_dir = host.source_of("/usr/local/lib/certsync")
     if plant == "link at the cron file":
         cron_file.symlink_to(key)
@@ -793,10 +782,10 @@ def test_certsyncs_own_files_must_be_roots_alone(make_fleet, tmp_path, plant):
     run = deploy(inventory, "--diff")
 
     refusal = rf"\[{host.name}\] {OWN_FILE_PLANTS[plant]}"
-    key_lines = key_base64_lines(host.source_of(key).read_bytes())
+    key_pem = host.source_of(key).read_bytes()
     for output in (shown.output, run.output):
         assert re.search(refusal, output), output
-        assert not any(line in output for line in key_lines), "key material in the output"
+        assert leaked_secrets(output, key_pem) == [], "key material in the output"
     assert run.returncode != 0, run.output
     assert mox_files(host) == before
     assert list(program_dir.iterdir()) == []  # nothing installed

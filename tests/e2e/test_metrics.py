@@ -12,7 +12,8 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.deployrun import LOG_FILE, PORTS, deploy
-from tests.e2e.faultkit import cron_command, key_base64_lines, log_lines
+from tests.e2e.faultkit import cron_command, log_lines
+from tests.unit.certs import leaked_secrets
 
 METRICS_FILE = "/var/lib/prometheus/node-exporter/certsync.prom"
 LOGROTATE_FILE = "/etc/logrotate.d/certsync"
@@ -67,8 +68,7 @@ def test_metrics_after_a_deploy_and_after_a_failed_cron_run(make_fleet, pki, tmp
     assert after_failure[("certsync_last_run_ok", (("name", name),))] == 0
     assert after_failure[("certsync_last_success_timestamp_seconds", (("name", name),))] == success
     text = host.source_of(METRICS_FILE).read_text()
-    for line in key_base64_lines(pki.key_path(name).read_bytes()):
-        assert line not in text
+    assert leaked_secrets(text, pki.key_path(name).read_bytes()) == []
 
 
 def test_the_log_is_rotated_by_the_installed_logrotate_file(make_fleet, pki, tmp_path):

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.deployrun import pyinfra
-from tests.e2e.faultkit import CONFIG_FILE, PROGRAM, assert_serves_caddys, mox_files
+from tests.e2e.faultkit import CONFIG_FILE, CRON_FILE, PROGRAM, assert_serves_caddys, mox_files
 from tests.fleet import TestHost
 from tests.fleet.hostspec import ADMIN_HOME
 from tests.fleet.x509util import sha256_fingerprint
 
-CRON_FILE = "/etc/cron.d/certsync"
 NOTE = f"{ADMIN_HOME}/NOTE"
 NOTE_TEXT = "mox's certificates are Caddy's, kept equal by certsync.\n"
 USER_DEPLOY = f'''\

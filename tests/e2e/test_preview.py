@@ -4,12 +4,10 @@ side and the DANE record of the new key; names in sync take one line per host, o
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-from cryptography.hazmat.primitives import serialization
-
 from tests.e2e.deployrun import caddy_fingerprint, deploy, preview
+from tests.fleet.x509util import spki_sha256
 
 TRUST_WARNING = "running /home/mox/mox as root for `mox config test` trusts"
 
@@ -23,13 +21,6 @@ def certsync_lines(run, host) -> list[str]:
         for line, raw in zip(lines, run.output.splitlines(), strict=True)
         if raw.strip().startswith(prefix) and not re.match(r"(Connected|Ready|Loaded fact)", line)
     ]
-
-
-def spki_sha256(cert) -> str:
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
 
 
 def test_preview_shows_changes_side_by_side_and_names_in_sync_in_one_line(fleet, pki, inventory):

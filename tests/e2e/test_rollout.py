@@ -25,10 +25,10 @@ from tests.e2e.deployrun import (
     served_fingerprints,
     sha256_on_host,
 )
+from tests.e2e.faultkit import CRON_FILE
 from tests.fleet import DEBIAN_CADDY_DATA_DIR, DOCKER_CADDY_DATA_DIR, Fleet, Pki, TestHost
 
 CONFIG_FILE = "/etc/certsync/config.json"
-CRON_FILE = "/etc/cron.d/certsync"
 # The fact's one command runs the host program's read-only `state` (certsync/facts.py).
 FACT_MARKER = "state --settings"
 COMMAND_RE = re.compile(r"^\[(?P<host>[^\]]+)\]\s+>>> ", re.M)

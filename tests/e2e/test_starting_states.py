@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
 
 import pytest
 
@@ -20,11 +19,12 @@ from tests.e2e.faultkit import (
     log_lines,
     mox_files,
     now,
+    put_mox_files,
 )
 from tests.fleet import HostSpec, served_certificate
 from tests.fleet.hostspec import storage_name
 from tests.fleet.pki import issuer_folder
-from tests.fleet.x509util import ca_signed, sha256_fingerprint
+from tests.fleet.x509util import ca_signed, leaf_certificate, sha256_fingerprint
 
 DAY = dt.timedelta(days=1)
 
@@ -36,18 +36,6 @@ def one_host(make_fleet, tmp_path, spec=None, **data):
         tmp_path / "inventory.py", extra_host_data={host.name: data} if data else None
     )
     return fleet, host, host.cert_names[0], inventory
-
-
-def put_mox_files(host, name, crt: bytes, key: bytes | None) -> None:
-    """What someone left in mox's folder (owned by mox, as mox's own files are)."""
-    folder = host.source_of(MOX_CERT_DIR)
-    for suffix, data, mode in ((".crt", crt, 0o644), (".key", key, 0o600)):
-        path = folder / f"{storage_name(name)}{suffix}"
-        path.unlink(missing_ok=True)
-        if data is not None:
-            path.write_bytes(data)
-            path.chmod(mode)
-            shutil.chown(path, "mox", "mox")
 
 
 def plan_line(run, host, name) -> str:
@@ -69,7 +57,15 @@ def test_first_sync_replaces_whatever_mox_had_and_says_what(make_fleet, pki, tmp
         ("other names", other, r"replacing a certificate for other names \(other\.h1\.test\)"),
         ("garbage", None, r"replacing a certificate file that does not parse \(no PEM block\)"),
     ]
+    mox_crt = host.source_of(MOX_CERT_DIR) / f"{storage_name(name)}.crt"
     for case, pair, replaced in cases:
+        if case == "placeholder":  # the state this case claims: mox's is the newer certificate
+            placeholder = leaf_certificate(mox_crt.read_bytes())
+            caddys = pki.certificate(name)
+            assert placeholder.not_valid_before_utc > caddys.not_valid_before_utc, (
+                placeholder.not_valid_before_utc,
+                caddys.not_valid_before_utc,
+            )
         if pair is not None:
             put_mox_files(host, name, pair.cert_pem, pair.key_pem)
             host.restart_mox()  # mox serves what it has

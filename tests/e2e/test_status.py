@@ -4,17 +4,16 @@ cannot be reached. Run from another folder than the repository, as an operator w
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import shutil
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.deployrun import MOX_CERT_DIR, caddy_fingerprint, deploy, status
-from tests.e2e.faultkit import cron_command, key_base64_lines, log_lines, now
-from tests.fleet.hostspec import ADMIN_USER, MOX_CONFIG, storage_name
-from tests.fleet.x509util import ca_signed
+from tests.e2e.faultkit import CRON_FILE, cron_command, log_lines, now, put_mox_files
+from tests.fleet.hostspec import ADMIN_USER, MOX_CONFIG
+from tests.fleet.x509util import ca_signed, spki_sha256
+from tests.unit.certs import leaked_secrets
 
 CHECKS = ["caddy", "mox_files", "mox_equals_caddy", "mox_conf", "served", "cron"]
 DAY = dt.timedelta(days=1)
@@ -31,8 +30,9 @@ def deployed_host(make_fleet, tmp_path, hosts=1):
 def assert_no_key_material(pki, fleet, text):
     for host in fleet:
         for name in host.cert_names:
-            for line in key_base64_lines(pki.key_path(name).read_bytes()):
-                assert line not in text, f"key material of {name} in the status report"
+            assert leaked_secrets(text, pki.key_path(name).read_bytes()) == [], (
+                f"key material of {name} in the status report"
+            )
 
 
 def failed_checks(report, host, name):
@@ -40,15 +40,6 @@ def failed_checks(report, host, name):
     assert [c["check"] for c in entry["checks"]] == CHECKS
     assert entry["ok"] == all(c["ok"] for c in entry["checks"])
     return {c["check"]: c["detail"] for c in entry["checks"] if not c["ok"]}
-
-
-def spki_sha256(pki, name):
-    spki = (
-        pki.certificate(name)
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return hashlib.sha256(spki).hexdigest()
 
 
 def test_status_of_a_fleet_in_sync(make_fleet, pki, tmp_path):
@@ -67,7 +58,7 @@ def test_status_of_a_fleet_in_sync(make_fleet, pki, tmp_path):
         table.stdout,
         re.M,
     ), table.stdout
-    assert f"_25._tcp.{name}. IN TLSA 3 1 1 {spki_sha256(pki, name)}" in table.stdout
+    assert f"_25._tcp.{name}. IN TLSA 3 1 1 {spki_sha256(pki.certificate(name))}" in table.stdout
     assert as_json.returncode == 0, as_json.stderr
     report = as_json.json()
     assert set(report) == {"ok", "hosts"} and report["ok"] is True
@@ -78,7 +69,7 @@ def test_status_of_a_fleet_in_sync(make_fleet, pki, tmp_path):
     fingerprint = caddy_fingerprint(pki, name)[:16]
     assert f"sha256={fingerprint}" in details["caddy"] and "days left" in details["caddy"]
     assert details["served"].startswith(f"993, 465, 587 serve sha256={fingerprint}")
-    assert f"TLSA 3 1 1 {spki_sha256(pki, name)}" in details["served"]
+    assert f"TLSA 3 1 1 {spki_sha256(pki.certificate(name))}" in details["served"]
     assert re.fullmatch(r"last run \S+ \(.* ago\): installed", details["cron"]), details["cron"]
     assert_no_key_material(pki, fleet, table.stdout + as_json.stdout)
 
@@ -97,22 +88,13 @@ def renew_in_caddy(host, pki, name):
     host.copy_caddy_storage(pki)
 
 
-def put_mox_pair(host, name, cert_pem, key_pem):
-    folder = host.source_of(MOX_CERT_DIR)
-    for suffix, data, mode in ((".crt", cert_pem, 0o644), (".key", key_pem, 0o600)):
-        path = folder / f"{storage_name(name)}{suffix}"
-        path.write_bytes(data)
-        path.chmod(mode)
-        shutil.chown(path, "mox", "mox")
-
-
 def other_pair(name):
     return ca_signed([name], now() - DAY, now() + 60 * DAY)
 
 
 def change_mox_files(host, pki, name):
     pair = other_pair(name)
-    put_mox_pair(host, name, pair.cert_pem, pair.key_pem)  # mox still serves what it read
+    put_mox_files(host, name, pair.cert_pem, pair.key_pem)  # mox still serves what it read
 
 
 def loosen_key_mode(host, pki, name):
@@ -128,13 +110,13 @@ def mox_conf_names_other_files(host, pki, name):
 
 def mox_serves_another(host, pki, name):
     pair = other_pair(name)
-    put_mox_pair(host, name, pair.cert_pem, pair.key_pem)
+    put_mox_files(host, name, pair.cert_pem, pair.key_pem)
     host.restart_mox()
-    put_mox_pair(host, name, pki.cert_path(name).read_bytes(), pki.key_path(name).read_bytes())
+    put_mox_files(host, name, pki.cert_path(name).read_bytes(), pki.key_path(name).read_bytes())
 
 
 def remove_cron_file(host, pki, name):
-    host.run("rm /etc/cron.d/certsync", check=True)
+    host.run(f"rm {CRON_FILE}", check=True)
 
 
 def cron_run_fails(host, pki, name):

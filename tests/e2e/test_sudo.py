@@ -10,11 +10,10 @@ import re
 from pathlib import Path
 
 from tests.e2e.deployrun import deploy, preview
-from tests.e2e.faultkit import CONFIG_FILE, PROGRAM, assert_serves_caddys, mox_files
+from tests.e2e.faultkit import CONFIG_FILE, CRON_FILE, PROGRAM, assert_serves_caddys, mox_files
 from tests.fleet import Fleet
 from tests.fleet.hostspec import ADMIN_USER
 
-CRON_FILE = "/etc/cron.d/certsync"
 # sshd (LogLevel VERBOSE) logs every session it opens, with the user
 SESSION_RE = re.compile(r"Starting session: \S+ for (?P<user>\S+) from")
 NEEDS_ROOT = "needs root to read the keys (set _sudo)"

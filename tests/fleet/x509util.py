@@ -170,6 +170,15 @@ def sha256_fingerprint(cert: x509.Certificate | bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def spki_sha256(cert: x509.Certificate) -> str:
+    """Hex SHA-256 of the certificate's SubjectPublicKeyInfo (DER): the DANE TLSA `3 1 1`
+    value."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
 def key_matches_certificate(key_pem: bytes, cert: x509.Certificate) -> bool:
     key = serialization.load_pem_private_key(key_pem, password=None)
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

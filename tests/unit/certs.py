@@ -22,6 +22,7 @@ from certsync.host import records
 from certsync.host.plan import INSTALLED
 from certsync.host.settings import Config
 from certsync.host.x509 import parse_chain
+from tests.fleet.x509util import spki_sha256
 
 # One reference instant for every test, whole seconds (X.509 times have no fractions).
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -126,10 +127,7 @@ class Issued:
     @property
     def spki_sha256(self) -> str:
         """The DANE TLSA `3 1 1` value: sha256 of the leaf's SubjectPublicKeyInfo."""
-        spki = self.cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return hashlib.sha256(spki).hexdigest()
+        return spki_sha256(self.cert)
 
 
 class Ca:
@@ -230,6 +228,7 @@ def secret_forms(key_pem: bytes) -> list[str]:
     """Pieces of a PEM private key that must never appear in output, a log or a message: each of
     its base64 lines, and its DER as hex and as a Python bytes repr."""
     lines = [line for line in key_pem.splitlines() if line and not line.startswith(b"-----")]
+    assert lines, "not a PEM key: no base64 lines"
     der = base64.b64decode(b"".join(lines))
     return [line.decode() for line in lines if len(line) >= 16] + [der.hex(), repr(der)[2:40]]
 

@@ -4,24 +4,23 @@ server, aiosmtpd, on 127.0.0.1), with the cron job's stderr only for what was no
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import os
 import socket
 
-from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 from certsync.host import alert, cli, metrics
 from certsync.host.outcome import Outcome
 from certsync.host.output import Log
 from certsync.host.settings import Config
+from tests.smtpsink import free_port, smtp_sink
 from tests.unit.certs import DAY, NOW, key_of
 from tests.unit.fakemox import write_mox_files
 from tests.unit.hostrun import write_config
 
 NAME = "mail.example.com"
+SMTP_HOST = "127.0.0.1"  # where the tests' SMTP servers listen
 
 
 def parsed(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -94,29 +93,9 @@ def test_the_textfile_replaces_a_link_and_is_skipped_without_its_folder(make_con
     assert "is a symlink; refusing" in (metrics.write_metrics(config, "x 2\n") or "")
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.envelopes: list = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_alert_mail_says_host_name_outcome_why_and_what_was_kept(make_config, tmp_path):
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        config = make_config(
-            alert_email="a@example.com, b@example.com", alert_smtp=f"127.0.0.1:{port}"
-        )
+    with smtp_sink(SMTP_HOST) as sink:
+        config = make_config(alert_email="a@example.com, b@example.com", alert_smtp=sink.relay)
         failures = [
             Outcome(NAME, "refused", "certificate expired at 2026-01-01", "sha256=ab not_after=x"),
             Outcome("other.example.com", "restore failed", "install failed (disk full)\n\x1b[31m"),
@@ -124,12 +103,10 @@ def test_the_alert_mail_says_host_name_outcome_why_and_what_was_kept(make_config
         log = Log("mail-1", str(tmp_path / "log"))
         mail = (alert.subject(config, failures), alert.body(config, failures))
         assert alert.send_mail(config, *mail, log) is True
-    finally:
-        controller.stop()
-    (envelope,) = sink.envelopes
-    assert envelope.rcpt_tos == ["a@example.com", "b@example.com"]
-    assert envelope.mail_from == f"certsync@{socket.getfqdn()}"
-    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    (received,) = sink.received
+    assert received.recipients == ["a@example.com", "b@example.com"]
+    assert received.sender == f"certsync@{socket.getfqdn()}"
+    message = received.message
     assert (
         message["Subject"] == f"certsync mail-1: {NAME} refused; other.example.com restore failed"
     )
@@ -168,7 +145,8 @@ def test_a_failure_is_told_once_a_refusal_when_it_persists_and_again_a_day_later
 def test_an_alert_that_cannot_be_sent_is_logged_and_goes_to_crons_mail(
     make_config, tmp_path, capsys
 ):
-    config = make_config(alert_email="a@example.com", alert_smtp=f"127.0.0.1:{free_port()}")
+    unused = f"{SMTP_HOST}:{free_port(SMTP_HOST)}"  # no SMTP server listens there
+    config = make_config(alert_email="a@example.com", alert_smtp=unused)
     (tmp_path / "run").mkdir()
     log = Log("mail-1", str(tmp_path / "certsync.log"))
     rolled_back = Outcome(NAME, "rolled back", "mox config test failed")
@@ -190,18 +168,13 @@ def test_the_cron_job_mails_a_lasting_refusal_once_and_nothing_to_stderr(
     """No Caddy storage: the name is refused (exit 1) at every run. The first run waits (a pair
     caught mid-renewal is synced by the next one), the second mails it, the third is quiet;
     cron's stderr stays empty: no double mail."""
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        config = make_config(alert_email="a@example.com", alert_smtp=f"127.0.0.1:{port}")
+    with smtp_sink(SMTP_HOST) as sink:
+        config = make_config(alert_email="a@example.com", alert_smtp=sink.relay)
         path = write_config(config, tmp_path / "config.json")
         mailed = []
         for _ in range(3):
             assert cli.main(["sync", "--config", str(path), "--cron"]) == 1
             run = capsys.readouterr()
             assert f"{NAME}: refused: " in run.out and run.err == ""
-            mailed.append(len(sink.envelopes))
-    finally:
-        controller.stop()
+            mailed.append(len(sink.received))
     assert mailed == [0, 1, 1]

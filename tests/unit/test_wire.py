@@ -5,17 +5,14 @@ the recipients the server takes."""
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from certsync.host import wire
+from tests.smtpsink import SmtpSink, smtp_sink
 from tests.unit.fakemox import accept_each
 
 MESSAGE = (
@@ -74,43 +71,24 @@ def test_a_reply_that_is_not_one_ends_the_conversation(talk, timeout, error, say
     assert time.monotonic() - started < timeout + 2  # the deadline is the whole conversation's
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
-        if address.startswith("nobody@"):
-            return "550 5.1.1 no such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.envelopes.append(envelope)
-        return "250 OK"
+def refused_recipient(address: str) -> bool:
+    """The recipients the sink has no mailbox for: nobody@<any domain>."""
+    return address.startswith("nobody@")
 
 
 @pytest.fixture
-def smtp_sink() -> Iterator[tuple[Sink, tuple[str, int]]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield sink, ("127.0.0.1", port)
-    finally:
-        controller.stop()
+def sink() -> Iterator[SmtpSink]:
+    """An SMTP server on 127.0.0.1 that refuses nobody@ and keeps every message."""
+    with smtp_sink("127.0.0.1", refuse=refused_recipient) as running:
+        yield running
 
 
-def test_the_message_arrives_as_written_to_the_recipients_the_server_takes(smtp_sink):
-    sink, address = smtp_sink
-    refused = send(address, ["a@example.com", "nobody@example.com"])
+def test_the_message_arrives_as_written_to_the_recipients_the_server_takes(sink):
+    refused = send(sink.address, ["a@example.com", "nobody@example.com"])
     assert refused == ["nobody@example.com"]
-    (envelope,) = sink.envelopes
-    assert (envelope.mail_from, envelope.rcpt_tos) == ("c@example.com", ["a@example.com"])
-    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-    assert message.get_content().splitlines() == [
+    (received,) = sink.received
+    assert (received.sender, received.recipients) == ("c@example.com", ["a@example.com"])
+    assert received.message.get_content().splitlines() == [
         "first line",
         ".second line starts with a dot",
         ".",
@@ -118,11 +96,10 @@ def test_the_message_arrives_as_written_to_the_recipients_the_server_takes(smtp_
     ]
 
 
-def test_a_message_no_recipient_takes_is_an_error(smtp_sink):
-    sink, address = smtp_sink
+def test_a_message_no_recipient_takes_is_an_error(sink):
     with pytest.raises(ConnectionError, match="every recipient refused"):
-        send(address, ["nobody@example.com"])
-    assert sink.envelopes == []
+        send(sink.address, ["nobody@example.com"])
+    assert sink.received == []
 
 
 def test_a_relay_that_hangs_up_at_the_recipient_is_not_a_refusal():
