@@ -8,23 +8,29 @@ certsync_deploy(caddy_data_dir="/srv/caddy")    # defaults of your own (data sti
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pyinfra import host, logger, state
-from pyinfra.api import deploy
+from pyinfra.api import State, deploy
+from pyinfra.context import ctx_state
 
+from certsync import statusrun
 from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
+from certsync.pyinfra_compat import operation_hash
 from certsync.rollout import canary_gate, refuse_modes_that_cannot_wait, watch_of
 
-_checked: dict[tuple[int, str], dict[str, HostSettings]] = {}
+# per run (State) and defaults: every targeted host's settings
+_checked: WeakKeyDictionary[State, dict[str, dict[str, HostSettings]]] = WeakKeyDictionary()
 
 
 def _settings_of_fleet(defaults: dict[str, Any]) -> dict[str, HostSettings]:
     """Every targeted host's settings, checked once per run before anything runs on any host."""
-    key = (id(state), repr(sorted(defaults.items())))
-    if key not in _checked:
-        _checked[key] = settings_of_hosts(state, defaults)
-    return _checked[key]
+    of_run = _checked.setdefault(ctx_state.get(), {})  # the State itself, not its proxy
+    key = repr(sorted(defaults.items()))
+    if key not in of_run:
+        of_run[key] = settings_of_hosts(state, defaults)
+    return of_run[key]
 
 
 @deploy("certsync")
@@ -35,6 +41,10 @@ def certsync_deploy(**defaults: Any) -> None:
     + defaults: settings (without the ``certsync_`` prefix) for hosts whose data does not set
       them, e.g. ``names=["mail.example.com"]``; certsync's own defaults fill in the rest
     """
+    status = statusrun.current()
+    if status is not None:  # `certsync status`: read the host's state, run nothing
+        status.read_host(defaults)
+        return
     fleet = _settings_of_fleet(defaults)
     settings = fleet[host.name]
     if not settings.names:
@@ -46,6 +56,6 @@ def certsync_deploy(**defaults: Any) -> None:
     refuse_modes_that_cannot_wait(state, synced_hosts, canaries, group)
     if group in host.groups:
         meta = synced(name="sync canary hosts", settings=settings)
-        watch_of(state).canary_ops.add(meta._hash)
+        watch_of(state).canary_ops.add(operation_hash(meta))
     else:
         synced(name="sync", settings=settings, hold_back=canary_gate(state, canaries))

@@ -1,86 +1,185 @@
-"""Reading the certsync state of an inventory's hosts outside a deploy (for `certsync status`):
-the inventory, its group data and the config.py beside it (status runs from any folder, where
-pyinfra's CLI reads config.py from the folder it runs in), then per host one connection and
-one read-only command, certsync's state fact, run as the deploy runs it (stateread: `_sudo` and
-the reason when it fails).
-An unreachable host or a failed read is that host's alone, with its reason."""
+"""Reading the certsync state of an inventory's hosts for `certsync status`: pyinfra's own
+command line reads the inventory, the data and config.py, connects and runs the deploy's code
+(certsync/statusrun.py), so that status sees what `pyinfra INVENTORY DEPLOY` sees, from the same
+working folder and with the same options; here, the hosts it found, each with its settings and
+its state, or why it could not be checked (that host's alone)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
-from fnmatch import fnmatch
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gevent
-from pyinfra.api import Config, Host, Inventory, State
-from pyinfra.api.exceptions import ConnectError, PyinfraError
-from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
-
-from certsync.host.errors import printable
+from certsync import statusrun
 from certsync.hostdata import HostSettings
-from certsync.stateread import read_state
+from certsync.pyinfra_compat import has_exclude
 
-CONFIG_FILE = "config.py"  # pyinfra's, beside the inventory: SUDO and the like apply here too
+HERE = Path(__file__).resolve().parent
+END_FILE = HERE / "status_end.py"
+DEFAULT_DEPLOY = "deploy.py"  # of the working folder, when there is no DEPLOY
+STOPPED = "not checked: pyinfra stopped before the deploy ran through on this host (see above)"
 
 
 class UsageError(Exception):
-    """The inventory or the limit cannot be used; the message says why."""
+    """The inventory, the deploy or an option cannot be used; the message says why."""
 
 
-def load_state(inventory_file: str, limits: Sequence[str]) -> State:
-    """A pyinfra State of the inventory (with the group data beside it, and its config.py) that
-    targets the hosts and groups of `limits` (all when empty)."""
-    from pyinfra_cli.inventory import make_inventory
-    from pyinfra_cli.util import exec_file
+@dataclass
+class PyinfraOptions:
+    """pyinfra's options that status passes on, as pyinfra names them."""
 
-    path = Path(inventory_file)
-    if not path.is_file():
-        raise UsageError(f"{inventory_file}: no such inventory file")
-    folder = str(path.resolve().parent)
-    state = State()
-    config = Config()
-    with ctx_state.use(state), ctx_config.use(config):
-        if (Path(folder) / CONFIG_FILE).is_file():
-            exec_file(str(Path(folder) / CONFIG_FILE))
-        inventory = make_inventory(str(path.resolve()), cwd=folder)
-    limit = _limit(inventory, limits) if limits else None
-    state.init(inventory, config, initial_limit=limit)
-    return state
+    data: Sequence[str] = ()
+    group_data: Sequence[str] = ()
+    config: str = "config.py"
+    chdir: str | None = None
+    limit: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    user: str | None = None
+    key: str | None = None
+    port: int | None = None
+    sudo: bool = False
+    sudo_user: str | None = None
+    use_sudo_password: bool = False
+    su_user: str | None = None
+    parallel: int | None = None
+    verbose: int = 0
+
+    def arguments(self) -> list[str]:
+        argv: list[str] = []
+        for flag, values in (
+            ("--data", self.data),
+            ("--group-data", self.group_data),
+            ("--limit", self.limit),
+            ("--exclude", self.exclude),
+        ):
+            for value in values:
+                argv += [flag, value]
+        single: tuple[tuple[str, str | int | None], ...] = (
+            ("--chdir", self.chdir),
+            ("--user", self.user),
+            ("--key", self.key),
+            ("--port", self.port),
+            ("--sudo-user", self.sudo_user),
+            ("--su-user", self.su_user),
+            ("--parallel", self.parallel),
+        )
+        for flag, one in single:
+            if one is not None:
+                argv += [flag, str(one)]
+        argv += ["--sudo"] if self.sudo else []
+        argv += ["--use-sudo-password"] if self.use_sudo_password else []
+        argv += ["-v"] * self.verbose
+        return argv
 
 
-def _limit(inventory: Inventory, patterns: Sequence[str]) -> list[Host]:
-    """The hosts of each group or host name pattern, as pyinfra's --limit selects them."""
-    hosts: list[Host] = []
-    for pattern in patterns:
-        try:
-            found = list(inventory.get_group(pattern))
-        except PyinfraError:  # NoGroupError
-            found = [host for host in inventory if fnmatch(host.name, pattern)]
-        if not found:
-            raise UsageError(f"--limit {pattern}: no such host or group in the inventory")
-        hosts += [host for host in found if host not in hosts]
-    return hosts
+@dataclass
+class FleetRead:
+    """Per checked host (in inventory order): its settings, and its state or why not."""
+
+    settings: dict[str, HostSettings] = field(default_factory=dict)
+    states: dict[str, dict[str, Any] | str] = field(default_factory=dict)
 
 
-def read_host(state: State, host: Host, settings: HostSettings) -> dict[str, Any] | str:
-    """The host's state, every verify port probed, or why it could not be read."""
-    with ctx_state.use(state), ctx_host.use(host), ctx_inventory.use(state.inventory):
-        try:
-            host.connect(show_errors=False, raise_exceptions=True)
-        except ConnectError as error:
-            return f"unreachable: {printable(str(error))}"
-        try:
-            return read_state(host, settings, settings.installed_files, False, all_ports=True)
-        finally:
-            host.disconnect()
+def deploy_file(deploy: str | None, options: PyinfraOptions) -> str | None:
+    """The deploy whose certsync_deploy() defaults status reads: DEPLOY, else the working
+    folder's deploy.py when there is one, else none (data only)."""
+    if deploy is not None:
+        return deploy
+    folder = Path(options.chdir) if options.chdir else Path.cwd()
+    return DEFAULT_DEPLOY if (folder / DEFAULT_DEPLOY).is_file() else None
 
 
-def read_hosts(state: State, settings: dict[str, HostSettings]) -> dict[str, dict[str, Any] | str]:
-    """Every host's state (or why not), read in parallel, in inventory order."""
-    hosts = [host for host in state.inventory if host.name in settings]
-    jobs = {
-        host.name: state.pool.spawn(read_host, state, host, settings[host.name]) for host in hosts
-    }
-    gevent.joinall(list(jobs.values()))
-    return {name: job.get() for name, job in jobs.items()}
+def pyinfra_arguments(inventory: str, deploy: str | None, options: PyinfraOptions) -> list[str]:
+    """`pyinfra` without deploy changes: --dry executes no operation, --yes skips change
+    detection (nothing of the deploy's operations runs on a host); --fail-percent 100: an
+    unreachable host is that host's alone."""
+    own = [deploy] if deploy is not None else []
+    return [
+        "--dry",
+        "--yes",
+        "--fail-percent",
+        "100",
+        "--config",
+        options.config,
+        *options.arguments(),
+        "--",
+        inventory,
+        *own,
+        str(END_FILE),
+    ]
+
+
+def _records(output: Path) -> list[dict[str, Any]]:
+    lines = output.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _settings(host: str, found: dict[str, Any] | None) -> HostSettings:
+    if found is None:  # a host not checked: its report holds only the reason
+        return HostSettings(host, {}, [])
+    return HostSettings(host, found["values"], found["names"])
+
+
+def collect(records: list[dict[str, Any]]) -> FleetRead:
+    """The hosts pyinfra targeted, each checked, unreachable or left out (no names, or the
+    deploy does not call certsync_deploy() for it); a host the deploy did not run through on
+    (pyinfra stopped: its error is on stderr) says so."""
+    targets = list(dict.fromkeys(r["host"] for r in records if r["event"] == "target"))
+    by_event: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in records:
+        by_event.setdefault(record["event"], {}).setdefault(record["host"], record)
+    read, unreachable = by_event.get("read", {}), by_event.get("unreachable", {})
+    done = {**by_event.get("skipped", {}), **by_event.get("loaded", {})}
+    fleet = FleetRead()
+    for host in targets:
+        if host in read:
+            found = read[host]
+            fleet.settings[host] = _settings(host, found["settings"])
+            fleet.states[host] = found["state"] if found["state"] is not None else found["error"]
+        elif host in unreachable:
+            fleet.settings[host] = _settings(host, None)
+            fleet.states[host] = f"unreachable: {unreachable[host]['reason']}"
+        elif host not in done:
+            fleet.settings[host] = _settings(host, None)
+            fleet.states[host] = STOPPED
+    return fleet
+
+
+def read_fleet(inventory: str, deploy: str | None, options: PyinfraOptions) -> FleetRead:
+    """Every targeted host's settings and state, read by pyinfra's command line (run from this
+    working folder; its warnings and errors go to stderr)."""
+    if options.exclude and not has_exclude():
+        raise UsageError("--exclude needs pyinfra 3.10 or later")
+    deploy = deploy_file(deploy, options)
+    with tempfile.TemporaryDirectory(prefix="certsync-status-") as folder:
+        output = Path(folder) / "read.jsonl"
+        output.touch(mode=0o600)
+        env = {
+            **os.environ,
+            statusrun.OUTPUT_ENV: str(output),
+            statusrun.DEPLOY_ENV: "1" if deploy is not None else "",
+            statusrun.VERBOSE_ENV: "1" if options.verbose else "",
+            "PYINFRA_PROGRESS": "off",
+        }
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "certsync.statusrun",
+                *pyinfra_arguments(inventory, deploy, options),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,  # the deploy's own prints: to stderr, not into the report
+            text=True,
+        )
+        records = _records(output)
+    sys.stderr.write(run.stdout)
+    if not any(record["event"] == "target" for record in records) and run.returncode != 0:
+        raise UsageError(f"pyinfra stopped (exit status {run.returncode}): see its error above")
+    return collect(records)

@@ -113,22 +113,26 @@ def targeted_hosts(state: Any) -> list[Any]:
     return [host for host in state.inventory if state.is_host_in_limit(host)]
 
 
+def settings_of_host(
+    state: Any, host: Any, defaults: Mapping[str, Any] | None = None
+) -> HostSettings:
+    """The settings of `host`; raise SettingsError naming the host and setting.
+    `--data certsync_names=...` selects names for this run only: the host's cron job keeps the
+    names its host, group and all data give."""
+    inventory = state.inventory
+    configured = None
+    if PREFIX + "names" in inventory.get_override_data():
+        configured = ChainMap(
+            inventory.get_host_data(host.name),
+            inventory.get_groups_data(host.groups),
+            inventory.get_data(),
+        )
+    return settings_from_data(host.name, host.data, defaults, configured)
+
+
 def settings_of_hosts(
     state: Any, defaults: Mapping[str, Any] | None = None
 ) -> dict[str, HostSettings]:
-    """The settings of every host the run targets; raise SettingsError naming the first bad
-    host and setting. `--data certsync_names=...` selects names for this run only: the host's
-    cron job keeps the names its host, group and all data give."""
-    inventory = state.inventory
-    one_off_names = PREFIX + "names" in inventory.get_override_data()
-    result = {}
-    for host in targeted_hosts(state):
-        configured = None
-        if one_off_names:
-            configured = ChainMap(
-                inventory.get_host_data(host.name),
-                inventory.get_groups_data(host.groups),
-                inventory.get_data(),
-            )
-        result[host.name] = settings_from_data(host.name, host.data, defaults, configured)
-    return result
+    """The settings of every host the run targets (settings_of_host); the first bad host and
+    setting raises SettingsError."""
+    return {host.name: settings_of_host(state, host, defaults) for host in targeted_hosts(state)}

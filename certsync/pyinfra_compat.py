@@ -1,0 +1,54 @@
+"""What certsync needs of pyinfra beyond its public API, in one place, for the pyinfra versions
+certsync supports (pyproject.toml's range; tests/unit/test_pyinfra_compat.py fails on others).
+
+Elsewhere, still: `pyinfra.api.arguments.pop_global_arguments` and `CONNECTOR_ARGUMENT_KEYS`
+(certsync/stateread.py, certsync/rollout.py) and `pyinfra_cli.cli` (certsync/rollout.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points, version
+from typing import Any
+
+LOWEST = (3, 9)  # pyinfra.api.hiddenvalue (certsync/facts.py) appears in 3.9.0
+BELOW = (3, 11)  # the first version not tested
+EXCLUDE_SINCE = (3, 10)  # pyinfra's --exclude
+
+
+def pyinfra_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in version("pyinfra").split(".")[:2] if part.isdigit())
+
+
+def unsupported() -> str | None:
+    """Why the installed pyinfra is not one certsync supports, or None."""
+    found = pyinfra_version()
+    if LOWEST <= found < BELOW:
+        return None
+    wanted = f">={'.'.join(map(str, LOWEST))},<{'.'.join(map(str, BELOW))}"
+    return f"pyinfra {version('pyinfra')} is installed; certsync supports pyinfra{wanted}"
+
+
+def has_exclude() -> bool:
+    return pyinfra_version() >= EXCLUDE_SINCE
+
+
+def pyinfra_main() -> Any:
+    """pyinfra's command line (its console script, `pyinfra`), with sys.argv."""
+    (script,) = entry_points(group="console_scripts", name="pyinfra")
+    main: Callable[[], Any] = script.load()
+    return main()
+
+
+def operation_hash(meta: Any) -> str:
+    """The hash pyinfra's State callbacks name an operation by, of what the operation returned
+    (pyinfra's OperationMeta has no public accessor for it)."""
+    return meta._hash
+
+
+def cli_state() -> Any:
+    """The State of the run pyinfra's command line just finished in this process (it stays
+    pyinfra's current State), or None when the run stopped before it read the inventory."""
+    from pyinfra.context import ctx_state
+
+    ran = ctx_state.get()
+    return ran if ran is not None and getattr(ran, "initialised", False) else None
