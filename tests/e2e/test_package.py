@@ -6,14 +6,17 @@ test fleet. And the state fact from the command line, as JSON."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.deployrun import pyinfra
+from tests.e2e.deployrun import DeployRun, pyinfra
 from tests.e2e.faultkit import CONFIG_FILE, CRON_FILE, PROGRAM, assert_serves_caddys, mox_files
-from tests.fleet import TestHost
-from tests.fleet.hostspec import ADMIN_HOME
+from tests.fleet import HostSpec, TestHost
+from tests.fleet.hostspec import ADMIN_HOME, DEBIAN_CADDY_DATA_DIR, MOX_BINARY
 from tests.fleet.x509util import sha256_fingerprint
 
 NOTE = f"{ADMIN_HOME}/NOTE"
@@ -32,6 +35,7 @@ certsync_deploy({{arguments}})
 '''
 LEFT_ALONE = "certsync: no certificate names (certsync_names): left alone"
 STATE_FACT = "certsync.facts.CertsyncState"
+OWN_CADDY_DATA_DIR = "/srv/caddy"
 
 
 def user_folder(
@@ -135,3 +139,105 @@ def test_the_state_fact_prints_each_hosts_state_as_json(make_fleet, pki, certsyn
     error = json.loads(refused.stdout)[STATE_FACT][host.name]["error"]
     assert error.startswith(f"{host.name}: certsync_verify_ports: 99999"), error
     assert "Traceback" not in refused.output
+
+
+def certsync_status(python: Path, *args: str, cwd: Path) -> DeployRun:
+    """The installed `certsync status ARGS`, started in the user's folder."""
+    result = subprocess.run(
+        [str(python.parent / "certsync"), "status", *args],
+        cwd=cwd,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return DeployRun(result.returncode, result.stderr, result.stdout)
+
+
+def host_verdicts(run: DeployRun) -> dict[str, dict[str, list[str]]]:
+    """Per host and name of a `--json` report, the checks that failed."""
+    assert run.stdout, run.output
+    return {
+        host: {
+            name: [check["check"] for check in entry["checks"] if not check["ok"]]
+            for name, entry in report["names"].items()
+        }
+        for host, report in json.loads(run.stdout)["hosts"].items()
+    }
+
+
+def test_status_reads_what_the_users_deploy_reads(make_fleet, pki, certsync_venv, tmp_path):
+    """A deploy folder of one's own: Caddy's data dir from certsync_deploy(caddy_data_dir=...)
+    for mail-1, from the group data beside the deploy for mail-2 (data wins over the deploy's
+    defaults); status, run in that folder, reads the same and runs nothing of the deploy."""
+    fleet = make_fleet(
+        [
+            HostSpec(index=1, cert_names=("mail.h1.test",), caddy_data_dir=OWN_CADDY_DATA_DIR),
+            HostSpec(index=2, cert_names=("mail.h2.test",), caddy_data_dir=DEBIAN_CADDY_DATA_DIR),
+        ]
+    )
+    first, second = fleet.hosts
+    hosts = {
+        host: {
+            "certsync_names": list(host.cert_names),
+            "certsync_restart_command": host.restart_command,
+        }
+        for host in fleet
+    }
+    folder = user_folder(tmp_path, hosts, f"caddy_data_dir={OWN_CADDY_DATA_DIR!r}")
+    with (folder / "inventory.py").open("a") as inventory:
+        inventory.write("debian_caddy = [mail_servers[1]]\n")
+    (folder / "group_data").mkdir()
+    (folder / "group_data" / "all.py").write_text(f"certsync_mox_binary = {MOX_BINARY!r}\n")
+    (folder / "group_data" / "debian_caddy.py").write_text(
+        f"certsync_caddy_data_dir = {DEBIAN_CADDY_DATA_DIR!r}\n"
+    )
+    (folder / "plain.py").write_text(
+        "from certsync.deploy import certsync_deploy\n\ncertsync_deploy()\n"
+    )
+    run = pyinfra("-y", "inventory.py", "deploy.py", cwd=folder, python=certsync_venv)
+    assert run.returncode == 0, run.output
+    for host in fleet:
+        assert_serves_caddys(host, pki, host.cert_names[0])
+        host.run(f"rm {NOTE}", check=True)  # the deploy's own operation: status must not run it
+    all_ok: dict[str, dict[str, list[str]]] = {h.name: {h.cert_names[0]: []} for h in fleet}
+
+    with_deploy = certsync_status(certsync_venv, "inventory.py", "deploy.py", "--json", cwd=folder)
+    working_folders = certsync_status(certsync_venv, "inventory.py", cwd=folder)  # its deploy.py
+    without_defaults = certsync_status(
+        certsync_venv, "inventory.py", "plain.py", "--json", cwd=folder
+    )
+    data_wins = certsync_status(
+        certsync_venv, "inventory.py", "deploy.py", "--json", "--limit", second.name,
+        "--data", "certsync_caddy_data_dir=/srv/nowhere", cwd=folder,
+    )  # fmt: skip
+
+    assert with_deploy.returncode == 0, with_deploy.output
+    assert host_verdicts(with_deploy) == all_ok
+    details = {
+        check["check"]: check["detail"]
+        for check in json.loads(with_deploy.stdout)["hosts"][first.name]["names"]["mail.h1.test"][
+            "checks"
+        ]
+    }
+    fingerprint = sha256_fingerprint(pki.certificate("mail.h1.test"))[:16]
+    assert f"sha256={fingerprint}" in details["caddy"], details
+    assert working_folders.returncode == 0, working_folders.output
+    assert working_folders.output == ""  # the report alone: none of pyinfra's progress lines
+    for host in fleet:
+        assert re.search(
+            rf"^{host.name}\s+{re.escape(host.cert_names[0])}\s.*\sok$",
+            working_folders.stdout,
+            re.M,
+        )
+    # without the deploy's default, mail-1's Caddy is looked for where it is not
+    assert without_defaults.returncode == 1, without_defaults.output
+    verdicts = host_verdicts(without_defaults)
+    assert "caddy" in verdicts[first.name]["mail.h1.test"], verdicts
+    assert verdicts[second.name] == {"mail.h2.test": []}
+    assert data_wins.returncode == 1, data_wins.output
+    assert list(host_verdicts(data_wins)) == [second.name]
+    assert "caddy" in host_verdicts(data_wins)[second.name]["mail.h2.test"]
+    for host in fleet:  # nothing of the deploy ran
+        assert host_file(host, NOTE) is None, host.name
