@@ -8,13 +8,22 @@ is missing they skip, unless CERTSYNC_REQUIRE_E2E=1 (CI), where they fail instea
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.fleet import Fleet, HostSpec, Pki, default_host_specs, missing_components
-from tests.packaging import build_wheel, install_in_venv
+from tests.fleet.rundirs import RUNS_ROOT
+from tests.packaging import (
+    build_wheel,
+    install_in_venv,
+    pyinfra_bounds,
+    pyinfra_venv,
+    unpack_wheel,
+)
 
 REQUIRE_E2E_ENV = "CERTSYNC_REQUIRE_E2E"
 DEFAULT_HOST_COUNT = 3
@@ -93,3 +102,36 @@ def certsync_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def certsync_venv(certsync_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The python of a fresh virtual environment where only the wheel was installed."""
     return install_in_venv(tmp_path_factory.mktemp("venv"), certsync_wheel)
+
+
+@dataclass
+class CertsyncWithPyinfra:
+    """certsync's wheel beside one pyinfra version (pyproject.toml's lowest or highest)."""
+
+    bound: str  # "lowest" or "highest"
+    python: Path
+    packages: Path  # the wheel, unpacked: PYTHONPATH
+
+    def run(self, *argv: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """`python argv` of the environment (`-m pyinfra ...`, `-m certsync.cli ...`)."""
+        return subprocess.run(
+            [str(self.python), *argv],
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(self.packages)},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture(scope="session", params=list(pyinfra_bounds()))
+def certsync_with_pyinfra(
+    request: pytest.FixtureRequest,
+    certsync_wheel: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> CertsyncWithPyinfra:
+    """certsync with the lowest, then the highest pyinfra it declares (from PyPI, once)."""
+    python = pyinfra_venv(RUNS_ROOT / "pyinfra-venvs", pyinfra_bounds()[request.param])
+    packages = unpack_wheel(python, certsync_wheel, tmp_path_factory.mktemp(request.param))
+    return CertsyncWithPyinfra(request.param, python, packages)

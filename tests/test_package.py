@@ -4,11 +4,16 @@ and it ships the same host program as the repository."""
 
 from __future__ import annotations
 
+import ast
+import re
+import sys
 import zipfile
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 from certsync import program
-from tests.packaging import ROOT, python_output
+from tests.packaging import ROOT, declared_dependencies, pyinfra_bounds, python_output
+from tests.unit.test_pyinfra_compat import CHECKS
 
 
 def package_files() -> set[str]:
@@ -41,3 +46,38 @@ def test_the_installed_package_is_imported_and_ships_the_same_host_program(certs
     # byte for byte: a host deployed from the repository and then from the wheel keeps its program
     sha256 = "from certsync import program; print(program.zipapp_sha256())"
     assert python_output(certsync_venv, sha256, tmp_path) == program.zipapp_sha256()
+
+
+def _distribution(requirement: str) -> str:
+    name = re.match(r"[A-Za-z0-9_.-]+", requirement)
+    assert name, requirement
+    return re.sub(r"[-_.]+", "-", name.group(0)).lower()
+
+
+def test_every_package_certsync_imports_is_declared():
+    imported = set()
+    for path in (ROOT / "certsync").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"certsync"}
+    distributions = packages_distributions()
+    needed = {_distribution(dist) for module in third_party for dist in distributions[module]}
+    assert needed == {_distribution(dep) for dep in declared_dependencies()}
+
+
+def test_certsync_works_with_the_lowest_and_the_highest_pyinfra(certsync_with_pyinfra, tmp_path):
+    checks = certsync_with_pyinfra.run("-c", CHECKS, cwd=tmp_path)
+    usage = certsync_with_pyinfra.run("-m", "certsync.cli", "status", "--help", cwd=tmp_path)
+
+    assert checks.returncode == 0, checks.stderr
+    installed = checks.stdout.strip()
+    if certsync_with_pyinfra.bound == "lowest":
+        assert pyinfra_bounds()["lowest"] == f"pyinfra=={installed}"
+    else:
+        assert tuple(map(int, installed.split(".")[:2])) >= (3, 10), installed
+    assert usage.returncode == 0, usage.stderr
+    for option in ("--limit", "--exclude", "--data", "--group-data", "--config", "--sudo"):
+        assert option in usage.stdout

@@ -241,3 +241,27 @@ def test_status_reads_what_the_users_deploy_reads(make_fleet, pki, certsync_venv
     assert "caddy" in host_verdicts(data_wins)[second.name]["mail.h2.test"]
     for host in fleet:  # nothing of the deploy ran
         assert host_file(host, NOTE) is None, host.name
+
+
+def test_deploy_and_status_with_the_lowest_and_the_highest_pyinfra(
+    certsync_with_pyinfra, make_fleet, pki, tmp_path
+):
+    fleet = make_fleet(1)
+    host = fleet.hosts[0]
+    name = host.cert_names[0]
+    fleet.write_inventory(tmp_path / "inventory.py")
+    (tmp_path / "deploy.py").write_text(
+        "from certsync.deploy import certsync_deploy\n\ncertsync_deploy()\n"
+    )
+
+    run = certsync_with_pyinfra.run(
+        "-m", "pyinfra", "-y", "inventory.py", "deploy.py", cwd=tmp_path
+    )
+    report = certsync_with_pyinfra.run(
+        "-m", "certsync.cli", "status", "inventory.py", "--json", cwd=tmp_path
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_serves_caddys(host, pki, name)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert host_verdicts(DeployRun(0, report.stderr, report.stdout)) == {host.name: {name: []}}

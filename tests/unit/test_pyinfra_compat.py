@@ -1,0 +1,52 @@
+"""certsync with the installed pyinfra: a version certsync supports, the internals
+certsync/pyinfra_compat.py wraps still there, the state fact's command built, a setting refused.
+CHECKS also runs with the lowest and the highest pyinfra pyproject.toml declares, each in its own
+virtual environment (tests/test_package.py)."""
+
+from __future__ import annotations
+
+import re
+
+from certsync import pyinfra_compat
+from tests.packaging import declared_dependencies
+
+CHECKS = """
+from importlib.metadata import version
+
+from pyinfra.api.operation import OperationMeta
+
+from certsync import pyinfra_compat as compat
+from certsync.facts import CertsyncState
+from certsync.hostdata import SettingsError, settings_from_data
+
+assert compat.unsupported() is None, compat.unsupported()
+assert compat.operation_hash(OperationMeta("op-hash", False)) == "op-hash"
+assert compat.cli_state() is None  # no command line ran in this process
+assert compat.has_exclude() == (compat.pyinfra_version() >= (3, 10))
+settings = settings_from_data("mail-1", {"certsync_names": ["mail.example.com"]})
+command = CertsyncState().command(settings=settings, all_ports=True).get_masked_value()
+assert "<certsync host program, " in command and " bytes>" in command, command
+assert "state --settings" in command and "--all-ports" in command, command
+raw = CertsyncState().command(settings=settings).get_raw_value()
+assert len(raw) > len(command) and "<certsync host program" not in raw
+try:
+    settings_from_data("mail-1", {"certsync_names": ["a.example"], "certsync_verify_ports": [0]})
+except SettingsError as error:
+    assert str(error).startswith("mail-1: certsync_verify_ports: 0"), error
+else:
+    raise AssertionError("port 0 accepted")
+print(version("pyinfra"))
+"""
+
+
+def test_the_internals_certsync_wraps_work_with_this_pyinfra(capsys):
+    exec(CHECKS, {})
+    assert capsys.readouterr().out.strip()
+
+
+def test_the_supported_range_is_the_declared_one():
+    (declared,) = [dep for dep in declared_dependencies() if dep.startswith("pyinfra")]
+    bounds = re.fullmatch(r"pyinfra>=([0-9.]+),<([0-9.]+)", declared)
+    assert bounds, declared
+    lowest, below = (tuple(int(part) for part in bound.split(".")) for bound in bounds.groups())
+    assert (lowest, below) == (pyinfra_compat.LOWEST, pyinfra_compat.BELOW)
