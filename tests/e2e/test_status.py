@@ -4,12 +4,15 @@ cannot be reached. Run from another folder than the repository, as an operator w
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from tests.e2e.deployrun import MOX_CERT_DIR, caddy_fingerprint, deploy, status
+from tests.e2e.deployrun import MOX_CERT_DIR, ROOT, caddy_fingerprint, deploy, status
 from tests.e2e.faultkit import CRON_FILE, cron_command, log_lines, now, put_mox_files
 from tests.fleet.hostspec import ADMIN_USER, MOX_CONFIG
 from tests.fleet.x509util import ca_signed, spki_sha256
@@ -207,3 +210,43 @@ def test_status_names_an_unreachable_host_and_still_checks_the_others(make_fleet
     assert up.name in warned.stdout and down.name not in warned.stdout
     nothing = status(inventory, "--limit", "mail-9", cwd=tmp_path)
     assert nothing.returncode == 2 and "no targeted host" in nothing.stderr
+
+
+def test_status_takes_pyinfra_inventory_forms_and_connection_options(make_fleet, pki, tmp_path):
+    """A host name as the inventory (as `pyinfra HOST ...`), the settings in the working
+    folder's group_data/all.py, the connection from --user, --key and --port; the deploy run
+    the same way."""
+    fleet = make_fleet(1)
+    host = fleet.hosts[0]
+    name = host.cert_names[0]
+    folder = tmp_path / "operator"
+    (folder / "group_data").mkdir(parents=True)
+    data = {
+        key: value
+        for key, value in host.inventory_data().items()
+        if key not in ("ssh_hostname", "ssh_user", "ssh_key")
+    }
+    (folder / "group_data" / "all.py").write_text(
+        "".join(f"{key} = {value!r}\n" for key, value in data.items())
+    )
+    connect = ("--user", "root", "--port", "22")
+    key = ("--key", str(host.client_key))
+    shutil.copy(ROOT / "deploy.py", folder)  # status reads it too: the working folder's
+    run = subprocess.run(
+        [sys.executable, "-m", "pyinfra", "-y", *connect, *key, host.address, "deploy.py"],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    with_key = status(host.address, *connect, *key, "--json", cwd=folder)
+    without_key = status(host.address, *connect, "--json", cwd=folder)
+
+    assert with_key.returncode == 0, with_key.stdout + with_key.stderr
+    assert list(with_key.json()["hosts"]) == [host.address]
+    assert failed_checks(with_key.json(), host.address, name) == {}
+    assert without_key.returncode == 2, without_key.stdout + without_key.stderr
+    assert without_key.json()["hosts"][host.address]["error"].startswith("unreachable: ")
