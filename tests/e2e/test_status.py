@@ -84,6 +84,12 @@ def test_status_of_a_fleet_in_sync(make_fleet, pki, tmp_path):
     refused = status(without, "--json", cwd=elsewhere)
     assert refused.returncode == 2
     assert refused.json()["hosts"][host.name]["error"] == "needs root to read the keys (set _sudo)"
+    # the deploy's own `_sudo` (certsync_deploy(_sudo=True)), or pyinfra's --sudo
+    (elsewhere / "sudo_deploy.py").write_text(
+        "from certsync.deploy import certsync_deploy\n\ncertsync_deploy(_sudo=True)\n"
+    )
+    assert status(without, "sudo_deploy.py", cwd=elsewhere).returncode == 0
+    assert status(without, "--sudo", cwd=elsewhere).returncode == 0
 
 
 def renew_in_caddy(host, pki, name):
