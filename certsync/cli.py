@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deploy",
         nargs="?",
         help="the deploy file whose certsync_deploy(...) defaults apply"
-        f" (default: {'deploy.py'} of the working folder, when there is one)",
+        " (default: deploy.py of the working folder, when there is one)",
     )
     _pyinfra_options(check)
     check.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -1,8 +1,10 @@
 """What certsync needs of pyinfra beyond its public API, in one place, for the pyinfra versions
 certsync supports (pyproject.toml's range; tests/unit/test_pyinfra_compat.py fails on others).
 
-Elsewhere, still: `pyinfra.api.arguments.pop_global_arguments` and `CONNECTOR_ARGUMENT_KEYS`
-(certsync/stateread.py, certsync/rollout.py) and `pyinfra_cli.cli` (certsync/rollout.py)."""
+Elsewhere, still (their modules are being reworked): `pyinfra.api.arguments`'
+`pop_global_arguments` and `CONNECTOR_ARGUMENT_KEYS` and `Host.current_op_global_arguments`
+(stateread.py); `pyinfra_cli.cli.cli.make_context` on sys.argv, a cache keyed by `id(state)` and
+`gevent.sleep` inside an operation (rollout.py)."""
 
 from __future__ import annotations
 

@@ -76,6 +76,9 @@ def test_certsync_works_with_the_lowest_and_the_highest_pyinfra(certsync_with_py
     installed = checks.stdout.strip()
     if certsync_with_pyinfra.bound == "lowest":
         assert pyinfra_bounds()["lowest"] == f"pyinfra=={installed}"
+        exclude = ("-m", "certsync.cli", "status", "@local", "--exclude", "@local")
+        refused = certsync_with_pyinfra.run(*exclude, cwd=tmp_path)  # pyinfra 3.9 has none
+        assert refused.returncode == 2 and "--exclude needs pyinfra 3.10" in refused.stderr
     else:
         assert tuple(map(int, installed.split(".")[:2])) >= (3, 10), installed
     assert usage.returncode == 0, usage.stderr
