@@ -71,7 +71,8 @@ class StatusRun:
         try:
             settings = settings_of_host(state, host, defaults)
         except SettingsError as error:
-            self.write({"event": "read", "host": name, "settings": None, "error": str(error)})
+            refusal = {"settings": None, "state": None, "error": str(error)}
+            self.write({"event": "read", "host": name, **refusal})
             return
         if not settings.names:
             self.write({"event": "skipped", "host": name})

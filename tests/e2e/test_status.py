@@ -90,6 +90,11 @@ def test_status_of_a_fleet_in_sync(make_fleet, pki, tmp_path):
     )
     assert status(without, "sudo_deploy.py", cwd=elsewhere).returncode == 0
     assert status(without, "--sudo", cwd=elsewhere).returncode == 0
+    # a setting certsync refuses: that host's report says which and why
+    wrong = status(inventory, "--data", "certsync_verify_ports=0", "--json", cwd=elsewhere)
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    error = wrong.json()["hosts"][host.name]["error"]
+    assert error.startswith(f"{host.name}: certsync_verify_ports: 0"), error
 
 
 def renew_in_caddy(host, pki, name):
