@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import gevent
 from pyinfra import host, logger, state
 from pyinfra.api.exceptions import ConnectError
 
@@ -98,24 +99,29 @@ class StatusRun:
 
     def targets(self) -> None:
         """Once pyinfra is done: the hosts it targeted, and why it could not connect to those it
-        failed (connected again for the reason, which pyinfra only prints)."""
+        failed (connected again, all at once, for the reason, which pyinfra only prints)."""
         ran = cli_state()
         if ran is None:  # pyinfra stopped before it read the inventory
             return
-        for target in ran.inventory:
-            if not ran.is_host_in_limit(target):
-                continue
+        targeted = [target for target in ran.inventory if ran.is_host_in_limit(target)]
+        for target in targeted:
             self.write({"event": "target", "host": target.name})
-            if target not in ran.failed_hosts or target.name in self.read:
-                continue
-            reason = "pyinfra failed the host (its error is above)"
-            try:
-                target.connect(show_errors=False, raise_exceptions=True)
-            except ConnectError as error:
-                reason = printable(str(error))
-            else:
-                target.disconnect()
-            self.write({"event": "unreachable", "host": target.name, "reason": reason})
+        failed = [t for t in targeted if t in ran.failed_hosts and t.name not in self.read]
+        jobs = [gevent.spawn(_why_unreachable, target) for target in failed]
+        gevent.joinall(jobs)
+        for target, job in zip(failed, jobs, strict=True):
+            self.write({"event": "unreachable", "host": target.name, "reason": job.value})
+
+
+def _why_unreachable(target: Any) -> str:
+    try:
+        target.connect(show_errors=False, raise_exceptions=True)
+    except ConnectError as error:
+        return printable(str(error))
+    except Exception as error:  # whatever the connector raises: still this host's alone
+        return printable(f"{type(error).__name__}: {error}")
+    target.disconnect()
+    return "pyinfra failed the host (its error is above)"
 
 
 _run: StatusRun | None = None
