@@ -12,12 +12,11 @@ from weakref import WeakKeyDictionary
 
 from pyinfra import host, logger, state
 from pyinfra.api import State, deploy
-from pyinfra.context import ctx_state
 
 from certsync import statusrun
 from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
-from certsync.pyinfra_compat import operation_hash
+from certsync.pyinfra_compat import current_state, operation_hash
 from certsync.rollout import canary_gate, refuse_modes_that_cannot_wait, watch_of
 
 # per run (State) and defaults: every targeted host's settings
@@ -26,7 +25,7 @@ _checked: WeakKeyDictionary[State, dict[str, dict[str, HostSettings]]] = WeakKey
 
 def _settings_of_fleet(defaults: dict[str, Any]) -> dict[str, HostSettings]:
     """Every targeted host's settings, checked once per run before anything runs on any host."""
-    of_run = _checked.setdefault(ctx_state.get(), {})  # the State itself, not its proxy
+    of_run = _checked.setdefault(current_state(), {})
     key = repr(sorted(defaults.items()))
     if key not in of_run:
         of_run[key] = settings_of_hosts(state, defaults)

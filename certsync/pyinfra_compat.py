@@ -47,10 +47,15 @@ def operation_hash(meta: Any) -> str:
     return meta._hash
 
 
+def current_state() -> Any:
+    """pyinfra's current State itself (`pyinfra.state` is a proxy of whichever is current)."""
+    from pyinfra.context import ctx_state
+
+    return ctx_state.get()
+
+
 def cli_state() -> Any:
     """The State of the run pyinfra's command line just finished in this process (it stays
     pyinfra's current State), or None when the run stopped before it read the inventory."""
-    from pyinfra.context import ctx_state
-
-    ran = ctx_state.get()
+    ran = current_state()
     return ran if ran is not None and getattr(ran, "initialised", False) else None

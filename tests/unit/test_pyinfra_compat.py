@@ -13,7 +13,9 @@ from tests.packaging import declared_dependencies
 CHECKS = """
 from importlib.metadata import version
 
+from pyinfra.api import State
 from pyinfra.api.operation import OperationMeta
+from pyinfra.context import ctx_state
 
 from certsync import pyinfra_compat as compat
 from certsync.facts import CertsyncState
@@ -22,6 +24,8 @@ from certsync.hostdata import SettingsError, settings_from_data
 assert compat.unsupported() is None, compat.unsupported()
 assert compat.operation_hash(OperationMeta("op-hash", False)) == "op-hash"
 assert compat.cli_state() is None  # no command line ran in this process
+with ctx_state.use(State()):
+    assert type(compat.current_state()) is State
 assert compat.has_exclude() == (compat.pyinfra_version() >= (3, 10))
 settings = settings_from_data("mail-1", {"certsync_names": ["mail.example.com"]})
 command = CertsyncState().command(settings=settings, all_ports=True).get_masked_value()
