@@ -62,10 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="certsync", description="certsync: mox's certificates equal to Caddy's."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser(
-        "status",
-        help="check every host and name of an inventory (read-only)",
+    parser.add_argument(
+        "command",
+        choices=["status"],
+        help="status: check every host and name of an inventory (read-only)",
+    )
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the command's arguments")
+    command = parser.parse_args(argv)  # a usage error exits 2
+    check = argparse.ArgumentParser(
+        prog="certsync status",
         description="Per host and name: Caddy's certificate, mox's files, mox.conf, what mox"
         " serves, the cron job. Hosts, data and config are read as `pyinfra INVENTORY DEPLOY`"
         " reads them, from the working folder; nothing of the deploy runs. Exit 0 all hold,"
@@ -82,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _pyinfra_options(check)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)  # a usage error exits 2
+    args = check.parse_intermixed_args(command.arguments)  # options anywhere, as pyinfra's
     options = PyinfraOptions(
         data=args.data,
         group_data=args.group_data,
