@@ -72,7 +72,8 @@ def declared_dependencies() -> list[str]:
 
 
 def pyinfra_bounds() -> dict[str, str]:
-    """pip requirements of the lowest and of the highest pyinfra certsync declares."""
+    """pip requirements of the lowest and of the highest pyinfra certsync declares (the highest:
+    the newest release when its environment was made; remove the environment for a newer one)."""
     (declared,) = [dep for dep in declared_dependencies() if re.match(r"pyinfra\b", dep)]
     lowest = re.search(r">=\s*([0-9.]+)", declared)
     assert lowest, f"{declared}: no lower bound"
