@@ -13,6 +13,7 @@ from .record import Record
 MAX_NS_NAMES = 8  # authoritative servers (NS targets) of a zone
 MAX_ADDRESSES = 4  # addresses asked per NS target (A and AAAA)
 MAX_WALK = 12  # NS questions asked to find the zone of a name
+PORT = 53  # of resolvers and servers alike (the unit tests' servers listen on another)
 
 
 class TlsaLookup(Record):
@@ -79,7 +80,7 @@ class _Resolver:
         for index, server in enumerate(list(self.servers)):
             share = (self.deadline - time.monotonic()) / (len(self.servers) - index)
             try:
-                answer = dns.query(server, name, rtype, True, time.monotonic() + share)
+                answer = dns.query(server, name, rtype, True, time.monotonic() + share, PORT)
             except dns.DnsError as error:
                 errors.append(str(error))
                 continue
@@ -90,7 +91,8 @@ class _Resolver:
 
 
 def _parent(name: str) -> str:
-    return name.split(".", 1)[1] if name != "." else "."
+    """`example.com.` for `mail.example.com.`; `.` for `com.` and `.`."""
+    return name.split(".", 1)[1] or "." if name != "." else "."
 
 
 def _zone_servers(resolver: _Resolver, owner: str) -> list[str]:
@@ -125,7 +127,7 @@ def _addresses(resolver: _Resolver, target: str) -> list[str]:
 
 
 def _ask_server(address: str, owner: str, deadline: float) -> tuple[list[str], int]:
-    answer = dns.query(address, owner, dns.TLSA, False, deadline)
+    answer = dns.query(address, owner, dns.TLSA, False, deadline, PORT)
     if not answer.authoritative:
         raise dns.DnsError(f"{address}: answer not authoritative")
     return _records(answer, owner)
