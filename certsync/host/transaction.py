@@ -180,10 +180,7 @@ class Sync:
             if failure is None:
                 plan.dane.memory["added"] = dane.now
                 plan.dane.operator = False
-                self.log.line(
-                    f"{plan.name}: DANE records handed to the publish command:"
-                    f" {'; '.join(plan.dane.add)}"
-                )
+                self.log.line(f"the DANE publish command took: {'; '.join(plan.dane.add)}")
             else:
                 plan.dane.failure = f"{plan.detail}; {failure}"
 
@@ -210,15 +207,12 @@ class Sync:
                 deletes += [line for line in plan.dane.deletes if line not in deletes]
         if deletes and self.config.dane_publish_command:
             failure = run_publish(self.config, deletes)
+            told = "; ".join(deletes)
             if failure is None:
-                self.log.line(
-                    f"old DANE records deleted by the publish command: {'; '.join(deletes)}"
-                )
+                self.log.line(f"the DANE publish command took: {told}")
                 deletes = []
             else:
-                self.log.line(
-                    f"warning: {failure}; deleting {'; '.join(deletes)} is retried at the next run"
-                )
+                self.log.line(f"warning: {failure}; retried at the next run: {told}")
         try:
             dane.save(held, deletes)
         except (OSError, ValueError) as error:
