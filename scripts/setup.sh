@@ -22,6 +22,8 @@ PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra paramiko 
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
 PIP_PACKAGES="$PIP_PACKAGES aiosmtpd prometheus_client"
+# bind9-dnsutils: nsupdate, which scripts/dane-nsupdate (certsync_dane_publish_command) runs.
+APT_PACKAGES="$APT_PACKAGES bind9-dnsutils"
 
 log() { printf '==> %s\n' "$*"; }
 
