@@ -21,6 +21,8 @@ PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra paramiko 
     setuptools>=68 wheel"
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
+# knot (knotd, knotc) and knot-dnsutils (kdig, knsupdate): the test fleet's DNS servers (DANE).
+APT_PACKAGES="$APT_PACKAGES knot knot-dnsutils"
 PIP_PACKAGES="$PIP_PACKAGES aiosmtpd prometheus_client"
 # bind9-dnsutils: nsupdate, which scripts/dane-nsupdate (certsync_dane_publish_command) runs.
 APT_PACKAGES="$APT_PACKAGES bind9-dnsutils"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fleet import Fleet, HostSpec, Pki, default_host_specs, missing_components
+from tests.fleet.dnsserver import DnsServers, zones_of
 from tests.packaging import build_wheel, install_in_venv
 
 REQUIRE_E2E_ENV = "CERTSYNC_REQUIRE_E2E"
@@ -72,6 +73,15 @@ def make_fleet(pki: Pki) -> Iterator[Callable[..., Fleet]]:
 def fleet(make_fleet: Callable[..., Fleet]) -> Fleet:
     """A fresh fleet of the default hosts for each test (starting one takes about a second)."""
     return make_fleet()
+
+
+@pytest.fixture
+def dns_servers() -> Iterator[DnsServers]:
+    """knot serving the default hosts' zones (hN.test.), primary and secondary
+    (tests/fleet/dnsserver.py); no TLSA records yet."""
+    require_e2e()
+    with DnsServers(zones_of(default_host_specs(DEFAULT_HOST_COUNT))) as servers:
+        yield servers
 
 
 @pytest.fixture

@@ -46,6 +46,9 @@ MOX_PORTS = (25, 465, 587, 993)
 START_TIMEOUT = 20.0
 HOST_RUN_DIR = "/run/certsync-e2e"  # inside a host: its run_dir (moxctl's pid file and mox.log)
 CROND_PID = Path("/run/crond.pid")  # Debian's cron locks it: each host has its own
+# A host's resolv.conf unless its spec gives one: nothing answers there, so a DNS lookup fails at
+# once instead of leaving the machine.
+NO_RESOLVER = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 
 
 def _chown(path: Path, user: str) -> None:
@@ -155,10 +158,8 @@ class TestHost:
         (self.dir / "crond.pid").touch()
         CROND_PID.touch(exist_ok=True)  # the mount point on the real filesystem
         mounts.append(f"mount --bind '{self.dir / 'crond.pid'}' {CROND_PID}")
-        resolv = self.dir / "resolv.conf"
-        # nothing answers there: a DNS lookup fails at once instead of leaving the machine
-        resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        mounts.append(f"mount --bind '{resolv}' /etc/resolv.conf")
+        self.write_resolv_conf(self.spec.resolv_conf or NO_RESOLVER)
+        mounts.append(f"mount --bind '{self.resolv_conf}' /etc/resolv.conf")
         script = (
             "set -e\n" + "\n".join(mounts) + f"\necho ready\nexec '{sys.executable}' '{NSINIT}'\n"
         )
@@ -194,6 +195,16 @@ class TestHost:
         self._init_pid = wait_for(
             lambda: _only_child(unshare), 5, f"{self.name}: the namespace's init"
         )
+
+    @property
+    def resolv_conf(self) -> Path:
+        """The file bind-mounted over the host's /etc/resolv.conf."""
+        return self.dir / "resolv.conf"
+
+    def write_resolv_conf(self, text: str) -> None:
+        """The host's /etc/resolv.conf from now on (the file is written in place: a bind mount
+        keeps the inode it was made with), e.g. dnsserver.resolv_conf() for the fleet's knot."""
+        self.resolv_conf.write_text(text)
 
     def _nsenter(self, *argv: str) -> list[str]:
         return ["nsenter", "-t", str(self.namespace_pid), "-m", "-p", "--", *argv]

@@ -46,6 +46,9 @@ class HostSpec:
     index: int  # host i is mail-i on 127.0.s.(10+i), s the process's slot (0 when alone)
     cert_names: tuple[str, ...]
     caddy_data_dir: str = DOCKER_CADDY_DATA_DIR
+    # the text of its /etc/resolv.conf (None: one naming no server; tests/fleet/dnsserver.py's
+    # resolv_conf() names the fleet's knot servers)
+    resolv_conf: str | None = None
 
     @property
     def name(self) -> str:

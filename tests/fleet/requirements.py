@@ -21,6 +21,10 @@ TOOLS = (
     "setsid",
     "useradd",
     "sudo",
+    "knotd",  # tests/fleet/dnsserver.py: knot, knot-dnsutils
+    "knotc",
+    "kdig",
+    "knsupdate",
 )
 
 
