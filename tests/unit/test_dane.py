@@ -178,7 +178,7 @@ def test_every_dane_port_must_have_the_record(host, dns):
     assert dns.asked == [OWNER, other]
 
 
-def test_a_name_without_tlsa_records_is_installed_as_before(host, dns):
+def test_no_tlsa_records_means_no_dane_and_an_install(host, dns):
     h = host()
     new = h.caddy_renews()
     outcome = h.sync()
