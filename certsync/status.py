@@ -113,9 +113,11 @@ def check_mox_conf(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_served(plan: dict[str, Any]) -> dict[str, Any]:
-    """Every verify port serves Caddy's certificate (mox's own when Caddy has none); and the
-    DANE hash of the key mox serves."""
-    expected = plan["caddy"]["cert"] or (plan.get("mox") or {}).get("cert")
+    """Every verify port serves Caddy's certificate (mox's own when Caddy has none, or while a
+    key change is held for DANE); and the DANE hash of the key mox serves."""
+    mox_cert = (plan.get("mox") or {}).get("cert")
+    # held for DANE: mox keeps serving its own certificate, on purpose
+    expected = mox_cert if plan["action"] == HOLD else plan["caddy"]["cert"] or mox_cert
     served = plan.get("served_all") or []
     if not served:
         why = "; ".join(plan.get("warnings") or []) or "no port to check"

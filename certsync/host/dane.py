@@ -180,7 +180,7 @@ class DaneRun:
                 and added is not None
                 and self.now - added < REPUBLISH_SECONDS
             )
-            detail = "new key held for DANE: " + "; ".join(problems)
+            detail = "; ".join(problems)
             return Dane(True, detail, operator, since, None, publish, add, [], False, memory, added)
         ttl = max(f.ttl for f in used)
         seen = _int(before.get("seen")) or self.now
@@ -189,9 +189,8 @@ class DaneRun:
             return Dane(False, "", False, since, None, [], [], deletes, False, {}, added)
         memory.update(seen=seen, ttl=ttl)
         detail = (
-            f"new key held for DANE: {want} is answered everywhere for"
-            f" {', '.join(f.owner for f in used)}; waiting two TTLs ({2 * ttl} s) before"
-            " installing it"
+            f"{want} is answered everywhere for {', '.join(f.owner for f in used)}; waiting two"
+            f" TTLs ({2 * ttl} s) before installing the new key"
         )
         return Dane(True, detail, False, since, until, [], [], deletes, False, memory, added)
 
