@@ -187,7 +187,7 @@ class DaneRun:
         until = seen + 2 * ttl
         if self.now >= until or late:
             return Dane(False, "", False, since, None, [], [], deletes, False, {}, added)
-        memory.update(seen=seen, ttl=ttl)
+        memory.update(seen=seen, ttl=ttl, deletes=deletes)  # for a run that dies installing
         detail = (
             f"{want} is answered everywhere for {', '.join(f.owner for f in used)}; waiting two"
             f" TTLs ({2 * ttl} s) before installing the new key"

@@ -197,14 +197,30 @@ class Sync:
             if plan.action == HOLD and plan.dane is not None:
                 held[plan.name] = plan.dane.memory
                 continue
-            held.pop(plan.name, None)
-            if plan.dane is None or outcome.status != "installed":
-                continue
-            if plan.dane.alert:
-                outcome.detail += f"; {plan.dane.detail}"
-                outcome.notify = True
+            if not outcome.ok:
+                continue  # (a failed install: the hold's record stays for the next run)
+            before = held.pop(plan.name, None)
+            lines: list[str] = []
+            if plan.dane is not None and outcome.status == "installed":
+                if plan.dane.alert:
+                    outcome.detail += f"; {plan.dane.detail}"
+                    outcome.notify = True
+                lines = plan.dane.deletes
+            elif (
+                isinstance(before, dict)
+                and plan.pair is not None
+                and before.get("spki") == plan.pair.info.spki_sha256
+            ):
+                # mox has the key of a hold that was waiting out its TTLs: the run that
+                # installed it died before it remembered the deletes
+                found = before.get("deletes")
+                lines = [
+                    line
+                    for line in (found if isinstance(found, list) else [])
+                    if isinstance(line, str) and line.startswith("delete ")
+                ]
             if self.config.dane_publish_command:
-                deletes += [line for line in plan.dane.deletes if line not in deletes]
+                deletes += [line for line in lines if line not in deletes]
         if deletes and self.config.dane_publish_command:
             failure = run_publish(self.config, deletes)
             told = "; ".join(deletes)

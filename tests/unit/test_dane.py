@@ -315,3 +315,24 @@ def test_the_record_of_holds_is_roots_alone(host, dns):
     h.sync()
     info = os.stat(Path(h.config.lock_file).parent / dane.DANE_FILE)
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
+
+
+def test_the_old_record_is_deleted_even_when_the_installing_run_died_before_remembering(
+    host, dns, tmp_path
+):
+    h = host(dane_publish_command=publish_script(tmp_path))
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    assert h.sync().status == "held for DANE"  # waiting out the TTLs
+    waiting = h.memory()["held"][NAME]
+    delete = [f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"]
+    assert waiting["deletes"] == delete
+    # the run that installed it was killed before it wrote its record: mox has the new pair
+    write_mox_files(h.tmp_path / "mox" / "certs", NAME, new.cert_pem, new.key_pem, h.mox_ids)
+
+    outcome = h.sync()
+
+    assert outcome.status == "restarted", outcome.detail  # mox serves the new key from now on
+    assert h.mox.served(NAME) == new.sha256
+    assert calls(tmp_path)[-1] == delete
+    assert h.memory() == {"held": {}, "delete": []}
