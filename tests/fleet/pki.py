@@ -50,6 +50,9 @@ LOCAL_ISSUER_FOLDER = "local"
 KEY_TYPES = ("p256", "p384", "rsa2048", "rsa4096", "ed25519")
 REUSE_PRIVATE_KEYS_SINCE = (2, 8)
 NEW_KEY_AT_RENEWAL_SINCE = (2, 7)
+# Since 2.10 Caddy gets no certificate of its own for a name that a wildcard it manages covers
+# (it serves the wildcard's), unless the name's site says `force_automate`.
+WILDCARD_PREFERRED_SINCE = (2, 10)
 
 
 def issuer_folder(name: str) -> str:
@@ -219,10 +222,18 @@ class Pki:
         site = self.sites[name]
         options = [f"\t\tkey_type {site.key_type}"] if site.key_type else []
         options += ["\t\treuse_private_keys"] if site.reuse_private_keys else []
-        issuer = " internal" if name.startswith("*.") else ""
+        argument = ""
+        if name.startswith("*."):
+            argument = " internal"
+        elif self._under_a_wildcard(name) and self.caddy_version[:2] >= WILDCARD_PREFERRED_SINCE:
+            argument = " force_automate"  # each name of the fleet has a certificate of its own
         if not options:
-            return [f"\ttls{issuer}"] if issuer else []
-        return [f"\ttls{issuer} {{", *options, "\t}"]
+            return [f"\ttls{argument}"] if argument else []
+        return [f"\ttls{argument} {{", *options, "\t}"]
+
+    def _under_a_wildcard(self, name: str) -> bool:
+        parent = name.partition(".")[2]
+        return not name.startswith("*.") and f"*.{parent}" in self.names
 
     def _write_renewal_config(self, name: str) -> None:
         """caddy.json: the Caddyfile adapted, with `name` due for renewal at once (an automation
