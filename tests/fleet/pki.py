@@ -50,6 +50,13 @@ LOCAL_ISSUER_FOLDER = "local"
 KEY_TYPES = ("p256", "p384", "rsa2048", "rsa4096", "ed25519")
 REUSE_PRIVATE_KEYS_SINCE = (2, 8)
 NEW_KEY_AT_RENEWAL_SINCE = (2, 7)
+# Since 2.10 Caddy gets no certificate of its own for a name that a wildcard it manages covers
+# (it serves the wildcard's), unless the name's site says `force_automate`. And Caddy 2.11 puts
+# the sites without `tls` options in a catch-all policy after the wildcard's (`tls internal`):
+# a name under the wildcard would get its certificate from Caddy's own CA; an explicit key_type
+# (P-256, the default) gives it a policy of its own, with pebble.
+WILDCARD_PREFERRED_SINCE = (2, 10)
+DEFAULT_KEY_TYPE = "p256"
 
 
 def issuer_folder(name: str) -> str:
@@ -217,12 +224,22 @@ class Pki:
 
     def _tls_lines(self, name: str) -> list[str]:
         site = self.sites[name]
-        options = [f"\t\tkey_type {site.key_type}"] if site.key_type else []
+        under_a_wildcard = self._under_a_wildcard(name)
+        key_type = site.key_type or (DEFAULT_KEY_TYPE if under_a_wildcard else None)
+        options = [f"\t\tkey_type {key_type}"] if key_type else []
         options += ["\t\treuse_private_keys"] if site.reuse_private_keys else []
-        issuer = " internal" if name.startswith("*.") else ""
+        argument = ""
+        if name.startswith("*."):
+            argument = " internal"
+        elif under_a_wildcard and self.caddy_version[:2] >= WILDCARD_PREFERRED_SINCE:
+            argument = " force_automate"
         if not options:
-            return [f"\ttls{issuer}"] if issuer else []
-        return [f"\ttls{issuer} {{", *options, "\t}"]
+            return [f"\ttls{argument}"] if argument else []
+        return [f"\ttls{argument} {{", *options, "\t}"]
+
+    def _under_a_wildcard(self, name: str) -> bool:
+        parent = name.partition(".")[2]
+        return not name.startswith("*.") and f"*.{parent}" in self.names
 
     def _write_renewal_config(self, name: str) -> None:
         """caddy.json: the Caddyfile adapted, with `name` due for renewal at once (an automation
