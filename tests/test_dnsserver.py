@@ -75,13 +75,20 @@ def test_update_not_yet_at_the_secondary(dns_servers: DnsServers, conf: str) -> 
     assert tlsa.published_everywhere(lookup(conf), NEW)
 
 
-def test_a_server_stopped(dns_servers: DnsServers, conf: str) -> None:
+@pytest.mark.parametrize("server", [PRIMARY, SECONDARY])
+def test_a_server_stopped(dns_servers: DnsServers, conf: str, server: str) -> None:
+    """Stopped: its port refuses; an error at once. Started again, it has the update still."""
     dns_servers.add_tlsa(OWNER, OLD)
-    with dns_servers.stopped(SECONDARY):
+    with dns_servers.stopped(server):
         found = lookup(conf)
-        assert found.error is not None and found.error.startswith(f"{SECONDARY}: ")
+        assert found.error == f"{server}: Connection refused"
         assert not tlsa.published_everywhere(found, OLD)
     assert tlsa.published_everywhere(lookup(conf), OLD)
+
+
+def test_one_at_a_time(dns_servers: DnsServers) -> None:
+    with pytest.raises(RuntimeError, match="in use"):
+        DnsServers({"h1.test.": {}})
 
 
 @pytest.mark.parametrize("server", [PRIMARY, SECONDARY])

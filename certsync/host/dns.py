@@ -120,7 +120,7 @@ def read_name(message: bytes, offset: int) -> tuple[str, int]:
         if length & 0xC0 == 0xC0:
             if offset + 1 >= len(message):
                 raise _bad("name past the end")
-            target = (length & 0x3F) << 8 | message[offset + 1]
+            target = int.from_bytes(message[offset : offset + 2], "big") & 0x3FFF
             if end is None:
                 end = offset + 2
             jumps += 1
@@ -182,6 +182,8 @@ def parse(message: bytes, query_id: int, name: str, rtype: int) -> Answer:
     if not flags & 0x8000 or (flags >> 11) & 0xF:
         raise _bad("not an answer to a query")
     rcode = flags & 0xF
+    if qdcount == 0 and rcode not in (NOERROR, NXDOMAIN):  # some servers refuse without it
+        raise DnsError(RCODES.get(rcode, f"rcode {rcode}"))
     if qdcount != 1:
         raise _bad("question not echoed")
     if ancount + nscount + arcount > MAX_RRS:
@@ -283,6 +285,8 @@ def query(
         answer = parse(_udp(address, packet, deadline), query_id, name, rtype)
         if answer.truncated:
             answer = parse(_tcp(address, packet, deadline), query_id, name, rtype)
+            if answer.truncated:
+                raise _bad("truncated over TCP")
     except DnsError as error:
         raise type(error)(f"{server}: {error}") from None
     except socket.timeout:

@@ -22,7 +22,7 @@ from types import TracebackType
 from . import rundirs
 from .hostspec import HostSpec
 from .slot import loopback
-from .waiting import wait_for
+from .waiting import port_open, wait_for
 
 PRIMARY = loopback(153)
 SECONDARY = loopback(154)
@@ -74,6 +74,10 @@ class DnsServers:
         self.secret = base64.b64encode(os.urandom(32)).decode()
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         rundirs.reap_stale_runs()
+        for address in self.addresses:
+            # knotd binds UDP with SO_REUSEPORT: a second one would share the port, not fail
+            if port_open(address, PORT):
+                raise RuntimeError(f"{address}:{PORT} is in use; is another DnsServers running?")
         self.run_dir = rundirs.new_run_dir("dns")
         # knsupdate -k and kdig -k read `algorithm:name:secret`; nsupdate -k (bind9) reads this
         self.tsig_key_file = self.run_dir / "tsig.key"

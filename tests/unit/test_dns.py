@@ -78,6 +78,19 @@ def test_error_rcodes(rcode: int, name: str) -> None:
         refused(server.port, f"^127.0.0.1: {name}$")
 
 
+def test_refused_without_question() -> None:
+    with serving(udp_only(lambda q: q[:2] + struct.pack("!5H", 0x8005, 0, 0, 0, 0))) as server:
+        refused(server.port, "^127.0.0.1: REFUSED$")
+
+
+def test_truncated_over_tcp_too() -> None:
+    def handler(query: bytes, transport: str) -> bytes:
+        return reply(query, tc=True) if transport == "udp" else framed(reply(query, tc=True))
+
+    with serving(handler) as server:
+        refused(server.port, "truncated over TCP")
+
+
 def test_compressed_names_and_addresses() -> None:
     """Names pointing back at the question (as servers compress them) and A/AAAA decoded."""
 
