@@ -110,6 +110,10 @@ def last_outcome(host: TestHost, name: str) -> str:
     return next(line for line in reversed(log_lines(host)) if f": {name}: " in line)
 
 
+def metrics(host: TestHost) -> str:
+    return host.source_of("/var/lib/prometheus/node-exporter/certsync.prom").read_text()
+
+
 def nsupdate(world: World, lines: list[str]) -> None:
     """What the operator types: an RFC 2136 update signed with the zone's TSIG key."""
     script = f"server {PRIMARY}\n" + "".join(f"update {line}\n" for line in lines) + "send\n"
@@ -143,6 +147,7 @@ def test_held_until_published_with_nsupdate_then_installed_after_two_ttls(world,
     assert sync_as_cron(host).returncode == 0
     assert "held for DANE" in last_outcome(host, name)
     assert set(served_fingerprints(host, name).values()) == old
+    assert f'certsync_dane_held{{name="{name}"}} 1' in metrics(host)
 
     report = status(inventory, "--limit", host.name, "--json", cwd=tmp_path)
     assert report.returncode == 1, report.stdout + report.stderr
@@ -171,6 +176,7 @@ def test_held_until_published_with_nsupdate_then_installed_after_two_ttls(world,
     assert installed_after >= 2 * TTL - 2  # (the host counts whole seconds from its own run)
     assert set(served_fingerprints(host, name).values()) == {new}
     assert status(inventory, "--limit", host.name, cwd=tmp_path).returncode == 0
+    assert f'certsync_dane_held{{name="{name}"}} 0' in metrics(host)
 
 
 def test_the_publish_command_completes_the_change_and_deletes_the_old_record(world):

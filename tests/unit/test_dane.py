@@ -75,6 +75,7 @@ class Host:
             tmp_path / "mox" / "certs", NAME, self.old.cert_pem, self.old.key_pem, mox_ids
         )
         remember_installed(self.config, NAME, self.old.cert_pem)
+        Path(self.config.metrics_file).parent.mkdir()  # node-exporter's folder: metrics on
         self.mox.start()
         self.ca = ca
 
@@ -92,6 +93,9 @@ class Host:
             self.config, [NAME], False, Log(self.config.host, self.config.log_file)
         )
         return outcome
+
+    def metrics(self) -> str:
+        return Path(self.config.metrics_file).read_text()
 
     def memory(self) -> dict[str, Any]:
         path = Path(self.config.lock_file).parent / dane.DANE_FILE
@@ -123,6 +127,8 @@ def test_a_key_change_is_held_until_published_everywhere_then_two_ttls(host, dns
     ]
     assert h.mox.restarts == 0 and h.mox.served(NAME) == h.old.sha256
     since = h.memory()["held"][NAME]["since"]
+    assert f'certsync_dane_held{{name="{NAME}"}} 1' in h.metrics()
+    assert f'certsync_last_run_ok{{name="{NAME}"}} 1' in h.metrics()  # nothing is broken yet
 
     # published at one authoritative server only: still held, and it says where it is missing
     dns.records[OWNER].append(r311(new.spki_sha256))
@@ -149,6 +155,7 @@ def test_a_key_change_is_held_until_published_everywhere_then_two_ttls(host, dns
     assert outcome.status == "installed", outcome.detail
     assert h.mox.served(NAME) == new.sha256
     assert h.memory().get("held") == {}
+    assert f'certsync_dane_held{{name="{NAME}"}} 0' in h.metrics()
 
 
 def test_the_wait_starts_again_when_the_record_disappears(host, dns):
