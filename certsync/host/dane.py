@@ -180,6 +180,11 @@ class DaneRun:
                 and added is not None
                 and self.now - added < REPUBLISH_SECONDS
             )
+            if missing and added is not None and self.now - added >= REPUBLISH_SECONDS:
+                problems.append(
+                    f"the publish command took these records at {_stamp(added)} and they are"
+                    " still not answered everywhere"
+                )
             detail = "; ".join(problems)
             return Dane(True, detail, operator, since, None, publish, add, [], False, memory, added)
         ttl = max(f.ttl for f in used)

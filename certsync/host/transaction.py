@@ -178,8 +178,10 @@ class Sync:
         for plan in due:
             assert plan.dane is not None
             if failure is None:
+                # the first time, the records are on their way; sent again a day later, they
+                # did not show: that waits for the operator (told)
+                plan.dane.operator = plan.dane.added is not None
                 plan.dane.memory["added"] = dane.now
-                plan.dane.operator = False
                 self.log.line(f"the DANE publish command took: {'; '.join(plan.dane.add)}")
             else:
                 plan.dane.failure = f"{plan.detail}; {failure}"

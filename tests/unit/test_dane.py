@@ -343,3 +343,22 @@ def test_the_old_record_is_deleted_even_when_the_installing_run_died_before_reme
     assert h.mox.served(NAME) == new.sha256
     assert calls(tmp_path)[-1] == delete
     assert h.memory() == {"held": {}, "delete": []}
+
+
+def test_records_the_command_took_that_never_show_are_sent_again_a_day_later_and_told(
+    host, dns, tmp_path
+):
+    h = host(dane_publish_command=publish_script(tmp_path))
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    new = h.caddy_renews()
+    assert h.sync().notify is False
+    remembered = h.memory()["held"][NAME]
+    day_ago = remembered["added"] - dane.REPUBLISH_SECONDS
+    h.write_memory({"held": {NAME: {**remembered, "added": day_ago}}, "delete": []})
+
+    outcome = h.sync()
+
+    add = [f"add {OWNER} TLSA {r311(new.spki_sha256)}"]
+    assert calls(tmp_path) == [add, add]
+    assert outcome.status == "held for DANE" and outcome.notify is True
+    assert "still not answered everywhere" in outcome.detail
