@@ -362,3 +362,17 @@ def test_records_the_command_took_that_never_show_are_sent_again_a_day_later_and
     assert calls(tmp_path) == [add, add]
     assert outcome.status == "held for DANE" and outcome.notify is True
     assert "still not answered everywhere" in outcome.detail
+
+
+def test_a_hold_is_told_once_and_a_day_later_and_not_while_it_waits_out_the_ttls():
+    from certsync.host.outcome import Outcome
+
+    record: dict[str, Any] = {}
+    waits = Outcome(NAME, "held for DANE", "publish ...", notify=True)
+    assert alert.due(record, [waits], 1000) == [waits]
+    record[NAME]["told"] = 1000
+    assert alert.due(record, [waits], 2000) == []
+    assert alert.due(record, [waits], 1000 + alert.REMIND_SECONDS) == [waits]
+    ttl = Outcome(NAME, "held for DANE", "waiting two TTLs", notify=False)
+    assert alert.due(record, [ttl], 5000) == [] and record == {}
+    assert waits.exit_status == 0 and not waits.ok and waits.fine
