@@ -436,7 +436,7 @@ class Pki:
         The stored certificate is left in place and Caddy restarted with `name` due at once
         (caddy.json: its renewal window is the whole lifetime), so Caddy renews it from its own
         storage: with the same private key when `renewal_keeps_key(name)`, else a new one.
-        Caddy is then restarted with the plain Caddyfile, so that it renews nothing else.
+        Caddy is then restarted with the plain Caddyfile, so that it does not renew it again.
         """
         name = name.lower()
         old = sha256_fingerprint(self.certificate(name))
