@@ -430,6 +430,13 @@ class Pki:
             and "exiting; byeee" not in line
         ]
 
+    def renewals_logged(self, name: str) -> int:
+        """How many times Caddy's log says it renewed `name` (a renewal, not a first order)."""
+        return sum(
+            '"msg":"certificate renewed successfully"' in line and f'"identifier":"{name}"' in line
+            for line in self.caddy_log.read_text().splitlines()
+        )
+
     def renew(self, name: str) -> x509.Certificate:
         """Make Caddy renew `name` as it does when a certificate is due, and return the new one.
 
