@@ -108,9 +108,11 @@ def test_caddy_211_renewal_makes_a_new_key_unless_reuse_private_keys(caddy211: P
     for name, keeps_key in ((DEFAULT, False), (REUSE, True)):
         old_cert, old_key = caddy211.certificate(name), caddy211.key_path(name).read_bytes()
         assert caddy211.renewal_keeps_key(name) is keeps_key
+        renewals = caddy211.renewals_logged(name)
 
         new_cert = caddy211.renew(name)
 
+        assert caddy211.renewals_logged(name) == renewals + 1, name  # renewed, not obtained
         assert sha256_fingerprint(new_cert) != sha256_fingerprint(old_cert), name
         assert new_cert.not_valid_before_utc >= old_cert.not_valid_before_utc, name
         assert (spki_sha256(new_cert) == spki_sha256(old_cert)) is keeps_key, name

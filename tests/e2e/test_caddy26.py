@@ -60,6 +60,7 @@ def test_caddy_26_renewal_keeps_the_key_and_the_cron_job_installs_it(pki, make_f
     host.copy_caddy_storage(pki)
     result = host.run(cron_command(host))
 
+    assert pki.renewals_logged(NAME) == 1  # Caddy renewed it (not obtained anew)
     assert sha256_fingerprint(new) != sha256_fingerprint(old)
     assert spki_sha256(new) == spki_sha256(old)
     assert pki.key_path(NAME).read_bytes() == old_key

@@ -430,13 +430,20 @@ class Pki:
             and "exiting; byeee" not in line
         ]
 
+    def renewals_logged(self, name: str) -> int:
+        """How many times Caddy's log says it renewed `name` (a renewal, not a first order)."""
+        return sum(
+            '"msg":"certificate renewed successfully"' in line and f'"identifier":"{name}"' in line
+            for line in self.caddy_log.read_text().splitlines()
+        )
+
     def renew(self, name: str) -> x509.Certificate:
         """Make Caddy renew `name` as it does when a certificate is due, and return the new one.
 
         The stored certificate is left in place and Caddy restarted with `name` due at once
         (caddy.json: its renewal window is the whole lifetime), so Caddy renews it from its own
         storage: with the same private key when `renewal_keeps_key(name)`, else a new one.
-        Caddy is then restarted with the plain Caddyfile, so that it renews nothing else.
+        Caddy is then restarted with the plain Caddyfile, so that it does not renew it again.
         """
         name = name.lower()
         old = sha256_fingerprint(self.certificate(name))
