@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Any
 
 from certsync.certview import expiry, sans, short, tlsa_record
-from certsync.host.plan import IN_SYNC, INSTALL
+from certsync.host.plan import HOLD, IN_SYNC, INSTALL
 
 LABEL_WIDTH = 12
 MAX_COLUMN = 48
@@ -50,6 +50,13 @@ def key_change_lines(name: str, plan: dict[str, Any]) -> list[str]:
     new = plan["caddy"]["cert"]
     if not plan.get("key_changes"):
         return []
+    dane = plan.get("dane")
+    if dane is not None and not dane["publish"]:
+        return [
+            f"{name}: the private key changes: its TLSA record 3 1 1 {new['spki_sha256']} is"
+            " published everywhere (checked in DNS); remove the old record once mox serves the"
+            " new key"
+        ]
     old = (plan.get("mox") or {}).get("cert")
     current = f" (3 1 1 {short(old['spki_sha256'])}…)" if old else ""
     return [
@@ -59,8 +66,23 @@ def key_change_lines(name: str, plan: dict[str, Any]) -> list[str]:
     ]
 
 
+def hold_lines(name: str, dane: dict[str, Any]) -> list[str]:
+    """Since when a key change is held for DANE, and what it waits for."""
+    since = f"held for DANE since {dane['since']}"
+    if dane["until"]:
+        return [f"{name}: {since}; installed from {dane['until']} on (two TTLs)"]
+    lines = [f"{name}: {since}; mox keeps its current certificate until then"]
+    lines += [f"{name}: publish {record}" for record in dane["publish"]]
+    if dane["added"]:
+        lines.append(f"{name}: the DANE publish command took the records at {dane['added']}")
+    return lines
+
+
 def name_lines(name: str, plan: dict[str, Any], now: dt.datetime) -> list[str]:
     lines = [f"{name}: {plan['action']}: {plan['detail']}"]
+    if plan["action"] == HOLD:
+        lines += side_by_side(name, plan, now)
+        lines += hold_lines(name, plan["dane"])
     if plan["action"] == INSTALL and plan["caddy"]["cert"]:
         lines += side_by_side(name, plan, now)
         lines += key_change_lines(name, plan)

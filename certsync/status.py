@@ -1,4 +1,4 @@
-"""`certsync status`: per host and name, the six checks of what is true now, from the host's
+"""`certsync status`: per host and name, the seven checks of what is true now, from the host's
 state (read-only, every verify port probed): as a table for a person, or as JSON for monitoring.
 
     {"ok": bool, "hosts": {HOST: {"ok": bool, "error": str|null,
@@ -17,16 +17,18 @@ from typing import Any
 from certsync.certview import expiry, short, tlsa_record
 from certsync.host.errors import printable
 from certsync.host.output import parse_utc
-from certsync.host.plan import CERT_MODE, DIR_MODE, KEY_MODE, REFUSE, mox_files
+from certsync.host.plan import CERT_MODE, DIR_MODE, HOLD, KEY_MODE, REFUSE, mox_files
 from certsync.host.validity import ago
 from certsync.hostdata import HostSettings
 from certsync.operations import files_to_install, host_files, host_problem
 
 EXIT_OK, EXIT_FAILED, EXIT_UNKNOWN = 0, 1, 2
-# (check, how the table names it when it fails), in the order of the issue's six checks:
+# (check, how the table names it when it fails), in the order of the issues' checks:
 # Caddy holds a valid certificate; mox's files exist with the right owner and modes; they equal
 # Caddy's newest valid pair; mox.conf names them in a listener's KeyCerts; mox serves that
-# certificate on every verify port; the cron job is installed and its last run succeeded.
+# certificate on every verify port; the cron job is installed and its last run succeeded; and
+# every TLSA RRset of the name has a record for the key mox serves, no key change waiting for
+# the operator.
 CHECKS = (
     ("caddy", "Caddy's certificate"),
     ("mox_files", "mox's files"),
@@ -34,6 +36,7 @@ CHECKS = (
     ("mox_conf", "mox.conf"),
     ("served", "what mox serves"),
     ("cron", "cron job"),
+    ("dane", "DANE"),
 )
 TITLES = dict(CHECKS)
 
@@ -93,6 +96,8 @@ def check_equal(plan: dict[str, Any]) -> dict[str, Any]:
         return _check("mox_equals_caddy", False, "no valid pair of Caddy's to compare with")
     mox = plan.get("mox") or {}
     has = mox.get("replaces") or "nothing"
+    if plan["action"] == HOLD:  # on purpose: the `dane` check tells whether it waits for you
+        return _check("mox_equals_caddy", True, f"mox keeps {has}: {HOLD} (see the dane check)")
     if plan["action"] == REFUSE:  # Caddy's pair is valid, yet not installed: say why
         return _check("mox_equals_caddy", False, f"mox has {has}: {plan['detail']}")
     return _check(
@@ -108,9 +113,11 @@ def check_mox_conf(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_served(plan: dict[str, Any]) -> dict[str, Any]:
-    """Every verify port serves Caddy's certificate (mox's own when Caddy has none); and the
-    DANE hash of the key mox serves."""
-    expected = plan["caddy"]["cert"] or (plan.get("mox") or {}).get("cert")
+    """Every verify port serves Caddy's certificate (mox's own when Caddy has none, or while a
+    key change is held for DANE); and the DANE hash of the key mox serves."""
+    mox_cert = (plan.get("mox") or {}).get("cert")
+    # held for DANE: mox keeps serving its own certificate, on purpose
+    expected = mox_cert if plan["action"] == HOLD else plan["caddy"]["cert"] or mox_cert
     served = plan.get("served_all") or []
     if not served:
         why = "; ".join(plan.get("warnings") or []) or "no port to check"
@@ -128,6 +135,20 @@ def check_served(plan: dict[str, Any]) -> dict[str, Any]:
         return _check("served", False, "; ".join(problems) + dane)
     ports = ", ".join(str(entry["port"]) for entry in served)
     return _check("served", True, f"{ports} serve sha256={short(served[0]['sha256'])}{dane}")
+
+
+def check_dane(plan: dict[str, Any]) -> dict[str, Any]:
+    """Every TLSA RRset of the name has a record for the key mox serves (`dane_served`, looked
+    up on the host), and no key change waits for the operator (waiting out TTLs is fine)."""
+    served = plan.get("dane_served") or {"ok": True, "detail": "not checked"}
+    dane = plan.get("dane")
+    if plan["action"] == HOLD and dane is not None:
+        since = f"{HOLD} since {dane['since']}"
+        if dane["operator"]:
+            return _check("dane", False, f"{since}: {plan['detail']}")
+        waits = f"installed from {dane['until']} on" if dane["until"] else "records being published"
+        return _check("dane", served["ok"], f"{since} ({waits}); {served['detail']}")
+    return _check("dane", served["ok"], served["detail"])
 
 
 def cron_problem(settings: HostSettings, state: dict[str, Any]) -> str | None:
@@ -169,7 +190,7 @@ def name_report(
     now: dt.datetime,
     cron: str | None,
 ) -> dict[str, Any]:
-    """The six checks of `name`; `cron`: what is wrong with the host's cron job (cron_problem)."""
+    """The seven checks of `name`; `cron`: what is wrong with the host's cron job (cron_problem)."""
     plan = state["names"][name]
     checks = [
         check_caddy(plan, now),
@@ -178,6 +199,7 @@ def name_report(
         check_mox_conf(plan),
         check_served(plan),
         check_cron(settings, state, name, now, cron),
+        check_dane(plan),
     ]
     return {"ok": all(c["ok"] for c in checks), "checks": checks}
 

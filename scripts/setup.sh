@@ -1,16 +1,19 @@
 #!/bin/sh
 # Prepare a Debian 12 machine (as root) for certsync's tests, including the end-to-end test fleet
-# (tests/fleet): pebble, caddy, openssh, the Python tools, and a mox binary. Idempotent: each
-# step is skipped when what it provides is already there, so a second run touches nothing.
+# (tests/fleet): pebble, Debian's caddy (2.6), openssh, the Python tools, and mox and Caddy 2.11
+# built from the Go module proxy. Idempotent: each step is skipped when what it provides is
+# already there, so a second run touches nothing.
 #
 # Environment:
 #   PYTHON        interpreter to install the Python packages for (default: python3)
-#   MOX_DEST      where mox is installed (default: /usr/local/lib/certsync-test/bin; the fleet
-#                 looks there, or at $CERTSYNC_MOX)
+#   MOX_DEST      where mox and Caddy are installed (default: /usr/local/lib/certsync-test/bin;
+#                 the fleet looks there, or at $CERTSYNC_MOX and $CERTSYNC_CADDY)
 set -eu
 
 PYTHON=${PYTHON:-python3}
 MOX_VERSION=v0.0.17
+# The test fleet's Caddy (tests/fleet/pki.py); Debian's caddy 2.6 runs a few tests of its own.
+CADDY_VERSION=v2.11.9
 MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
 # sudo: the test hosts' non-root user (pyinfra's _sudo); python3-venv: the package test
 # installs the built wheel into a fresh virtual environment.
@@ -21,9 +24,12 @@ PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra paramiko 
     setuptools>=68 wheel"
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
-# knot (knotd, knotc) and knot-dnsutils (kdig, knsupdate): the test fleet's DNS servers (DANE).
-APT_PACKAGES="$APT_PACKAGES knot knot-dnsutils"
+# knot, knot-dnsutils (kdig, knsupdate): the test fleet's authoritative DNS server for the DANE
+# tests; prometheus (promtool): the metrics file's check. Their services do not start (policy-rc.d).
+APT_PACKAGES="$APT_PACKAGES knot knot-dnsutils prometheus"
 PIP_PACKAGES="$PIP_PACKAGES aiosmtpd prometheus_client"
+# bind9-dnsutils: nsupdate, which scripts/dane-nsupdate (certsync_dane_publish_command) runs.
+APT_PACKAGES="$APT_PACKAGES bind9-dnsutils"
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -90,19 +96,19 @@ PY
     "$PYTHON" -m pip install $extra $PIP_PACKAGES
 }
 
-go_is_new_enough() {
+go_is_new_enough() {  # $1: the minor version of Go 1.x needed
     command -v go >/dev/null || return 1
     version=$(go env GOVERSION 2>/dev/null | sed -n 's/^go\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
     [ -n "$version" ] || return 1
-    set -- $version
-    [ "$1" -gt 1 ] || { [ "$1" -eq 1 ] && [ "$2" -ge 25 ]; }
+    set -- "$1" $version
+    [ "$2" -gt 1 ] || { [ "$2" -eq 1 ] && [ "$3" -ge "$1" ]; }
 }
 
-use_go() {
+use_go() {  # $1: what needs it, $2: the minor version of Go 1.x it needs
     PATH=$PATH:/usr/local/go/bin
     export PATH
-    if ! go_is_new_enough; then
-        echo "setup.sh: mox $MOX_VERSION needs Go >= 1.25 on PATH (found: $(go env GOVERSION 2>/dev/null || echo none))" >&2
+    if ! go_is_new_enough "$2"; then
+        echo "setup.sh: $1 needs Go >= 1.$2 on PATH (found: $(go env GOVERSION 2>/dev/null || echo none))" >&2
         exit 1
     fi
     log "Go: $(go env GOVERSION) present"
@@ -113,7 +119,7 @@ install_mox() {
         log "mox: $("$MOX_DEST/mox" version | head -n1) present in $MOX_DEST"
         return
     fi
-    use_go
+    use_go "mox $MOX_VERSION" 25
     log "mox: building $MOX_VERSION into $MOX_DEST (about 80 s)"
     # `go install github.com/mjl-/mox@$MOX_VERSION` fails where the module proxy refuses the
     # @v/list lookup; installing from a throw-away module that requires mox works.
@@ -124,6 +130,38 @@ install_mox() {
         && GOFLAGS=-mod=mod GOBIN="$MOX_DEST" go install github.com/mjl-/mox)
     rm -rf "$build"
     "$MOX_DEST/mox" version
+}
+
+install_caddy() {
+    if "$MOX_DEST/caddy" version 2>/dev/null | grep -q "^$CADDY_VERSION "; then
+        log "caddy: $("$MOX_DEST/caddy" version) present in $MOX_DEST"
+        return
+    fi
+    use_go "Caddy $CADDY_VERSION" 26  # its go.mod says go 1.26.0
+    log "caddy: building $CADDY_VERSION into $MOX_DEST (a few minutes, about 80 MB)"
+    # Caddy's own recipe for a custom build (what xcaddy generates): a throw-away module whose
+    # main calls caddycmd.Main() with the standard modules.
+    build=$(mktemp -d)
+    printf 'module caddybuild\n\ngo 1.26\n\nrequire github.com/caddyserver/caddy/v2 %s\n' \
+        "$CADDY_VERSION" >"$build/go.mod"
+    cat >"$build/main.go" <<'GO'
+package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func main() {
+	caddycmd.Main()
+}
+GO
+    mkdir -p "$MOX_DEST"
+    (cd "$build" && go mod tidy && go build -o "$MOX_DEST/caddy.new" . \
+        && mv "$MOX_DEST/caddy.new" "$MOX_DEST/caddy")
+    rm -rf "$build"
+    "$MOX_DEST/caddy" version
 }
 
 ensure_mox_user() {
@@ -140,5 +178,6 @@ install_debian_packages
 warn_about_system_services
 install_python_packages
 install_mox
+install_caddy
 ensure_mox_user
 log "done. Run: CERTSYNC_REQUIRE_E2E=1 $PYTHON -m pytest"

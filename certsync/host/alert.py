@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from . import records, wire
 from .errors import printable, reason
+from .outcome import HELD
 from .output import Log, emit, utc_stamp
 from .settings import Config
 
@@ -39,6 +40,10 @@ def kept(config: Config, outcome: Outcome) -> str:
         )
     if outcome.status == "rolled back":
         base = "mox's previous files, restored"
+    elif outcome.status == HELD:
+        base = "mox's current certificate, until the new key's TLSA record is published"
+    elif outcome.ok:
+        return "Caddy's new certificate, installed"
     elif outcome.status == "refused":
         base = "mox's files, unchanged"
     else:
@@ -142,7 +147,7 @@ def due(record: dict[str, Any], outcomes: list[Outcome], now: int) -> list[Outco
     leaves the record."""
     found = []
     for outcome in outcomes:
-        if outcome.ok:
+        if not (not outcome.ok if outcome.notify is None else outcome.notify):
             record.pop(outcome.name, None)
             continue
         before = record.get(outcome.name)

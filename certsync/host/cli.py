@@ -1,7 +1,8 @@
 """The host program's command line: `sync` (the deploy and the cron job) and `state` (read-only).
 
 Exit status of `sync` (the last line printed says it too when it is not 0):
-  0  every name is in sync, installed, repaired or restarted
+  0  every name is in sync, installed, repaired or restarted, or held for DANE (a key change
+     waiting for its TLSA record: nothing is broken yet)
   1  some names were refused (no valid pair in Caddy, a symlinked folder...): nothing changed for
      them; the other names were synced
   2  usage or settings error: nothing was done

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from . import records
 from .errors import reason
 from .files import FILE, FileState, open_dir, put_entries
+from .outcome import HELD
 from .output import parse_utc
 from .plan import probe_all, verify_targets
 from .settings import Config
@@ -37,7 +38,11 @@ METRICS = (
         "certsync_last_success_timestamp_seconds",
         "When a certsync run last ended with the name synced (Unix time; 0: never).",
     ),
-    ("certsync_last_run_ok", "1 when certsync's last run synced the name, else 0."),
+    (
+        "certsync_last_run_ok",
+        "1 when certsync's last run synced the name or held it for DANE, else 0.",
+    ),
+    ("certsync_dane_held", "1 while a key change of the name waits for its DANE TLSA record."),
 )
 
 
@@ -49,10 +54,12 @@ def record_runs(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -
         before = runs.get(outcome.name)
         last_success = before.get("last_success", 0) if isinstance(before, dict) else 0
         runs[outcome.name] = {
-            "ok": outcome.ok,
+            "ok": outcome.fine,  # a hold for DANE is not a failure: nothing is broken yet
             "time": stamp,
             "last_success": stamp if outcome.ok else last_success,
         }
+        if outcome.status == HELD:
+            runs[outcome.name]["held"] = True
     records.save(config, RUNS_FILE, runs)
     return runs
 
@@ -65,7 +72,7 @@ def _label(value: object) -> str:
 def render(config: Config, runs: Runs) -> str:
     """The textfile: every configured name, what mox serves for it now and its last run."""
     samples: dict[str, list[str]] = {metric: [] for metric, _ in METRICS}
-    expiry, last_success, last_ok = (metric for metric, _ in METRICS)
+    expiry, last_success, last_ok, held = (metric for metric, _ in METRICS)
     for name in sorted(config.names):
         # the first port checked (mox serves one pair per name on all of a listener's ports):
         # a probe of each port at every cron run would cost more than the rest of the run
@@ -82,6 +89,7 @@ def render(config: Config, runs: Runs) -> str:
                 f"{last_success}{{{labels}}} {int(run.get('last_success') or 0)}"
             )
             samples[last_ok].append(f"{last_ok}{{{labels}}} {1 if run.get('ok') else 0}")
+            samples[held].append(f"{held}{{{labels}}} {1 if run.get('held') else 0}")
     lines = []
     for metric, help_text in METRICS:
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", *samples[metric]]

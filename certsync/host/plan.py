@@ -12,6 +12,7 @@ import stat
 
 from . import records
 from .caddy import Choice, Pair, choose_pair
+from .dane import Dane, DaneRun
 from .errors import printable, reason
 from .files import FILE, MISSING, FileState, open_dir, read_file
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
@@ -32,6 +33,7 @@ KEY_MODE = 0o600
 DIR_MODE = 0o700
 
 IN_SYNC, REPAIR, INSTALL, RESTART, REFUSE = "in sync", "repair", "install", "restart", "refuse"
+HOLD = "held for DANE"  # a key change waits for its TLSA record (dane.py); mox keeps its files
 
 
 class Current(Record):
@@ -79,6 +81,7 @@ class NamePlan(Record):
     warnings: list[str] = []
     mox_conf: MoxConf | None = None
     files_equal: bool | None = None  # mox's files byte for byte Caddy's chosen pair (None: no pair)
+    dane: Dane | None = None  # a key change's DANE decision (None: none made)
 
     @property
     def pair(self) -> Pair | None:
@@ -124,6 +127,7 @@ class NamePlan(Record):
             "warnings": self.warnings,
             "mox_conf": self.mox_conf.to_json() if self.mox_conf else None,
             "files_equal": self.files_equal,
+            "dane": self.dane.to_json() if self.dane else None,
         }
 
 
@@ -319,8 +323,10 @@ def plan_name(
     force: bool = False,
     dir_right: bool = True,
     check_served: bool = True,
+    dane: DaneRun | None = None,
 ) -> NamePlan:
-    """What a sync does for `name` now. `dir_fd`: mox's certificate folder (None: missing)."""
+    """What a sync does for `name` now. `dir_fd`: mox's certificate folder (None: missing).
+    `dane`: the run's DANE decisions (their DNS lookups share one time budget)."""
     choice = choose_pair(
         config.caddy_data_dir,
         name,
@@ -385,4 +391,15 @@ def plan_name(
             return plan(REFUSE, problem)
     checked = "; chain checked on the host" if config.require_trusted_chain else ""
     forced = "forced; " if same else ""
-    return plan(INSTALL, f"{forced}{new}, replacing {current.describe()}{checked}")
+    result = plan(INSTALL, f"{forced}{new}, replacing {current.describe()}{checked}")
+    if result.key_changes and not force:  # --force installs a held key change now
+        decision = (dane or DaneRun(config, now)).decide(name, pair.info.spki_sha256, current.info)
+        result.dane = decision
+        if decision is not None and decision.held:
+            result.action, result.detail = (
+                HOLD,
+                f"{decision.detail} (mox keeps {current.describe()})",
+            )
+        elif decision is not None and decision.detail:
+            result.detail += f"; {decision.detail}"
+    return result

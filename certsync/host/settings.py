@@ -180,6 +180,25 @@ def cron(value: Any) -> str:
     raise ValueError(f"{value!r} is not a cron schedule (five fields, or @daily etc.)")
 
 
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = _text(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return text
+
+    return check
+
+
+def dane_ports(value: Any) -> list[int]:
+    result = [port(item) for item in _list(value)]
+    if not result:
+        raise ValueError("no port (set certsync_dane to off instead)")
+    if len(set(result)) != len(result):
+        raise ValueError("a port is listed twice")
+    return result
+
+
 def emails(value: Any) -> list[str]:
     result = [str(item).strip() for item in _list(value)]
     for item in result:
@@ -340,6 +359,33 @@ SETTINGS: tuple[Setting, ...] = (
         boolean,
         "also sync seconds after Caddy writes (a watcher on Caddy's folders, which the cron job"
         " starts and restarts); off: the cron job alone",
+    ),
+    Setting(
+        "dane",
+        "auto",
+        choice("auto", "off"),
+        "`auto`: hold a key change for a name whose TLSA records (`_<port>._tcp.<name>`) do not"
+        " have the new key's `3 1 1` record yet; `off`: no DNS lookups at all",
+    ),
+    Setting(
+        "dane_ports",
+        [25],
+        dane_ports,
+        "the ports whose TLSA records (`_<port>._tcp.<name>`) a key change waits for",
+    ),
+    Setting(
+        "dane_publish_command",
+        "",
+        optional_command,
+        "run without a shell with the TLSA records to add (and later to delete) on its standard"
+        " input, one per line; exit 0: done (empty: the operator publishes them)",
+    ),
+    Setting(
+        "dane_deadline_days",
+        7,
+        integer(0, 365),
+        "install a held key change anyway, with an alert, once mox's certificate expires within"
+        " this many days",
     ),
     Setting(
         "force",

@@ -10,9 +10,10 @@ import os
 import sys
 
 from . import watch
+from .dane import DaneRun
 from .errors import reason
 from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
-from .outcome import OK_STATUSES
+from .outcome import HELD, OK_STATUSES
 from .output import emit
 from .plan import (
     DIR_MODE,
@@ -117,7 +118,7 @@ def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str,
                 "time": stamp,
                 "status": status,
                 "detail": detail,
-                "ok": status in OK_STATUSES,
+                "ok": status in OK_STATUSES or status == HELD,
             }
     return found
 
@@ -163,15 +164,21 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
             state["mox_dir"] = {"kind": "missing", "right": False}
         except (OSError, ValueError) as error:  # swapped for a link since folder_refusal
             refusal = reason(error)
+    dane = DaneRun(config, now)
     try:
         for name in config.names:
             if refusal is not None:
                 plan = NamePlan(name, REFUSE, refusal, None, None, [], None)
             else:
-                plan = plan_or_refusal(config, name, dir_fd, now, force, dir_right)
+                plan = plan_or_refusal(config, name, dir_fd, now, force, dir_right, dane=dane)
             entry = plan.to_json()
             if all_ports and plan.targets:
                 entry["served_all"] = probe_all(plan.targets, name)
+            if all_ports:  # the status report's `dane` check: the keys mox serves
+                keys = sorted(
+                    {e["spki_sha256"] for e in entry.get("served_all", []) if e["error"] is None}
+                )
+                entry["dane_served"] = dane.served_check(name, keys)
             state["names"][name] = entry
     finally:
         if dir_fd is not None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import records
 from .backup import take_backup
+from .dane import DaneRun, run_publish
 from .errors import printable, reason
 from .files import (
     FILE,
@@ -28,11 +29,12 @@ from .files import (
 )
 from .moxconf import Target
 from .names import server_name, storage_name
-from .outcome import Outcome
+from .outcome import HELD, Outcome
 from .output import Log
 from .plan import (
     CERT_MODE,
     DIR_MODE,
+    HOLD,
     IN_SYNC,
     INSTALL,
     INSTALLED,
@@ -106,8 +108,13 @@ class Sync:
                 refusal = f"cannot set owner and mode of {folder} ({reason(error)})"
             if refusal is not None:
                 return [Outcome(name, "refused", refusal) for name in names]
-            plans = [plan_or_refusal(self.config, n, dir_fd, now, self.force) for n in names]
+            dane = DaneRun(self.config, now)
+            plans = [
+                plan_or_refusal(self.config, n, dir_fd, now, self.force, dane=dane) for n in names
+            ]
+            self._publish(dane, plans)
             outcomes = self._carry_out(dir_fd, plans)
+            self._after_installs(dane, plans, outcomes)
             for plan in plans:
                 if not outcomes[plan.name].ok and plan.current is not None:
                     outcomes[plan.name].kept = plan.current.describe()
@@ -124,6 +131,10 @@ class Sync:
                 outcomes[plan.name] = Outcome(plan.name, "refused", plan.detail)
             elif plan.action == IN_SYNC:
                 outcomes[plan.name] = Outcome(plan.name, "in sync", plan.detail)
+            elif plan.action == HOLD:
+                assert plan.dane is not None
+                detail = plan.dane.failure or plan.detail
+                outcomes[plan.name] = Outcome(plan.name, HELD, detail, notify=plan.dane.operator)
             elif plan.action == INSTALL:
                 installs.append(plan)
             else:
@@ -146,6 +157,84 @@ class Sync:
             outcomes.update(self._change(dir_fd, installs, restarts))
         self._remember_installed(plans, outcomes)
         return outcomes
+
+    def _publish(self, dane: DaneRun, plans: list[NamePlan]) -> None:
+        """Hand the records of the held key changes to the publish command: once per new key
+        when it exits 0 (again after a day if the records are still not answered), at every run
+        while it fails."""
+        command = self.config.dane_publish_command
+        due = [
+            p
+            for p in plans
+            if p.action == HOLD
+            and p.dane is not None
+            and p.dane.add
+            and p.dane.operator  # (not: added and waiting for the records to show)
+        ]
+        if not command or not due:
+            return
+        lines = [line for p in due if p.dane for line in p.dane.add]
+        failure = run_publish(self.config, lines)
+        for plan in due:
+            assert plan.dane is not None
+            if failure is None:
+                # the first time, the records are on their way; sent again a day later, they
+                # did not show: that waits for the operator (told)
+                plan.dane.operator = plan.dane.added is not None
+                plan.dane.memory["added"] = dane.now
+                self.log.line(f"the DANE publish command took: {'; '.join(plan.dane.add)}")
+            else:
+                plan.dane.failure = f"{plan.detail}; {failure}"
+
+    def _after_installs(
+        self, dane: DaneRun, plans: list[NamePlan], outcomes: dict[str, Outcome]
+    ) -> None:
+        """Remember the holds; once mox serves a new key, delete the old key's records through
+        the publish command (retried at later runs until it exits 0); an install made at the
+        deadline with a record still missing is told."""
+        held = dict(dane.held())
+        deletes = dane.pending_deletes()
+        for plan in plans:
+            outcome = outcomes[plan.name]
+            if plan.action == HOLD and plan.dane is not None:
+                held[plan.name] = plan.dane.memory
+                continue
+            if not outcome.ok:
+                continue  # (a failed install: the hold's record stays for the next run)
+            before = held.pop(plan.name, None)
+            lines: list[str] = []
+            if plan.dane is not None and outcome.status == "installed":
+                if plan.dane.alert:
+                    outcome.detail += f"; {plan.dane.detail}"
+                    outcome.notify = True
+                lines = plan.dane.deletes
+            elif (
+                isinstance(before, dict)
+                and plan.pair is not None
+                and before.get("spki") == plan.pair.info.spki_sha256
+            ):
+                # mox has the key of a hold that was waiting out its TTLs: the run that
+                # installed it died before it remembered the deletes
+                found = before.get("deletes")
+                lines = [
+                    line
+                    for line in (found if isinstance(found, list) else [])
+                    if isinstance(line, str) and line.startswith("delete ")
+                ]
+            if self.config.dane_publish_command:
+                deletes += [line for line in lines if line not in deletes]
+        if deletes and self.config.dane_publish_command:
+            failure = run_publish(self.config, deletes)
+            told = "; ".join(deletes)
+            if failure is None:
+                self.log.line(f"the DANE publish command took: {told}")
+                deletes = []
+            else:
+                self.log.line(f"warning: {failure}; retried at the next run: {told}")
+        try:
+            dane.save(held, deletes)
+        except (OSError, ValueError) as error:
+            self.log.line(f"warning: DANE record not written: {reason(error)}")
 
     def _remember_installed(self, plans: list[NamePlan], outcomes: dict[str, Outcome]) -> None:
         """Record which certificate of Caddy's mox's files now hold, per name: the one certsync

@@ -21,6 +21,8 @@ TEST_FILES = (
     "tests/unit/test_transaction.py",
     "tests/unit/test_parity.py",
     "tests/unit/test_wire.py",
+    "tests/e2e/test_dane.py",
+    "tests/unit/test_dane.py",
 )
 
 
@@ -241,6 +243,68 @@ ROWS: tuple[Row, ...] = (
         "Backups",
         "never more than `certsync_backups_keep`; the one just taken is never pruned; root, 0700",
         ("test_backups_are_pruned_to_the_setting_and_the_newest_is_kept",),
+    ),
+    Row(
+        "DANE: Caddy (2.7 and later) renews with a new key, and the name has TLSA records at"
+        " `_<port>._tcp.<name>` (each of `certsync_dane_ports`)",
+        "held for DANE, exit 0: mox keeps its certificate; the preview, the log, `certsync"
+        " status` (check `dane`), the alert (once, a reminder a day) and `certsync_dane_held`"
+        " name the record to publish and since when; installed two TTLs after the first run that"
+        " saw `3 1 1 <new key>` at every authoritative server and the host's resolver",
+        (
+            "test_held_until_published_with_nsupdate_then_installed_after_two_ttls",
+            "test_a_key_change_is_held_until_published_everywhere_then_two_ttls",
+            "test_every_dane_port_must_have_the_record",
+        ),
+    ),
+    Row(
+        "DANE, unattended: `certsync_dane_publish_command` (`scripts/dane-nsupdate`: nsupdate,"
+        " TSIG); the command fails",
+        "the records to add are handed over once per new key; installed two TTLs after they"
+        " show; the old key's record is deleted once mox serves the new key. A failed add is"
+        " retried at the next run and alerted; a failed delete is retried until it succeeds",
+        (
+            "test_the_publish_command_completes_the_change_and_deletes_the_old_record",
+            "test_the_publish_command_adds_once_and_deletes_the_old_record_after_the_install",
+            "test_a_failing_publish_command_is_retried_and_so_is_the_delete",
+        ),
+    ),
+    Row(
+        "DANE: a renewal that keeps the key (`reuse_private_keys`, Caddy 2.6); a run that finds"
+        " the name in sync; `certsync_dane: off`; a wildcard name",
+        "never held, and no DNS lookup at all (the DNS servers silent change nothing)",
+        (
+            "test_a_renewal_that_keeps_the_key_is_never_held_nor_looked_up",
+            "test_a_renewal_that_keeps_the_key_and_an_in_sync_run_look_nothing_up",
+            "test_dane_off_or_a_wildcard_looks_nothing_up",
+        ),
+    ),
+    Row(
+        "DANE: the record is still missing when mox's certificate expires within"
+        " `certsync_dane_deadline_days`",
+        "installed anyway (an expired certificate breaks IMAP, submission and MTA-STS); the"
+        " alert names the record still missing",
+        (
+            "test_the_deadline_installs_anyway_with_the_alert",
+            "test_the_deadline_installs_anyway_with_an_alert_naming_the_record",
+        ),
+    ),
+    Row(
+        "DANE: the DNS servers are down or silent, the resolver fails",
+        "held with the reason, never installed blindly; every lookup of a run shares 20 s, so"
+        " the run ends in bounds; exit 0",
+        (
+            "test_dns_down_or_silent_holds_with_the_reason_in_bounds",
+            "test_a_dns_failure_holds_with_the_reason",
+        ),
+    ),
+    Row(
+        "DANE: a name without TLSA records (NXDOMAIN or no data)",
+        "not using DANE: installed as before",
+        (
+            "test_a_name_without_tlsa_records_is_installed_as_before",
+            "test_no_tlsa_records_means_no_dane_and_an_install",
+        ),
     ),
 )
 

@@ -42,16 +42,17 @@ def user_folder(
     tmp_path: Path, hosts: Mapping[TestHost, Mapping[str, Any]], arguments: str = ""
 ) -> Path:
     """deploy.py (calling certsync_deploy(arguments)) and inventory.py: each host with its
-    connection data and the given data, nothing else: no group_data, no config.py."""
+    connection data (and DNS) and the given data, nothing else: no group_data, no config.py."""
     folder = tmp_path / "our-deploy"
     folder.mkdir()
     (folder / "deploy.py").write_text(USER_DEPLOY.format(arguments=arguments))
     entries = []
     for host, data in hosts.items():
+        # (and certsync_dane: a host of the fleet without DNS servers has nothing to ask)
         connection = {
             key: value
             for key, value in host.inventory_data().items()
-            if not key.startswith("certsync_")
+            if not key.startswith("certsync_") or key == "certsync_dane"
         }
         entries.append(f"    ({host.name!r}, {{**{connection!r}, **{dict(data)!r}}}),")
     (folder / "inventory.py").write_text("mail_servers = [\n" + "\n".join(entries) + "\n]\n")

@@ -18,7 +18,7 @@ from tests.fleet.hostspec import ADMIN_USER, MOX_CONFIG
 from tests.fleet.x509util import ca_signed, spki_sha256
 from tests.unit.certs import leaked_secrets
 
-CHECKS = ["caddy", "mox_files", "mox_equals_caddy", "mox_conf", "served", "cron"]
+CHECKS = ["caddy", "mox_files", "mox_equals_caddy", "mox_conf", "served", "cron", "dane"]
 DAY = dt.timedelta(days=1)
 
 

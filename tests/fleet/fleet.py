@@ -440,6 +440,9 @@ class TestHost:
             "certsync_restart_command": self.restart_command,
             "certsync_mox_binary": MOX_BINARY,
             "certsync_caddy_data_dir": self.caddy_data_dir,
+            # a host without the fleet's DNS servers has no DNS at all: nothing to ask about
+            # DANE (every lookup would fail, and a failed lookup holds a key change)
+            **({"certsync_dane": "off"} if self.spec.resolv_conf is None else {}),
         }
 
 

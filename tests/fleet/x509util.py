@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 
@@ -179,7 +180,17 @@ def spki_sha256(cert: x509.Certificate) -> str:
     return hashlib.sha256(spki).hexdigest()
 
 
+def load_caddy_private_key(key_pem: bytes) -> PrivateKeyTypes:
+    """A key as Caddy stores it: Ed25519 is PKCS#8 under Caddy's own label `ED25519 PRIVATE KEY`,
+    which `cryptography` does not know."""
+    key_pem = key_pem.replace(
+        b"-----BEGIN ED25519 PRIVATE KEY-----", b"-----BEGIN PRIVATE KEY-----"
+    )
+    key_pem = key_pem.replace(b"-----END ED25519 PRIVATE KEY-----", b"-----END PRIVATE KEY-----")
+    return serialization.load_pem_private_key(key_pem, password=None)
+
+
 def key_matches_certificate(key_pem: bytes, cert: x509.Certificate) -> bool:
-    key = serialization.load_pem_private_key(key_pem, password=None)
+    key = load_caddy_private_key(key_pem)
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)

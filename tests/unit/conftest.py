@@ -76,6 +76,8 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             "log_file": str(tmp_path / "log" / "certsync.log"),
             "alert_command": "",
             "metrics_file": str(tmp_path / "metrics" / "certsync.prom"),
+            # no DNS lookups unless a test asks for them (and fakes the lookup: test_dane.py)
+            "dane": "off",
         }
         values.update(overrides)
         return Config("mail-1", values)

@@ -71,6 +71,7 @@ def test_the_textfile_has_expiry_per_served_port_and_the_last_run_per_name(
         ): expiry,
         ("certsync_last_success_timestamp_seconds", (("name", NAME),)): 3,
         ("certsync_last_run_ok", (("name", NAME),)): 0,
+        ("certsync_dane_held", (("name", NAME),)): 0,
     }
 
 

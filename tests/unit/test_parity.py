@@ -259,3 +259,29 @@ def test_mox_serving_another_certificate_than_its_files_is_restarted(
     assert (outcome.status, outcome.detail) == ("restarted", planned["detail"])
     assert mox.restarts == 1 and mox.served(NAME) == caddys.sha256
     assert read_state(config, [], False, False)["names"][NAME]["action"] == "in sync"
+
+
+@pytest.mark.parametrize("published", [False, True], ids=["record missing", "waiting two TTLs"])
+def test_a_key_change_held_for_dane_is_planned_as_the_sync_holds_it(
+    ca, fake_mox: MakeFakeMox, mox_ids, tmp_path, monkeypatch, published
+):
+    from certsync.host import dane
+    from tests.unit.test_dane import OWNER, FakeDns, r311
+
+    dns = FakeDns()
+    monkeypatch.setattr(dane, "lookup", dns.lookup)
+    mox, config = fake_mox(dane="auto")
+    caddys = ca.issue([NAME], key=key_of("ec256", 37), not_before=NOW - DAY)
+    old = ca.issue([NAME], key=key_of("ec256", 38), not_before=NOW - 40 * DAY)
+    write_caddy(tmp_path / "caddy", LETSENCRYPT, NAME, caddys.cert_pem, caddys.key_pem)
+    write_mox_files(tmp_path / "mox" / "certs", NAME, old.cert_pem, old.key_pem, mox_ids)
+    remember_installed(config, NAME, old.cert_pem)
+    dns.records[OWNER] = [r311(old.spki_sha256)] + ([r311(caddys.spki_sha256)] * published)
+    mox.start()
+
+    planned = read_state(config, [], False, False)["names"][NAME]
+    (outcome,) = run_sync(config, [NAME], False, Log(config.host, config.log_file))
+
+    assert planned["action"] == "held for DANE"
+    assert (outcome.status, outcome.detail) == ("held for DANE", planned["detail"])
+    assert mox.restarts == 0 and mox.served(NAME) == old.sha256

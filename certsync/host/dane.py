@@ -1,0 +1,291 @@
+"""DANE-safe key changes (RFC 7671 §8.1): a new key is installed only once its TLSA `3 1 1`
+record is answered by every authoritative server of the zone and by the host's resolver, and two
+TTLs of the RRset later. A name without TLSA records is not using DANE and is installed as
+always; a DNS failure holds the change (never installs blindly); once mox's certificate expires
+within `dane_deadline_days` the change is installed anyway, with an alert naming the record.
+
+What a hold remembers across runs (when it started, when its record was first seen everywhere,
+when the publish command added it, the old records to delete once mox serves the new key) is a
+root-only record beside the lock (records.py), written by the sync under the lock only; the
+state read computes the same decision without writing. A wildcard name is skipped:
+`_25._tcp.*.example.com` is not where any sender looks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+
+from . import records
+from .errors import printable, reason
+from .output import TIME_FORMAT
+from .record import Record
+from .settings import Config
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .tlsa import TlsaLookup
+    from .x509 import CertInfo
+
+DANE_FILE = "dane.json"  # {"held": {name: {...}}, "delete": [line, ...]}
+DNS_BUDGET_SECONDS = 20.0  # every DNS lookup of one run together
+PUBLISH_TIMEOUT = 60  # one run of the publish command
+REPUBLISH_SECONDS = 24 * 3600  # an add that exited 0 yet is not visible is sent again after this
+MAX_DELETES = 64  # old records waiting to be deleted (the record is bounded)
+
+
+def lookup(owner: str, deadline: float) -> TlsaLookup:
+    """The TLSA RRset at `owner` as the authoritative servers and the resolver answer it."""
+    from .tlsa import lookup_tlsa
+
+    return lookup_tlsa(owner, deadline)
+
+
+def tlsa_311(spki_sha256: str) -> str:
+    """`3 1 1 <hex>`: the DANE-EE record that pins the key whose SPKI hashes to this."""
+    from .tlsa import record_text
+
+    return record_text(3, 1, 1, bytes.fromhex(spki_sha256))
+
+
+def _same(a: str, b: str) -> bool:
+    return a.split() == b.lower().split()
+
+
+def _has(records_: list[str], text: str) -> bool:
+    return any(_same(text, found) for found in records_)
+
+
+def _stamp(seconds: int | float | None) -> str | None:
+    if seconds is None:
+        return None
+    return dt.datetime.fromtimestamp(int(seconds), dt.timezone.utc).strftime(TIME_FORMAT)
+
+
+class Dane(Record):
+    """The DANE decision for one name's key change."""
+
+    held: bool
+    detail: str  # why held; for an install, what the operator must still do ("" when nothing)
+    operator: bool  # waits for the operator (a record to publish, a DNS lookup that fails)
+    since: int  # held since (Unix time); the state read's own time when not held yet
+    until: int | None  # waiting out two TTLs: installed from then on
+    publish: list[str]  # the records to publish, `<owner> IN TLSA 3 1 1 <hex>`
+    add: list[str]  # what the publish command gets while held
+    deletes: list[str]  # what it gets once mox serves the new key
+    alert: bool  # installed anyway (the deadline), with a record still missing: tell
+    memory: dict[str, Any]  # what the sync remembers for the name while held
+    added: int | None  # when the publish command last added the records (exit 0)
+    failure: str | None = None  # the hold's detail with why the publish command failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "held": self.held,
+            "detail": self.detail,
+            "operator": self.operator,
+            "since": _stamp(self.since),
+            "until": _stamp(self.until),
+            "publish": self.publish,
+            "added": _stamp(self.added),
+        }
+
+
+class DaneRun:
+    """The DANE decisions of one run: every DNS lookup of the run shares DNS_BUDGET_SECONDS,
+    counted from the first lookup (a run that changes no key looks nothing up)."""
+
+    def __init__(self, config: Config, now: dt.datetime) -> None:
+        self.config = config
+        self.now = int(now.timestamp())
+        self._deadline: float | None = None
+        self._memory: dict[str, Any] | None = None
+
+    @property
+    def memory(self) -> dict[str, Any]:
+        if self._memory is None:
+            self._memory = records.load(self.config, DANE_FILE)
+        return self._memory
+
+    def held(self) -> dict[str, Any]:
+        held = self.memory.get("held")
+        return held if isinstance(held, dict) else {}
+
+    def pending_deletes(self) -> list[str]:
+        found = self.memory.get("delete")
+        return [line for line in found if isinstance(line, str)] if isinstance(found, list) else []
+
+    def deadline(self) -> float:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + DNS_BUDGET_SECONDS
+        return self._deadline
+
+    def lookups(self, name: str) -> list[TlsaLookup] | None:
+        """The TLSA RRsets of `name` on each DANE port; None when DANE is off for it."""
+        if self.config.dane == "off" or name.startswith("*."):
+            return None
+        from .tlsa import tlsa_owner
+
+        return [lookup(tlsa_owner(port, name), self.deadline()) for port in self.config.dane_ports]
+
+    def decide(self, name: str, new_spki: str, current: CertInfo | None) -> Dane | None:
+        """Whether the key change of `name` to the key `new_spki` waits; None: install as ever
+        (DANE off, a wildcard, or no TLSA records on any DANE port)."""
+        found = self.lookups(name)
+        if found is None:
+            return None
+        want = tlsa_311(new_spki)
+        errors = [
+            f"DNS lookup of {f.owner} failed ({printable(str(f.error))})" for f in found if f.error
+        ]
+        used = [f for f in found if f.error is None and f.exists]
+        if not errors and not used:
+            return None
+        before = self.held().get(name)
+        before = before if isinstance(before, dict) and before.get("spki") == new_spki else {}
+        since = _int(before.get("since")) or self.now
+        added = _int(before.get("added"))
+        old = tlsa_311(current.spki_sha256) if current is not None else None
+        deletes = [
+            f"delete {f.owner} TLSA {old}"
+            for f in used
+            if old is not None and not _same(old, want) and _everywhere_any(f, old)
+        ]
+        missing = [f for f in used if not _published(f, want)]
+        publish = [f"{f.owner} IN TLSA {want}" for f in missing]
+        add = [f"add {f.owner} TLSA {want}" for f in missing]
+        memory: dict[str, Any] = {"spki": new_spki, "since": since, "added": added}
+        expires = current.not_after if current is not None else None
+        days = self.config.dane_deadline_days
+        late = expires is None or expires - dt.timedelta(days=days) <= self._now_dt()
+        if errors or missing:
+            problems = errors + [
+                f"publish {f.owner} IN TLSA {want} (not answered by {_where(f, want)})"
+                for f in missing
+            ]
+            if late:
+                when = (
+                    "has no certificate"
+                    if expires is None
+                    else (f"certificate expires {expires.strftime('%Y-%m-%d')}, within {days} days")
+                )
+                detail = f"installed without waiting for DANE (mox's {when}): " + "; ".join(
+                    problems
+                )
+                return Dane(False, detail, True, since, None, publish, add, [], True, {}, added)
+            operator = bool(errors) or not (
+                self.config.dane_publish_command
+                and added is not None
+                and self.now - added < REPUBLISH_SECONDS
+            )
+            if missing and added is not None and self.now - added >= REPUBLISH_SECONDS:
+                problems.append(
+                    f"the publish command took these records at {_stamp(added)} and they are"
+                    " still not answered everywhere"
+                )
+            detail = "; ".join(problems)
+            return Dane(True, detail, operator, since, None, publish, add, [], False, memory, added)
+        ttl = max(f.ttl for f in used)
+        seen = _int(before.get("seen")) or self.now
+        until = seen + 2 * ttl
+        if self.now >= until or late:
+            return Dane(False, "", False, since, None, [], [], deletes, False, {}, added)
+        memory.update(seen=seen, ttl=ttl, deletes=deletes)  # for a run that dies installing
+        detail = (
+            f"{want} is answered everywhere for {', '.join(f.owner for f in used)}; waiting two"
+            f" TTLs ({2 * ttl} s) before installing the new key"
+        )
+        return Dane(True, detail, False, since, until, [], [], deletes, False, memory, added)
+
+    def _now_dt(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.now, dt.timezone.utc)
+
+    def served_check(self, name: str, served_spkis: list[str]) -> dict[str, Any]:
+        """For `certsync status`: whether every TLSA RRset of `name` has a record for each key
+        mox serves, everywhere."""
+        if self.config.dane == "off":
+            return {"ok": True, "detail": "not checked (certsync_dane is off)"}
+        if name.startswith("*."):
+            return {"ok": True, "detail": "not checked for a wildcard name"}
+        if not served_spkis:
+            return {"ok": False, "detail": "not checked: mox serves no key to check"}
+        try:
+            found = self.lookups(name) or []
+        except Exception as error:  # a bug: said, never a crash of the state read
+            return {"ok": False, "detail": f"unexpected error ({type(error).__name__}: {error})"}
+        problems, fine = [], []
+        for f in found:
+            if f.error:
+                problems.append(f"DNS lookup of {f.owner} failed ({printable(str(f.error))})")
+            elif not f.exists:
+                fine.append(f"{f.owner}: no TLSA records (DANE not used)")
+            else:
+                for spki in served_spkis:
+                    want = tlsa_311(spki)
+                    if _published(f, want):
+                        fine.append(f"{f.owner} IN TLSA {want}")
+                    else:
+                        problems.append(
+                            f"{f.owner} has no {want} for the key mox serves"
+                            f" (not answered by {_where(f, want)})"
+                        )
+        if problems:
+            return {"ok": False, "detail": "; ".join(problems)}
+        return {"ok": True, "detail": "; ".join(fine)}
+
+    def save(self, held: dict[str, Any], deletes: list[str]) -> None:
+        """Remember the holds of this run's names and the deletes still to do (when changed)."""
+        record = {"held": held, "delete": deletes[-MAX_DELETES:]}
+        if record != {"held": self.held(), "delete": self.pending_deletes()}:
+            records.save(self.config, DANE_FILE, record)
+            self._memory = record
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _published(found: TlsaLookup, want: str) -> bool:
+    from .tlsa import published_everywhere
+
+    return published_everywhere(found, want)
+
+
+def _everywhere_any(found: TlsaLookup, text: str) -> bool:
+    """Whether any server (or the resolver) answers `text` at this owner."""
+    return _has(found.resolver_records, text) or any(
+        _has(answers, text) for answers in found.servers.values()
+    )
+
+
+def _where(found: TlsaLookup, want: str) -> str:
+    places = [
+        f"{address} (authoritative)"
+        for address, answers in sorted(found.servers.items())
+        if not _has(answers, want)
+    ]
+    if not _has(found.resolver_records, want):
+        places.append("the host's resolver")
+    return ", ".join(places) or "every server"
+
+
+def run_publish(config: Config, lines: list[str]) -> str | None:
+    """Run the publish command with `lines` on its standard input; why it failed, or None."""
+    import shlex
+
+    try:
+        result = subprocess.run(
+            shlex.split(config.dane_publish_command),
+            input="".join(line + "\n" for line in lines),
+            text=True,
+            capture_output=True,
+            timeout=PUBLISH_TIMEOUT,
+        )
+    except (OSError, subprocess.TimeoutExpired, ValueError) as error:
+        return f"the DANE publish command failed: {printable(reason(error))}"
+    if result.returncode != 0:
+        output = " ".join((result.stdout + result.stderr).split())[-300:]
+        return f"the DANE publish command failed (exit {result.returncode}): {printable(output)}"
+    return None

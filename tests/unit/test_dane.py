@@ -1,0 +1,378 @@
+"""The DANE decision of a key change (dane.py) through the sync and the state read, with the
+TLSA lookup faked (the DNS client itself has its own tests; the fleet's tests use a real
+authoritative server): held until published everywhere and two TTLs later, a DNS failure holds,
+no TLSA records installs, the deadline installs with an alert, a kept key or an in-sync run
+looks nothing up; the publish command adds once and deletes the old record after the install."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certsync.host import alert, dane
+from certsync.host.cli import run_sync
+from certsync.host.output import Log
+from certsync.host.state import read_state
+from certsync.host.tlsa import TlsaLookup
+from tests.unit.certs import DAY, LETSENCRYPT, NOW, key_of, remember_installed, write_caddy
+from tests.unit.conftest import MakeFakeMox
+from tests.unit.fakemox import write_mox_files
+
+NAME = "mail.example.com"
+OWNER = f"_25._tcp.{NAME}."
+SERVERS = ("127.0.0.53", "127.0.0.54")
+TTL = 5
+
+
+class FakeDns:
+    """The TLSA RRsets as the authoritative servers and the resolver answer them."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[str]] = {}  # owner -> records, the same everywhere
+        self.lagging: set[str] = set()  # servers that still answer without the last record
+        self.error: str | None = None
+        self.asked: list[str] = []
+
+    def lookup(self, owner: str, deadline: float) -> TlsaLookup:
+        self.asked.append(owner)
+        found = self.records.get(owner, [])
+        servers = {s: found[:-1] if s in self.lagging else list(found) for s in SERVERS}
+        return TlsaLookup(
+            owner=owner,
+            exists=bool(found),
+            resolver_records=list(found),
+            servers=servers,
+            ttl=TTL,
+            error=self.error,
+        )
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
+    fake = FakeDns()
+    monkeypatch.setattr(dane, "lookup", fake.lookup)
+    return fake
+
+
+def r311(spki: str) -> str:
+    return f"3 1 1 {spki}"
+
+
+class Host:
+    """mox serving an old certificate (issued 40 days ago, key A), Caddy holding a renewal."""
+
+    def __init__(self, ca, fake_mox: MakeFakeMox, mox_ids, tmp_path: Path, **settings: Any):
+        self.mox, self.config = fake_mox(dane="auto", **settings)
+        self.tmp_path = tmp_path
+        self.mox_ids = mox_ids
+        self.old = ca.issue([NAME], key=key_of("ec256", 50), not_before=NOW - 40 * DAY)
+        write_mox_files(
+            tmp_path / "mox" / "certs", NAME, self.old.cert_pem, self.old.key_pem, mox_ids
+        )
+        remember_installed(self.config, NAME, self.old.cert_pem)
+        Path(self.config.metrics_file).parent.mkdir()  # node-exporter's folder: metrics on
+        self.mox.start()
+        self.ca = ca
+
+    def caddy_renews(self, new_key: bool = True, **kwargs: Any):
+        key = key_of("ec256", 51) if new_key else self.old.key
+        issued = self.ca.issue([NAME], key=key, not_before=NOW - DAY, **kwargs)
+        write_caddy(self.tmp_path / "caddy", LETSENCRYPT, NAME, issued.cert_pem, issued.key_pem)
+        return issued
+
+    def plan(self) -> dict[str, Any]:
+        return read_state(self.config, [], False, False)["names"][NAME]
+
+    def sync(self):
+        (outcome,) = run_sync(
+            self.config, [NAME], False, Log(self.config.host, self.config.log_file)
+        )
+        return outcome
+
+    def metrics(self) -> str:
+        return Path(self.config.metrics_file).read_text()
+
+    def memory(self) -> dict[str, Any]:
+        path = Path(self.config.lock_file).parent / dane.DANE_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def write_memory(self, record: dict[str, Any]) -> None:
+        (Path(self.config.lock_file).parent / dane.DANE_FILE).write_text(json.dumps(record))
+
+
+@pytest.fixture
+def host(ca, fake_mox, mox_ids, tmp_path):
+    return lambda **settings: Host(ca, fake_mox, mox_ids, tmp_path, **settings)
+
+
+def test_a_key_change_is_held_until_published_everywhere_then_two_ttls(host, dns):
+    h = host()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    new = h.caddy_renews()
+
+    planned = h.plan()
+    outcome = h.sync()
+
+    assert planned["action"] == "held for DANE"
+    assert (outcome.status, outcome.detail) == ("held for DANE", planned["detail"])
+    assert f"publish {OWNER} IN TLSA {r311(new.spki_sha256)}" in outcome.detail
+    assert outcome.exit_status == 0 and outcome.notify is True
+    assert planned["dane"]["operator"] and planned["dane"]["publish"] == [
+        f"{OWNER} IN TLSA {r311(new.spki_sha256)}"
+    ]
+    assert h.mox.restarts == 0 and h.mox.served(NAME) == h.old.sha256
+    since = h.memory()["held"][NAME]["since"]
+    assert f'certsync_dane_held{{name="{NAME}"}} 1' in h.metrics()
+    assert f'certsync_last_run_ok{{name="{NAME}"}} 1' in h.metrics()  # nothing is broken yet
+
+    # published at one authoritative server only: still held, and it says where it is missing
+    dns.records[OWNER].append(r311(new.spki_sha256))
+    dns.lagging = {SERVERS[1]}
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and f"{SERVERS[1]} (authoritative)" in outcome.detail
+    assert SERVERS[0] not in outcome.detail
+
+    # everywhere: the first run that sees it starts the wait of two TTLs (not the operator's)
+    dns.lagging = set()
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and "waiting two TTLs" in outcome.detail
+    assert outcome.notify is False and h.mox.restarts == 0
+    remembered = h.memory()["held"][NAME]
+    assert remembered["since"] == since and remembered["ttl"] == TTL
+    assert h.plan()["action"] == "held for DANE"
+
+    # two TTLs after the first run that saw it everywhere
+    h.write_memory(
+        {"held": {NAME: {**remembered, "seen": remembered["seen"] - 2 * TTL}}, "delete": []}
+    )
+    assert h.plan()["action"] == "install"
+    outcome = h.sync()
+    assert outcome.status == "installed", outcome.detail
+    assert h.mox.served(NAME) == new.sha256
+    assert h.memory().get("held") == {}
+    assert f'certsync_dane_held{{name="{NAME}"}} 0' in h.metrics()
+
+
+def test_the_wait_starts_again_when_the_record_disappears(host, dns):
+    h = host()
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    h.sync()
+    seen = h.memory()["held"][NAME]["seen"]
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    h.sync()
+    assert "seen" not in h.memory()["held"][NAME]
+    dns.records[OWNER].append(r311(new.spki_sha256))
+    h.write_memory({"held": {NAME: {**h.memory()["held"][NAME]}}, "delete": []})
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and h.memory()["held"][NAME]["seen"] >= seen
+
+
+def test_every_dane_port_must_have_the_record(host, dns):
+    h = host(dane_ports=[25, 465])
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    other = f"_465._tcp.{NAME}."
+    dns.records[other] = [r311(h.old.spki_sha256)]
+    outcome = h.sync()
+    assert outcome.status == "held for DANE"
+    assert f"publish {other} IN TLSA" in outcome.detail and f"publish {OWNER}" not in outcome.detail
+    assert dns.asked == [OWNER, other]
+
+
+def test_no_tlsa_records_means_no_dane_and_an_install(host, dns):
+    h = host()
+    new = h.caddy_renews()
+    outcome = h.sync()
+    assert outcome.status == "installed" and h.mox.served(NAME) == new.sha256
+    assert dns.asked == [OWNER]
+
+
+def test_a_dns_failure_holds_with_the_reason(host, dns):
+    h = host()
+    h.caddy_renews()
+    dns.error = "no answer from 127.0.0.53 within the time left"
+    planned = h.plan()
+    outcome = h.sync()
+    assert planned["action"] == outcome.status == "held for DANE"
+    assert f"DNS lookup of {OWNER} failed (no answer from 127.0.0.53" in outcome.detail
+    assert outcome.notify is True and h.mox.restarts == 0
+
+
+def test_the_deadline_installs_anyway_with_an_alert_naming_the_record(host, dns, tmp_path):
+    h = host(dane_deadline_days=7, alert_command=f"tee {tmp_path}/alert")
+    h.old = h.ca.issue(
+        [NAME], key=key_of("ec256", 50), not_before=NOW - 80 * DAY, not_after=NOW + 6 * DAY
+    )
+    write_mox_files(tmp_path / "mox" / "certs", NAME, h.old.cert_pem, h.old.key_pem, h.mox_ids)
+    remember_installed(h.config, NAME, h.old.cert_pem)
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+
+    outcome = h.sync()
+    alert.alert(h.config, [outcome], Log(h.config.host, h.config.log_file))
+
+    assert outcome.status == "installed" and h.mox.served(NAME) == new.sha256
+    assert outcome.notify is True
+    record = f"{OWNER} IN TLSA {r311(new.spki_sha256)}"
+    assert "installed without waiting for DANE" in outcome.detail and record in outcome.detail
+    assert record in (tmp_path / "alert").read_text()
+
+
+def test_a_renewal_that_keeps_the_key_and_an_in_sync_run_look_nothing_up(host, dns):
+    h = host()
+    dns.error = "must not be asked"
+    renewed = h.caddy_renews(new_key=False)
+    assert h.sync().status == "installed" and h.mox.served(NAME) == renewed.sha256
+    assert h.sync().status == "in sync"
+    assert dns.asked == []
+
+
+@pytest.mark.parametrize(("name", "dane_setting"), [(NAME, "off"), ("*.example.com", "auto")])
+def test_dane_off_or_a_wildcard_looks_nothing_up(
+    ca, fake_mox, mox_ids, tmp_path, dns, name, dane_setting
+):
+    mox, config = fake_mox((name,), dane=dane_setting)
+    old = ca.issue([name], key=key_of("ec256", 52), not_before=NOW - 40 * DAY)
+    write_mox_files(tmp_path / "mox" / "certs", name, old.cert_pem, old.key_pem, mox_ids)
+    new = ca.issue([name], key=key_of("ec256", 53), not_before=NOW - DAY)
+    write_caddy(tmp_path / "caddy", LETSENCRYPT, name, new.cert_pem, new.key_pem)
+    mox.start()
+    (outcome,) = run_sync(config, [name], False, Log(config.host, config.log_file))
+    assert outcome.status == "installed" and dns.asked == []
+
+
+def publish_script(tmp_path: Path, exit_status: int = 0) -> str:
+    """A publish command that appends what it gets to calls.txt, then exits `exit_status`
+    (read from exit.txt when that exists)."""
+    script = tmp_path / "publish"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"cat >> {tmp_path}/calls.txt\necho --- >> {tmp_path}/calls.txt\n"
+        f"[ -f {tmp_path}/exit.txt ] && exit $(cat {tmp_path}/exit.txt)\nexit {exit_status}\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def calls(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "calls.txt"
+    text = path.read_text() if path.exists() else ""
+    return [chunk.strip().splitlines() for chunk in text.split("---\n") if chunk.strip()]
+
+
+def test_the_publish_command_adds_once_and_deletes_the_old_record_after_the_install(
+    host, dns, tmp_path
+):
+    h = host(dane_publish_command=publish_script(tmp_path))
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    new = h.caddy_renews()
+    add = f"add {OWNER} TLSA {r311(new.spki_sha256)}"
+
+    first = h.sync()
+    second = h.sync()  # the record is not visible yet: not sent again
+
+    assert first.status == second.status == "held for DANE"
+    assert first.notify is False and second.notify is False  # nothing waits for the operator
+    assert calls(tmp_path) == [[add]]
+    assert h.plan()["dane"]["operator"] is False
+
+    dns.records[OWNER].append(r311(new.spki_sha256))
+    h.sync()
+    remembered = h.memory()["held"][NAME]
+    h.write_memory({"held": {NAME: {**remembered, "seen": remembered["seen"] - 2 * TTL}}})
+    assert h.sync().status == "installed"
+    assert calls(tmp_path) == [[add], [f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"]]
+    assert h.memory() == {"held": {}, "delete": []}
+    assert h.sync().status == "in sync" and len(calls(tmp_path)) == 2
+
+
+def test_a_failing_publish_command_is_retried_and_so_is_the_delete(host, dns, tmp_path):
+    h = host(dane_publish_command=publish_script(tmp_path, exit_status=1))
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    new = h.caddy_renews()
+
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and outcome.notify is True
+    assert "the DANE publish command failed (exit 1)" in outcome.detail
+    h.sync()
+    assert len(calls(tmp_path)) == 2  # retried at the next run
+
+    (tmp_path / "exit.txt").write_text("1")
+    dns.records[OWNER].append(r311(new.spki_sha256))
+    h.write_memory({"held": {NAME: {"spki": new.spki_sha256, "seen": 1, "ttl": TTL}}})
+    assert h.sync().status == "installed"
+    delete = [f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"]
+    assert calls(tmp_path)[-1] == delete and h.memory()["delete"] == delete
+    (tmp_path / "exit.txt").write_text("0")
+    assert h.sync().status == "in sync"  # an in-sync run retries the delete, without DNS
+    assert calls(tmp_path)[-1] == delete and h.memory()["delete"] == []
+    assert dns.asked.count(OWNER) == 3  # the two holds and the install
+
+
+def test_the_record_of_holds_is_roots_alone(host, dns):
+    h = host()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    h.caddy_renews()
+    h.sync()
+    info = os.stat(Path(h.config.lock_file).parent / dane.DANE_FILE)
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
+
+
+def test_the_old_record_is_deleted_even_when_the_installing_run_died_before_remembering(
+    host, dns, tmp_path
+):
+    h = host(dane_publish_command=publish_script(tmp_path))
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    assert h.sync().status == "held for DANE"  # waiting out the TTLs
+    waiting = h.memory()["held"][NAME]
+    delete = [f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"]
+    assert waiting["deletes"] == delete
+    # the run that installed it was killed before it wrote its record: mox has the new pair
+    write_mox_files(h.tmp_path / "mox" / "certs", NAME, new.cert_pem, new.key_pem, h.mox_ids)
+
+    outcome = h.sync()
+
+    assert outcome.status == "restarted", outcome.detail  # mox serves the new key from now on
+    assert h.mox.served(NAME) == new.sha256
+    assert calls(tmp_path)[-1] == delete
+    assert h.memory() == {"held": {}, "delete": []}
+
+
+def test_records_the_command_took_that_never_show_are_sent_again_a_day_later_and_told(
+    host, dns, tmp_path
+):
+    h = host(dane_publish_command=publish_script(tmp_path))
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    new = h.caddy_renews()
+    assert h.sync().notify is False
+    remembered = h.memory()["held"][NAME]
+    day_ago = remembered["added"] - dane.REPUBLISH_SECONDS
+    h.write_memory({"held": {NAME: {**remembered, "added": day_ago}}, "delete": []})
+
+    outcome = h.sync()
+
+    add = [f"add {OWNER} TLSA {r311(new.spki_sha256)}"]
+    assert calls(tmp_path) == [add, add]
+    assert outcome.status == "held for DANE" and outcome.notify is True
+    assert "still not answered everywhere" in outcome.detail
+
+
+def test_a_hold_is_told_once_and_a_day_later_and_not_while_it_waits_out_the_ttls():
+    from certsync.host.outcome import Outcome
+
+    record: dict[str, Any] = {}
+    waits = Outcome(NAME, "held for DANE", "publish ...", notify=True)
+    assert alert.due(record, [waits], 1000) == [waits]
+    record[NAME]["told"] = 1000
+    assert alert.due(record, [waits], 2000) == []
+    assert alert.due(record, [waits], 1000 + alert.REMIND_SECONDS) == [waits]
+    ttl = Outcome(NAME, "held for DANE", "waiting two TTLs", notify=False)
+    assert alert.due(record, [ttl], 5000) == [] and record == {}
+    assert waits.exit_status == 0 and not waits.ok and waits.fine
