@@ -52,8 +52,8 @@ def main() -> int:
         return 2
     specs = default_host_specs(args.hosts)
     names = [name for spec in specs for name in spec.cert_names]
-    print(f"Starting pebble and Caddy, obtaining certificates for {', '.join(names)} ...")
     with Pki() as pki:
+        print(f"Started pebble and Caddy {pki.caddy_version_text}; certificates for:", *names)
         pki.issue(names)
         print(f"Starting {args.hosts} SSH hosts, each with its own mox ...")
         with Fleet(specs, pki=pki) as fleet, tempfile.TemporaryDirectory() as tmp:

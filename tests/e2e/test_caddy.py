@@ -6,6 +6,7 @@ of each key type that mox then serves."""
 from __future__ import annotations
 
 import json
+import re
 import stat
 from urllib.parse import urlsplit
 
@@ -15,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.e2e.deployrun import deploy
 from tests.e2e.faultkit import assert_serves_caddys
-from tests.fleet import HostSpec, Pki
-from tests.fleet.pki import KEY_TYPES, LOCAL_ISSUER_FOLDER
+from tests.fleet import HostSpec, Pki, served_certificate
+from tests.fleet.pki import CADDY_HTTPS_PORT, KEY_TYPES, LOCAL_ISSUER_FOLDER
 from tests.fleet.x509util import (
     key_matches_certificate,
     load_caddy_private_key,
@@ -133,3 +134,26 @@ def test_a_pair_of_each_key_type_is_synced_and_served_by_mox(caddy211, make_flee
     assert run.returncode == 0, run.output
     for name in names:
         assert_serves_caddys(host, caddy211, name)  # files byte for byte, every port serves it
+
+
+def test_caddy_211_serves_a_name_under_its_wildcard_site_with_the_wildcards_certificate(
+    caddy211, make_fleet, tmp_path
+):
+    """Since 2.10, a site under a wildcard site of the same Caddy gets no certificate of its own
+    unless it says `tls force_automate` (README): Caddy serves the wildcard's, and certsync
+    refuses the name, saying Caddy has no certificate for it."""
+    sibling, name = f"forced.wildcard.{DOMAIN}", f"mail.wildcard.{DOMAIN}"
+    assert caddy211.issue([name], force_automate=False) == {}  # not waited for
+    # Waiting for the sibling's certificate (`tls force_automate`) is waiting for the Caddy that
+    # was started with both names to have made its choice for each.
+    caddy211.issue([sibling])
+
+    certificates = caddy211.data_dir / "certificates"
+    assert sorted(certificates.glob(f"*/{name}")) == []
+    served = served_certificate(caddy211.address, CADDY_HTTPS_PORT, name)
+    assert sha256_fingerprint(served) == sha256_fingerprint(caddy211.certificate(WILDCARD))
+    fleet = make_fleet([HostSpec(index=1, cert_names=(name,))])
+    run = deploy(fleet.write_inventory(tmp_path / "inventory.py"))
+
+    assert run.returncode != 0
+    assert re.search(rf"{re.escape(name)}: refused: .*no certificate", run.output), run.output

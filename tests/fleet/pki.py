@@ -66,10 +66,12 @@ def issuer_folder(name: str) -> str:
 
 class Site(NamedTuple):
     """How Caddy's site for a name is configured: the `tls` block's `key_type` (None: Caddy's
-    default) and `reuse_private_keys` (Caddy >= 2.8)."""
+    default) and `reuse_private_keys` (Caddy >= 2.8); `force_automate` (Caddy >= 2.10) for a
+    name under one of the Pki's wildcards: False leaves it without a certificate of its own."""
 
     key_type: str | None = None
     reuse_private_keys: bool = False
+    force_automate: bool = True
 
 
 class Pki:
@@ -231,7 +233,7 @@ class Pki:
         argument = ""
         if name.startswith("*."):
             argument = " internal"
-        elif under_a_wildcard and self.caddy_version[:2] >= WILDCARD_PREFERRED_SINCE:
+        elif under_a_wildcard and site.force_automate and self._wildcard_preferred():
             argument = " force_automate"
         if not options:
             return [f"\ttls{argument}"] if argument else []
@@ -240,6 +242,14 @@ class Pki:
     def _under_a_wildcard(self, name: str) -> bool:
         parent = name.partition(".")[2]
         return not name.startswith("*.") and f"*.{parent}" in self.names
+
+    def _wildcard_preferred(self) -> bool:
+        return self.caddy_version[:2] >= WILDCARD_PREFERRED_SINCE
+
+    def gets_own_certificate(self, name: str) -> bool:
+        """False for a name Caddy serves with a wildcard's certificate, storing none for it."""
+        wildcards_only = self._wildcard_preferred() and not self.sites[name].force_automate
+        return not (wildcards_only and self._under_a_wildcard(name))
 
     def _write_renewal_config(self, name: str) -> None:
         """caddy.json: the Caddyfile adapted, with `name` due for renewal at once (an automation
@@ -368,15 +378,18 @@ class Pki:
         names: Iterable[str],
         key_type: str | None = None,
         reuse_private_keys: bool = False,
+        force_automate: bool = True,
     ) -> dict[str, x509.Certificate]:
         """Make caddy obtain certificates for `names` (added to those it has) and wait for them.
 
         A name's site gets the `tls` options `key_type` (one of KEY_TYPES; None: Caddy's
         default, P-256) and `reuse_private_keys` (Caddy >= 2.8); a name Caddy already has must
-        be asked for with the options it was issued with.
+        be asked for with the options it was issued with. With `force_automate=False`, a name
+        under one of the Pki's wildcards gets no certificate on Caddy >= 2.10 (see `Site`):
+        it is not waited for, nor returned.
         """
         wanted = [name.lower() for name in names]
-        site = self._site(key_type, reuse_private_keys)
+        site = self._site(key_type, reuse_private_keys, force_automate)
         for name in wanted:
             if self.sites.setdefault(name, site) != site:
                 raise ValueError(f"{name} was issued with {self.sites[name]}, not {site}")
@@ -390,21 +403,25 @@ class Pki:
         # caddy holds back orders beyond 10 per 10 s; its limiter starts afresh at each start.
         for first in range(0, len(new), CADDY_ORDERS_PER_START):
             self._issue_batch(new[first : first + CADDY_ORDERS_PER_START])
-        issued = {name: self._wait_for_certificate(name) for name in wanted}
+        issued = {
+            name: self._wait_for_certificate(name)
+            for name in wanted
+            if self.gets_own_certificate(name)
+        }
         self._record(f"issue {len(wanted)} names", started)
         return issued
 
-    def _site(self, key_type: str | None, reuse_private_keys: bool) -> Site:
+    def _site(self, key_type: str | None, reuse_private_keys: bool, force_automate: bool) -> Site:
         if key_type is not None and key_type not in KEY_TYPES:
             raise ValueError(f"key_type {key_type!r}: one of {KEY_TYPES}")
         if reuse_private_keys and self.caddy_version[:2] < REUSE_PRIVATE_KEYS_SINCE:
             raise ValueError(f"Caddy {self.caddy_version_text} has no reuse_private_keys (2.8+)")
-        return Site(key_type, reuse_private_keys)
+        return Site(key_type, reuse_private_keys, force_automate)
 
     def _issue_batch(self, names: list[str]) -> None:
         self.names += names
         self.restart_caddy()
-        for name in names:
+        for name in filter(self.gets_own_certificate, names):
             self._wait_for_certificate(name)
 
     def _has_acme_account(self) -> bool:
