@@ -9,7 +9,7 @@ import hashlib
 import os
 import sys
 
-from . import watch
+from . import records, watch
 from .errors import reason
 from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
 from .outcome import OK_STATUSES
@@ -92,7 +92,7 @@ def folder_refusal(config: Config) -> str | None:
             return what + reason(error)
         except (OSError, ValueError) as error:
             return what + reason(error)
-    return None
+    return records.unsafe_folders(config)
 
 
 def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str, Any]]:
@@ -176,6 +176,7 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
+    state["warnings"] += records.WARNINGS
     return state
 
 

@@ -78,10 +78,11 @@ def run_command(what: str, argv: list[str]) -> None:
 class Sync:
     """One sync run on this host, under the lock."""
 
-    def __init__(self, config: Config, force: bool, log: Log) -> None:
+    def __init__(self, config: Config, force: bool, log: Log, cron: bool = False) -> None:
         self.config = config
         self.force = force
         self.log = log
+        self.cron = cron
         self.uid, self.gid = mox_ids(config)
 
     def run(self, names: Sequence[str]) -> list[Outcome]:
