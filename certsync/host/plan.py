@@ -10,7 +10,7 @@ import os
 import pwd
 import stat
 
-from . import records
+from . import backoff, records
 from .caddy import Choice, Pair, choose_pair
 from .errors import printable, reason
 from .files import FILE, MISSING, FileState, open_dir
@@ -351,6 +351,10 @@ def plan_name(
     same = pair is not None and current.crt.data == pair.cert and current.key.data == pair.key
 
     def plan(action: str, detail: str) -> NamePlan:
+        if action in (INSTALL, RESTART) and pair is not None:
+            entry = backoff.held(config, name, pair.info.fingerprint, now)
+            if entry is not None:
+                warnings.append(backoff.describe(entry))
         return NamePlan(
             name,
             action,

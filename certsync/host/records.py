@@ -24,7 +24,7 @@ SHAPES: dict[str, Any] = {
     "installed.json": str,
     "alerts.json": {"status": str, "told": int},
     "runs.json": {"ok": bool, "time": int, "last_success": int},
-    "backoff.json": {"sha256": str, "failures": int, "tried": int},
+    "backoff.json": {"sha256": str, "failures": int, "tried": int, "status": str},
 }
 WARNINGS: list[str] = []
 

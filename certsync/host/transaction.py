@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-from . import layout, records
+from . import backoff, layout, records
 from .backup import take_backup
 from .crashpoint import step
 from .errors import printable, reason
@@ -40,6 +40,7 @@ from .plan import (
     KEY_MODE,
     REFUSE,
     REPAIR,
+    RESTART,
     NamePlan,
     foreign_folder,
     mox_ids,
@@ -134,7 +135,10 @@ class Sync:
         installs: list[NamePlan] = []
         restarts: list[NamePlan] = []
         for plan in plans:
-            if plan.action == REFUSE:
+            held = self._held(plan) if plan.action in (INSTALL, RESTART) else None
+            if held is not None:
+                outcomes[plan.name] = held
+            elif plan.action == REFUSE:
                 outcomes[plan.name] = Outcome(plan.name, "refused", plan.detail)
             elif plan.action == IN_SYNC:
                 outcomes[plan.name] = Outcome(plan.name, "in sync", plan.detail)
@@ -158,8 +162,23 @@ class Sync:
                     restarts.append(plan)
         if installs or restarts:
             outcomes.update(self._change(dir_fd, installs, restarts))
+        tried = {p.name: p.pair.info.fingerprint for p in installs + restarts if p.pair}
+        try:
+            backoff.note(self.config, tried, outcomes, dt.datetime.now(dt.timezone.utc))
+        except (OSError, ValueError) as error:
+            self.log.line(f"warning: {backoff.BACKOFF_FILE} not written: {reason(error)}")
         self._remember_installed(plans, outcomes)
         return outcomes
+
+    def _held(self, plan: NamePlan) -> Outcome | None:
+        """The outcome of a change the cron job holds back (backoff.py), or None."""
+        if not self.cron or self.force or plan.pair is None:
+            return None
+        now = dt.datetime.now(dt.timezone.utc)
+        entry = backoff.held(self.config, plan.name, plan.pair.info.fingerprint, now)
+        if entry is None:
+            return None
+        return Outcome(plan.name, entry["status"], f"held back: {backoff.describe(entry)}")
 
     def _remember_installed(self, plans: list[NamePlan], outcomes: dict[str, Outcome]) -> None:
         """Record which certificate of Caddy's mox's files now hold, per name: the one certsync

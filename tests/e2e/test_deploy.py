@@ -68,6 +68,11 @@ def test_first_run_installs_caddys_certificates_and_mox_serves_them(fleet, pki, 
         assert re.search(
             r"^\S+ \S+ \S+ \S+ \S+ root .*certsync\.pyz sync --config ", cron.content_string, re.M
         )
+        # the same command at boot, to repair what a crash left
+        jobs = [
+            line.split(" root ", 1) for line in cron.content_string.splitlines() if " root " in line
+        ]
+        assert [when for when, _ in jobs][1:] == ["@reboot"] and len({job for _, job in jobs}) == 1
     # The backup holds what mox had before: the placeholder.
     (stamp,) = backups(first)
     backed_up = sha256_on_host(first, f"{BACKUP_DIR}/{stamp}/{first.cert_names[0]}.crt")
