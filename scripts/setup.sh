@@ -19,8 +19,9 @@ APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3
 # setuptools and wheel: `pip wheel --no-build-isolation .` builds with what is installed.
 PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra paramiko ruff mypy
     setuptools>=68 wheel"
-# logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
-APT_PACKAGES="$APT_PACKAGES logrotate"
+# logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics;
+# prometheus: promtool, the test of the alerting rules (certsync/files/certsync.rules.yml).
+APT_PACKAGES="$APT_PACKAGES logrotate prometheus"
 PIP_PACKAGES="$PIP_PACKAGES aiosmtpd prometheus_client"
 
 log() { printf '==> %s\n' "$*"; }
