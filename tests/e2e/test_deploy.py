@@ -23,15 +23,15 @@ from tests.unit.certs import leaked_secrets
 
 
 def assert_in_sync(fleet, pki, hosts=None):
-    """On each host, checked over SSH (testinfra, one command): mox's folder and files have
-    mox's owner and modes 0700, 0644, 0600 and Caddy's bytes; and mox serves Caddy's
-    certificate on every port."""
+    """On each host, checked over SSH (testinfra, one command): mox's folder and files (as mox
+    reads them, through certsync's links) have mox's owner and modes 0700, 0644, 0600 and
+    Caddy's bytes; and mox serves Caddy's certificate on every port."""
     for host in hosts or fleet:
         paths = [
             f"{MOX_CERT_DIR}/{n}{suffix}" for n in host.cert_names for suffix in (".crt", ".key")
         ]
         listing = host.testinfra().check_output(
-            "stat -c '%n %U %G %a' "
+            "stat -L -c '%n %U %G %a' "
             + " ".join([MOX_CERT_DIR, *paths])
             + " && sha256sum "
             + " ".join(paths)
