@@ -194,12 +194,12 @@ def put_entries(dir_fd: int, entries: dict[str, FileState]) -> None:
         for name, wanted in entries.items():
             if wanted.kind in (FILE, LINK):
                 staged[name] = _stage(dir_fd, name, wanted)
-                step(f"stage {name}")
+                step(f"stage:{name}")
         for name in list(staged):
             # rename() replaces a link planted at `name` instead of following it.
             os.rename(staged[name], name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             del staged[name]
-            step(f"rename {name}")
+            step(f"rename:{name}")
         for name, wanted in entries.items():
             if wanted.kind == MISSING:
                 with contextlib.suppress(FileNotFoundError):

@@ -105,7 +105,7 @@ def make_generation(dir_fd: int, stored: str, crt: FileState, key: FileState) ->
         os.fchown(gen_fd, crt.uid, crt.gid)
     finally:
         os.close(gen_fd)
-    step(f"generation {stored}")
+    step(f"generation:{stored}")
     return name
 
 

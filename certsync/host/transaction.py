@@ -314,9 +314,9 @@ class Sync:
             self.log.line(f"warning: {trust_warning(binary, warnings)}")
         argv = [binary, "-config", mox_config, "config", "test"]
         try:
-            step("config test")
+            step("config-test")
             run_command("mox config test", argv)
-            step("config tested")
+            step("config-tested")
         except CommandFailed as failed:
             raise StepFailed(
                 f"mox config test failed (exit {failed.status}); to see why, run as root:"
@@ -445,9 +445,9 @@ class Sync:
             )
         try:
             self._config_test()
-            step("restore restart")
+            step("restore-restart")
             run_command("restart", shlex.split(self.config.restart_command))
-            step("restore restarted")
+            step("restore-restarted")
             self._verify(expected)
         except Exception as error:
             return (

@@ -103,7 +103,8 @@ def leftovers(host: TestHost) -> list[str]:
     used = {os.readlink(p) for p in folder.glob("..*.data") if p.is_symlink()}
     found = []
     for entry in folder.iterdir():
-        unused = entry.name.startswith("..") and entry.is_dir() and entry.name not in used
+        folder_entry = entry.is_dir() and not entry.is_symlink()
+        unused = entry.name.startswith("..") and folder_entry and entry.name not in used
         if ".certsync-" in entry.name or unused:
             found.append(entry.name)
     for name in host.cert_names:
