@@ -1,4 +1,6 @@
-"""Crashes (issue 15): the host program killed at every step of a sync with a key change.
+"""Crashes, a down mox, a check that fails at every run (issue 15).
+
+The host program killed at every step of a sync with a key change.
 
 The host program names its steps (certsync/host/crashpoint.py: each file staged and renamed, the
 generation made, the switch, before and after `mox config test`, the restart and the check, each
@@ -25,10 +27,14 @@ from tests.e2e.faultkit import (
     certsyncs_links,
     cron_command,
     leftovers,
+    log_lines,
+    mox_files,
     one_host,
     put_mox_files,
+    write_host_file,
 )
 from tests.fleet import TestHost
+from tests.fleet.fleet import MOXCTL
 from tests.fleet.hostspec import MOX_BINARY, MOX_CONFIG, storage_name
 
 TRACE = "crash-trace.txt"  # in the host's run folder (HOST_RUN_DIR)
@@ -177,3 +183,109 @@ def test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_c
 
     elapsed = time.monotonic() - started
     print(f"crash test: {cases} kills in {elapsed:.0f} s")  # the figure for the report
+
+
+# --- mox down, a check that fails at every run, certsync's own state --------------------------
+
+
+def last_line(host: TestHost, name: str) -> str:
+    return next(line for line in reversed(log_lines(host)) if f": {name}: " in line)
+
+
+def test_mox_stopped_is_restarted_by_the_next_run_and_never_in_sync(make_fleet, pki, tmp_path):
+    fleet, host, name, inventory = one_host(make_fleet, tmp_path)
+    assert deploy(inventory).returncode == 0
+    host.stop_mox()
+
+    result = host.run(cron_command(host), timeout=180)
+
+    assert result.returncode == 0, result.stderr
+    assert "restarted: mox answers on none of its checked ports" in last_line(host, name)
+    assert_serves_caddys(host, pki, name)
+
+
+def test_mox_stopped_that_cannot_start_fails_loudly(make_fleet, pki, tmp_path):
+    """mox is down and its config no longer loads: nothing is restarted, the run fails with the
+    reason, and (no alert mail set) cron's mail gets it."""
+    fleet, host, name, inventory = one_host(make_fleet, tmp_path)
+    assert deploy(inventory).returncode == 0
+    host.stop_mox()
+    config = host.source_of(MOX_CONFIG)
+    config.write_text(config.read_text() + "NotASetting: 1\n")
+
+    result = host.run(cron_command(host), timeout=180)
+
+    assert result.returncode == 3, result.stderr
+    line = last_line(host, name)
+    assert f"{name}: failed: mox config test failed (exit 1)" in line, line
+    assert "mox not restarted" in line and "in sync" not in line
+    assert f"certsync {host.name}: {name}: failed: mox config test failed" in result.stderr
+    assert host.mox_pid() is None
+
+
+def test_a_check_that_fails_at_every_run_restarts_mox_once_per_back_off_step(
+    make_fleet, pki, tmp_path
+):
+    """The check after the restart can never pass (the verify address's port serves nothing):
+    the deploy's install is rolled back; then the cron job holds Caddy's certificate back for
+    1 h, then 4 h, then a day, whatever the number of its runs in between. The restarts are
+    counted on the host, by the restart command itself; time passes by moving the record of
+    the last try back."""
+    counter, restart = f"{HOST_RUN_DIR}/restarts", "/home/restart-mox"
+    fleet, host, name, inventory = one_host(
+        make_fleet,
+        tmp_path,
+        certsync_verify_address="127.0.0.1",
+        certsync_verify_ports=[2999],
+        certsync_verify_timeout_seconds=2,
+        certsync_restart_command=restart,
+    )
+    write_host_file(host, restart, f"#!/bin/sh\necho restart >>{counter}\nexec {MOXCTL} restart\n")
+
+    def restarts() -> int:
+        return len(host.run(f"cat {counter}").stdout.split())
+
+    def cron_runs(count: int) -> None:
+        for _ in range(count):
+            result = host.run(cron_command(host), timeout=180)
+            assert result.returncode == 4, result.stderr
+
+    def time_passes(seconds: int) -> None:
+        program = (
+            "import json, sys; p, n, s = sys.argv[1:]; r = json.load(open(p));"
+            ' r[n]["tried"] -= int(s); json.dump(r, open(p, "w"))'
+        )
+        host.run(f"python3 -c {shlex.quote(program)} {BACKOFF_FILE} {name} {seconds}", check=True)
+
+    run = deploy(inventory)
+    assert run.returncode != 0 and f"{name}: restore failed" in run.output, run.output
+    assert restarts() == 2  # the install's, and the rollback's
+    cron_runs(3)
+    assert restarts() == 2
+    line = last_line(host, name)
+    assert "restore failed: held back: Caddy's sha256=" in line, line
+    assert "at 1 try" in line and "the cron job tries it again at " in line, line
+    for step, delay in enumerate((3600, 4 * 3600, 24 * 3600, 24 * 3600), start=1):
+        time_passes(delay - 60)
+        cron_runs(2)  # a minute early: still held
+        assert restarts() == 2 * step, step
+        time_passes(60)
+        cron_runs(3)  # one try, then held again
+        assert restarts() == 2 * (step + 1), step
+        assert f"at {step + 1} tries" in last_line(host, name)
+    assert_pair_loads(host, name, "after the tries")
+
+
+def test_certsyncs_state_folder_of_another_user_is_refused(make_fleet, pki, tmp_path):
+    fleet, host, name, inventory = one_host(make_fleet, tmp_path)
+    assert deploy(inventory).returncode == 0
+    before = mox_files(host)
+    host.run("chown mox /var/lib/certsync", check=True)
+
+    result = host.run(cron_command(host), timeout=180)
+
+    assert result.returncode == 1, result.stderr
+    line = last_line(host, name)
+    assert f"{name}: refused: certsync's state folder /var/lib/certsync is not root's alone" in line
+    assert "/var/lib/certsync is owned by mox" in line, line
+    assert mox_files(host) == before
