@@ -72,8 +72,9 @@ def _file_meta(path: str) -> dict[str, Any]:
 
 
 def folder_refusal(config: Config) -> str | None:
-    """A folder certsync writes that it would refuse (a symlink on the way): the reason sync
-    gives, in the order sync checks them (cli.run_sync, then Sync.run)."""
+    """A folder certsync writes that it would refuse (a symlink on the way, certsync's state
+    folder that another user can write): the reason sync gives, in the order sync checks them
+    (cli.run_sync, then Sync.run)."""
     folders = (
         (os.path.dirname(config.log_file), "log folder: "),
         (os.path.dirname(config.lock_file), f"lock {config.lock_file}: "),
@@ -92,7 +93,11 @@ def folder_refusal(config: Config) -> str | None:
             return what + reason(error)
         except (OSError, ValueError) as error:
             return what + reason(error)
-    return records.unsafe_folders(config)
+        if folder == records.state_folder(config):
+            unsafe = records.unsafe_folders(config)
+            if unsafe is not None:
+                return unsafe
+    return None
 
 
 def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str, Any]]:
