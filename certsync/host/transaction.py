@@ -393,10 +393,13 @@ class Sync:
                 current, stored = plan.current, storage_name(plan.name)
                 assert current is not None and plan.pair is not None
                 before = befores.get(plan.name)
-                if current.pair_loads and before is not None:
+                links = LINK in (current.crt.kind, current.key.kind)  # someone else's: unread
+                if before is not None and (
+                    current.pair_loads or (links and current.generation == before)
+                ):
                     step("restore")
                     layout.switch(dir_fd, stored, before, self.uid, self.gid)
-                elif LINK in (current.crt.kind, current.key.kind):
+                elif links:
                     step("restore")
                     put_entries(
                         dir_fd, {stored + ".crt": current.crt, stored + ".key": current.key}

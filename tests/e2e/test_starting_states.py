@@ -16,6 +16,8 @@ from tests.e2e.deployrun import MOX_CERT_DIR, backups, caddy_fingerprint, deploy
 from tests.e2e.faultkit import (
     assert_serves_caddys,
     assert_serves_whole_pair,
+    certsyncs_links,
+    leftovers,
     log_lines,
     mox_files,
     now,
@@ -103,7 +105,13 @@ def test_wildcard_name_is_synced_and_checked_on_mox_listeners(make_fleet, pki, t
     assert run.returncode == 0, run.output
     assert any(": *.h1.test: installed: " in line for line in log_lines(host)), log_lines(host)
     assert_serves_caddys(host, pki, name)  # the files, and what every port serves
-    assert sorted(mox_files(host)) == ["wildcard_.h1.test.crt", "wildcard_.h1.test.key"]
+    # the two files, as certsync's links into one generation folder holding them
+    files = sorted(mox_files(host))
+    assert [f for f in files if not f.startswith("..")] == [
+        "wildcard_.h1.test.crt",
+        "wildcard_.h1.test.key",
+    ]
+    assert certsyncs_links(host, name) and leftovers(host) == [], files
 
     again = deploy(inventory)
 
