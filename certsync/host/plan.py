@@ -43,7 +43,12 @@ class Current(Record):
     info: CertInfo | None
     unprotected: str | None  # why it may be replaced even by an older certificate; None: keep it
     generation: str | None = None  # both files are certsync's links into this folder (layout.py)
-    pair_loads: bool = False  # a certificate and the key that belongs to it: mox can start with it
+    unusable: str | None = "no certificate"  # why mox could not start with this pair; None: it can
+
+    @property
+    def pair_loads(self) -> bool:
+        """A certificate and the key that belongs to it: mox can start with it."""
+        return self.unusable is None
 
     def describe(self) -> str:
         if self.crt.kind != FILE:
@@ -196,11 +201,12 @@ def current_files(
         return Current(FileState(MISSING), FileState(MISSING), None, "nothing")
     crt, key, gen = read_pair(dir_fd, stored)
     if crt.kind != FILE or crt.data is None:
-        return Current(crt, key, None, crt.describe(), gen)
+        return Current(crt, key, None, crt.describe(), gen, f"its certificate is {crt.describe()}")
     try:
         info = parse_chain(crt.data)[0]
     except ValueError as error:
-        return Current(crt, key, None, f"a certificate file that does not parse ({error})", gen)
+        why = f"a certificate file that does not parse ({error})"
+        return Current(crt, key, None, why, gen, why)
     try:
         if key.kind != FILE or key.data is None:
             raise ValueError(f"its key is {key.describe()}")
@@ -211,7 +217,7 @@ def current_files(
     unprotected = unprotected_because(info, name, now) or unusable
     if unprotected is None and info.fingerprint != installed:
         unprotected = "a certificate certsync did not install"
-    return Current(crt, key, info, unprotected, gen, unusable is None)
+    return Current(crt, key, info, unprotected, gen, unusable)
 
 
 def read_mox_config(path: str) -> str:

@@ -405,7 +405,7 @@ class Sync:
                         dir_fd, {stored + ".crt": current.crt, stored + ".key": current.key}
                     )
                 else:
-                    kept_new[plan.name] = current.unprotected or current.describe()
+                    kept_new[plan.name] = current.unusable or current.describe()
                     if layout.read_pair(dir_fd, stored)[:2] == self._new_pair(plan):
                         expected[plan.name] = (plan.pair.info.fingerprint, plan.targets)
                     continue
@@ -453,11 +453,8 @@ class Sync:
             step("restore-restarted")
             self._verify(expected)
         except Exception as error:
-            return (
-                False,
-                f"mox's previous files restored, but after restarting mox: {error}",
-                kept_new,
-            )
+            what = "mox's previous files restored" if restored else "Caddy's pair kept"
+            return False, f"{what}, but after restarting mox: {error}", kept_new
         if not expected:
             return (
                 True,

@@ -80,6 +80,20 @@ def mox_files(host: TestHost) -> dict[str, tuple[str, int, int, int]]:
     return result
 
 
+def mox_pair_view(host: TestHost) -> dict[str, tuple[str, int, int, int]]:
+    """mox's .crt and .key of each name as mox reads them (through certsync's links):
+    file -> (sha256, uid, gid, mode) of what mox reads, whatever the layout."""
+    folder = host.source_of(MOX_CERT_DIR)
+    result = {}
+    for name in host.cert_names:
+        for suffix in (".crt", ".key"):
+            path = folder / f"{storage_name(name)}{suffix}"
+            info = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            result[path.name] = (digest, info.st_uid, info.st_gid, info.st_mode & 0o7777)
+    return result
+
+
 def certsyncs_links(host: TestHost, name: str) -> bool:
     """Whether mox's .crt and .key of `name` are certsync's links into its current generation
     (certsync/host/layout.py), the only links certsync makes there."""

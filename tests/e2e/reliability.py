@@ -65,8 +65,10 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "mox's files are symlinks (into Caddy's storage), or one of the pair is missing",
-        "replaced by regular files; a rollback puts back exactly what was there (links with"
-        ' their targets) and removes what was not; when it cannot: exit 4, never "restored"',
+        "replaced by certsync's links into a generation folder; a rollback puts back exactly"
+        " the links that were there (with their targets); a pair missing its key is not put back"
+        " (mox could not start with it): Caddy's stays, exit 4; when a restore cannot be done:"
+        ' exit 4, never "restored"',
         (
             "test_rollback_puts_back_exactly_what_mox_had",
             "test_a_restore_that_fails_is_never_reported_as_restored",

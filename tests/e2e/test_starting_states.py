@@ -148,8 +148,9 @@ def test_files_equal_but_mox_serving_another_certificate_is_restarted(make_fleet
 @pytest.mark.parametrize("layout", ["symlinks into Caddy's storage", "no key file"])
 def test_rollback_puts_back_exactly_what_mox_had(make_fleet, pki, tmp_path, layout):
     """The install fails (mox keeps serving the old certificate: the restart command does
-    nothing): links come back as links to the same targets, a file that was missing is removed
-    again. Then a working restart installs regular files."""
+    nothing): links come back as links to the same targets; a pair missing its key, which mox
+    could not start with, is not put back: Caddy's pair stays, and the run says so. Then a
+    working restart installs Caddy's pair (certsync's links into a generation folder)."""
     fleet, host, name, inventory = one_host(
         make_fleet,
         tmp_path,
@@ -176,20 +177,31 @@ def test_rollback_puts_back_exactly_what_mox_had(make_fleet, pki, tmp_path, layo
     run = deploy(inventory)
 
     assert run.returncode != 0, run.output
-    assert re.search(
-        rf"certsync {host.name}: {re.escape(name)}: rolled back: mox does not serve the expected"
-        r" certificate after 3 s: .*; rolled back: mox's previous files restored and served again",
-        run.output,
-    ), run.output
-    assert mox_files(host) == before
-    assert {p.name: os.readlink(p) for p in folder.iterdir() if p.is_symlink()} == links
+    if layout == "no key file":
+        assert re.search(
+            rf"certsync {host.name}: {re.escape(name)}: restore failed: mox does not serve the"
+            r" expected certificate after 3 s: .*; mox's previous pair would not load \(.*its key"
+            r" is nothing\): kept Caddy's pair, the one mox can start with",
+            run.output,
+        ), run.output
+        assert certsyncs_links(host, name) and leftovers(host) == []
+        assert (folder / f"{stored}.key").read_bytes() == pki.key_path(name).read_bytes()
+    else:
+        assert re.search(
+            rf"certsync {host.name}: {re.escape(name)}: rolled back: mox does not serve the"
+            r" expected certificate after 3 s: .*; rolled back: mox's previous files restored and"
+            r" served again",
+            run.output,
+        ), run.output
+        assert mox_files(host) == before
+        assert {p.name: os.readlink(p) for p in folder.iterdir() if p.is_symlink()} == links
     assert sha256_fingerprint(served_certificate(host.address, 993, name)) == served
 
     working = fleet.write_inventory(tmp_path / "working.py")
     run = deploy(working)
 
     assert run.returncode == 0, run.output
-    assert not any(p.is_symlink() for p in folder.iterdir())
+    assert certsyncs_links(host, name) and leftovers(host) == []
     assert_serves_caddys(host, pki, name)
 
 
