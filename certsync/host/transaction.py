@@ -286,6 +286,7 @@ class Sync:
                     if p.pair
                 }
             )
+            step("checked")
         except Exception as error:  # whatever it is, mox's previous files go back
             why = (
                 str(error)

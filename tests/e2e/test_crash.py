@@ -149,7 +149,9 @@ def test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_c
     reset(host, name, first, True)
     renewal = transaction(steps(host))
     assert any(s.startswith("generation:") for s in renewal), renewal
-    assert {"config-test#1", "config-tested#1", "restart#1", "restarted#1"} <= set(renewal)
+    assert {"config-test#1", "config-tested#1", "restart#1", "restarted#1", "checked#1"} <= set(
+        renewal
+    )
     for step in renewal:
         kill_at(step, "KILL", layout=True)
     for step in renewal:
