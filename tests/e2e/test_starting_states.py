@@ -180,8 +180,9 @@ def test_rollback_puts_back_exactly_what_mox_had(make_fleet, pki, tmp_path, layo
     if layout == "no key file":
         assert re.search(
             rf"certsync {host.name}: {re.escape(name)}: restore failed: mox does not serve the"
-            r" expected certificate after 3 s: .*; mox's previous pair would not load \(.*its key"
-            r" is nothing\): kept Caddy's pair, the one mox can start with",
+            r" expected certificate after 3 s: .*; mox's previous pair would not load \(a"
+            r" certificate whose key is unusable \(its key is nothing\)\): kept Caddy's pair,"
+            r" the one mox can start with",
             run.output,
         ), run.output
         assert certsyncs_links(host, name) and leftovers(host) == []
