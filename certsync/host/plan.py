@@ -119,6 +119,8 @@ class NamePlan(Record):
                 "cert": current.info.to_json() if current.info else None,
                 "unprotected": current.unprotected,
                 "replaces": current.describe(),
+                # the generation folder both files link into (layout.py); None: not that layout
+                "generation": current.generation,
             },
             "key_changes": self.key_changes,
             "targets": [str(t) for t in self.targets],
