@@ -25,7 +25,8 @@ PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra paramiko 
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
 # knot, knot-dnsutils (kdig, knsupdate): the test fleet's authoritative DNS server for the DANE
-# tests; prometheus (promtool): the metrics file's check. Their services do not start (policy-rc.d).
+# tests; prometheus (promtool): the test of the alerting rules (certsync/files/certsync.rules.yml).
+# Their services do not start (policy-rc.d).
 APT_PACKAGES="$APT_PACKAGES knot knot-dnsutils prometheus"
 PIP_PACKAGES="$PIP_PACKAGES aiosmtpd prometheus_client"
 # bind9-dnsutils: nsupdate, which scripts/dane-nsupdate (certsync_dane_publish_command) runs.

@@ -35,6 +35,7 @@ def test_the_wheel_holds_the_certsync_package_and_nothing_else(certsync_wheel):
     assert {name.split("/")[0] for name in names} == {"certsync", f"certsync-{version}.dist-info"}
     assert {name for name in names if name.startswith("certsync/")} == package_files()
     assert "certsync/templates/certsync.cron.j2" in names
+    assert "certsync/files/certsync.rules.yml" in names
     assert "certsync/host/transaction.py" in names
 
 

@@ -163,12 +163,15 @@ def due(record: dict[str, Any], outcomes: list[Outcome], now: int) -> list[Outco
     return found
 
 
-def alert(config: Config, outcomes: list[Outcome], log: Log, cron: bool = False) -> None:
+def alert(
+    config: Config, outcomes: list[Outcome], log: Log, cron: bool = False, remember: bool = True
+) -> None:
     """Tell about this run's failures when they are due: by mail, through the alert command, and
-    run by cron (`cron`) on stderr, which cron mails, when neither told."""
-    record = records.load(config, ALERTS_FILE)
-    before = json.dumps(record, sort_keys=True)
-    failures = due(record, outcomes, int(time.time()))
+    run by cron (`cron`) on stderr, which cron mails, when neither told. `remember`: record what
+    was told (only under the lock)."""
+    told_record = records.load(config, ALERTS_FILE)
+    before = json.dumps(told_record, sort_keys=True)
+    failures = due(told_record, outcomes, int(time.time()))
     told = False
     if failures and config.alert_email:
         mail = (subject(config, failures), body(config, failures))
@@ -185,10 +188,10 @@ def alert(config: Config, outcomes: list[Outcome], log: Log, cron: bool = False)
         told = True
     if told:
         for outcome in failures:
-            record[outcome.name]["told"] = int(time.time())
-    if json.dumps(record, sort_keys=True) == before:
+            told_record[outcome.name]["told"] = int(time.time())
+    if not remember or json.dumps(told_record, sort_keys=True) == before:
         return  # an in-sync run writes nothing
     try:
-        records.save(config, ALERTS_FILE, record)
+        records.save(config, ALERTS_FILE, told_record)
     except (OSError, ValueError) as error:
         log.line(f"warning: alerts not recorded: {reason(error)}")

@@ -10,8 +10,10 @@ Exit status of `sync` (the last line printed says it too when it is not 0):
   4  an install failed and restoring mox's previous files (or serving them again) failed too:
      look at the host now; the previous files are in the newest backup
 
-A dropped SSH session does not stop a sync half-way: SIGHUP is ignored and output to a closed
-stdout is dropped, so the transaction ends as it would have (installed, or rolled back).
+A dropped SSH session, or a shutdown, does not stop a sync half-way: SIGHUP and SIGTERM are
+noted and the sync goes on, and output to a closed stdout is dropped, so the transaction ends as
+it would have (installed, or rolled back) within its bounds (the commands' and the check's
+timeouts). What SIGKILL or a power loss leaves, the next run repairs (layout.py).
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ EXIT_MEANINGS = {
 }
 
 
-def run_sync(config: Config, names: list[str], force: bool, log: Log) -> list:
-    """Check the log folder, take the lock, sync: every failure is an Outcome."""
+def run_sync(config: Config, names: list[str], force: bool, log: Log, cron: bool = False) -> list:
+    """Check certsync's folders, take the lock, sync, tell: every failure is an Outcome. The
+    records (runs, alerts) are updated under the lock; a run that could not take it still
+    writes the metrics and alerts, recording nothing."""
     from .files import open_dir
     from .outcome import Outcome
+    from .records import state_folder, unsafe_folders
     from .transaction import Sync
 
     def refuse_all(detail: str) -> list[Outcome]:
@@ -52,47 +57,81 @@ def run_sync(config: Config, names: list[str], force: bool, log: Log) -> list:
         # The log folder: refuse rather than silently log nowhere.
         os.close(open_dir(os.path.dirname(config.log_file), create_mode=0o750))
     except (OSError, ValueError) as error:
-        return refuse_all(f"log folder: {reason(error)}")
-    try:
-        lock = locked(
-            config.lock_file,
-            on_wait=lambda: log.line(f"waiting for {config.lock_file}: another sync holds it"),
-        )
-        with lock:
-            sync = Sync(config, force, log)
-            try:
-                outcomes = sync.run(names)
-            except Exception as error:  # a bug: still report it per name, and say where to look
-                detail = (
-                    f"unexpected error ({type(error).__name__}: {error}); check mox's files in"
-                    f" {config.mox_cert_dir} against the newest backup in {config.backup_dir}"
-                )
-                outcomes = [Outcome(name, "restore failed", detail) for name in names]
-            record_metrics(config, outcomes, log)
-            return outcomes
-    except LockTimeout as error:
-        return refuse_all(str(error))
-    except (OSError, ValueError) as error:
-        return refuse_all(f"lock {config.lock_file}: {reason(error)}")
+        unsafe: str | None = f"log folder: {reason(error)}"
+    else:
+        try:
+            os.close(open_dir(state_folder(config), create_mode=0o700))
+            unsafe = unsafe_folders(config)
+        except (OSError, ValueError) as error:
+            unsafe = f"lock {config.lock_file}: {reason(error)}"
+    if unsafe is not None:
+        outcomes = refuse_all(unsafe)
+    else:
+        try:
+            lock = locked(
+                config.lock_file,
+                on_wait=lambda: log.line(f"waiting for {config.lock_file}: another sync holds it"),
+            )
+            with lock:
+                sync = Sync(config, force, log, cron)
+                try:
+                    outcomes = sync.run(names)
+                except Exception as error:  # a bug: still report it per name, and where to look
+                    detail = (
+                        f"unexpected error ({type(error).__name__}: {error}); check mox's files"
+                        f" in {config.mox_cert_dir} against the newest backup in"
+                        f" {config.backup_dir}"
+                    )
+                    outcomes = [Outcome(name, "restore failed", detail) for name in names]
+                report(config, outcomes, log, cron, record=True)
+                return outcomes
+        except LockTimeout as error:
+            outcomes = refuse_all(str(error))
+        except (OSError, ValueError) as error:
+            outcomes = refuse_all(f"lock {config.lock_file}: {reason(error)}")
+    report(config, outcomes, log, cron, record=False)
+    return outcomes
 
 
-def record_metrics(config: Config, outcomes: list, log: Log) -> None:
+def report(config: Config, outcomes: list, log: Log, cron: bool, record: bool) -> None:
+    """The run's outcomes to the log, the metrics and the alerts; `record`: under the lock,
+    update certsync's records too."""
+    from .alert import alert
+    from .records import WARNINGS
+
+    for warning in WARNINGS:
+        log.line(f"warning: {warning}")
+    del WARNINGS[:]
+    for outcome in outcomes:
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
+    record_metrics(config, outcomes, log, record)
+    alert(config, outcomes, log, cron=cron, remember=record)
+
+
+def record_metrics(config: Config, outcomes: list, log: Log, record: bool = True) -> None:
     """The run's outcomes for monitoring; a failure here is logged and changes nothing else."""
     import datetime as dt
 
     from .metrics import update_metrics
 
     try:
-        problem = update_metrics(config, outcomes, dt.datetime.now(dt.timezone.utc))
+        problem = update_metrics(config, outcomes, dt.datetime.now(dt.timezone.utc), record)
     except Exception as error:  # a bug: logged, never fails the sync
         problem = f"metrics failed: unexpected error ({type(error).__name__}: {error})"
     if problem:
         log.line(f"warning: {problem}")
 
 
+def _noted(signum: int, _frame: object) -> None:
+    """A signal that must not stop a sync half-way: the sync finishes, then the program exits."""
+
+
 def sync_command(args: dict[str, Any]) -> int:
-    # A dropped SSH session must not stop a sync half-way: finish it, then exit.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A dropped SSH session (SIGHUP) or a shutdown (SIGTERM) must not stop a sync half-way. A
+    # handler, not SIG_IGN: the commands the sync runs (the restart) get the default back.
+    for signum in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, _noted)
     try:
         config = Config.load(args["config"])
     except (OSError, ValueError) as error:
@@ -117,14 +156,8 @@ def sync_command(args: dict[str, Any]) -> int:
     # when certsync could not tell them itself.
     log = Log(config.host, config.log_file, failures_to_stderr="cron" not in args)
     os.umask(0o077)
-    outcomes = run_sync(config, names, "force" in args, log)
-    for outcome in outcomes:
-        detail = f": {outcome.detail}" if outcome.detail else ""
-        log.line(f"{outcome.name}: {outcome.status}{detail}", failed=not outcome.ok)
+    outcomes = run_sync(config, names, "force" in args, log, cron="cron" in args)
     status = max((o.exit_status for o in outcomes), default=0)
-    from .alert import alert
-
-    alert(config, outcomes, log, cron="cron" in args)
     if status:
         log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
     from . import watch

@@ -13,6 +13,7 @@ import pwd
 import stat
 from collections.abc import Iterator
 
+from .crashpoint import step
 from .errors import SymlinkedFolder, printable
 from .record import Record
 
@@ -127,6 +128,13 @@ def _temp_name(name: str) -> str:
     return f".{name}.certsync-{os.getpid()}.tmp"
 
 
+def is_temp_name(entry: str, name: str) -> bool:
+    """Whether `entry` is a file staged for `name` by some run of certsync (a crash leaves it)."""
+    prefix, suffix = f".{name}.certsync-", ".tmp"
+    middle = entry[len(prefix) : -len(suffix)]
+    return entry.startswith(prefix) and entry.endswith(suffix) and middle.isdigit()
+
+
 def _stage(dir_fd: int, name: str, wanted: FileState) -> str:
     """Create `wanted` (a file, fsynced, or a link) under a temporary name beside `name`."""
     temp = _temp_name(name)
@@ -186,10 +194,12 @@ def put_entries(dir_fd: int, entries: dict[str, FileState]) -> None:
         for name, wanted in entries.items():
             if wanted.kind in (FILE, LINK):
                 staged[name] = _stage(dir_fd, name, wanted)
+                step(f"stage:{name}")
         for name in list(staged):
             # rename() replaces a link planted at `name` instead of following it.
             os.rename(staged[name], name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             del staged[name]
+            step(f"rename:{name}")
         for name, wanted in entries.items():
             if wanted.kind == MISSING:
                 with contextlib.suppress(FileNotFoundError):

@@ -46,8 +46,11 @@ METRICS = (
 )
 
 
-def record_runs(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -> Runs:
-    """Remember this run's outcome of each name; every name's record."""
+def record_runs(
+    config: Config, outcomes: Iterable[Outcome], now: dt.datetime, save: bool = True
+) -> Runs:
+    """Remember this run's outcome of each name (`save`: in the record; only under the lock);
+    every name's record."""
     stamp = int(now.timestamp())
     runs = records.load(config, RUNS_FILE)
     for outcome in outcomes:
@@ -57,10 +60,10 @@ def record_runs(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -
             "ok": outcome.fine,  # a hold for DANE is not a failure: nothing is broken yet
             "time": stamp,
             "last_success": stamp if outcome.ok else last_success,
+            "held": outcome.status == HELD,
         }
-        if outcome.status == HELD:
-            runs[outcome.name]["held"] = True
-    records.save(config, RUNS_FILE, runs)
+    if save:
+        records.save(config, RUNS_FILE, runs)
     return runs
 
 
@@ -115,10 +118,13 @@ def write_metrics(config: Config, text: str) -> str | None:
     return None
 
 
-def update_metrics(config: Config, outcomes: Iterable[Outcome], now: dt.datetime) -> str | None:
-    """Record this run and rewrite the textfile; why that failed, or None."""
+def update_metrics(
+    config: Config, outcomes: Iterable[Outcome], now: dt.datetime, record: bool = True
+) -> str | None:
+    """Record this run (`record`: under the lock) and rewrite the textfile; why that failed, or
+    None."""
     try:
-        runs = record_runs(config, outcomes, now)
+        runs = record_runs(config, outcomes, now, record)
     except (OSError, ValueError) as error:
         return f"runs not recorded in {os.path.dirname(config.lock_file)}: {reason(error)}"
     if not config.metrics_file or not os.path.lexists(os.path.dirname(config.metrics_file)):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -111,6 +113,13 @@ def locked(path: str, on_wait: Callable[[], object] | None = None) -> Iterator[N
     finally:
         os.close(dir_fd)
     try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_nlink != 1:
+            raise OSError(
+                errno.EPERM,
+                "is not a file of root's with a single link (someone replaced it); refusing",
+                path,
+            )
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         while True:
             try:

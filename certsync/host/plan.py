@@ -10,11 +10,12 @@ import os
 import pwd
 import stat
 
-from . import records
+from . import backoff, records
 from .caddy import Choice, Pair, choose_pair
 from .dane import Dane, DaneRun
 from .errors import printable, reason
-from .files import FILE, MISSING, FileState, open_dir, read_file
+from .files import FILE, MISSING, FileState, open_dir
+from .layout import read_pair
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
 from .output import TIME_FORMAT
@@ -43,6 +44,13 @@ class Current(Record):
     key: FileState
     info: CertInfo | None
     unprotected: str | None  # why it may be replaced even by an older certificate; None: keep it
+    generation: str | None = None  # both files are certsync's links into this folder (layout.py)
+    unusable: str | None = "no certificate"  # why mox could not start with this pair; None: it can
+
+    @property
+    def pair_loads(self) -> bool:
+        """A certificate and the key that belongs to it: mox can start with it."""
+        return self.unusable is None
 
     def describe(self) -> str:
         if self.crt.kind != FILE:
@@ -114,6 +122,8 @@ class NamePlan(Record):
                 "cert": current.info.to_json() if current.info else None,
                 "unprotected": current.unprotected,
                 "replaces": current.describe(),
+                # the generation folder both files link into (layout.py); None: not that layout
+                "generation": current.generation,
             },
             "key_changes": self.key_changes,
             "targets": [str(t) for t in self.targets],
@@ -182,6 +192,7 @@ def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
     )
 
 
+LAYOUT_NOTE = "into a generation folder that one rename switches"
 INSTALLED = "installed.json"  # name -> sha256 of the certificate certsync last put in place
 
 
@@ -194,25 +205,25 @@ def current_files(
     stored = storage_name(name)
     if dir_fd is None:
         return Current(FileState(MISSING), FileState(MISSING), None, "nothing")
-    crt = read_file(dir_fd, stored + ".crt")
-    key = read_file(dir_fd, stored + ".key")
+    crt, key, gen = read_pair(dir_fd, stored)
     if crt.kind != FILE or crt.data is None:
-        return Current(crt, key, None, crt.describe())
+        return Current(crt, key, None, crt.describe(), gen, f"its certificate is {crt.describe()}")
     try:
         info = parse_chain(crt.data)[0]
     except ValueError as error:
-        return Current(crt, key, None, f"a certificate file that does not parse ({error})")
-    unprotected = unprotected_because(info, name, now)
-    if unprotected is None:
-        try:
-            if key.kind != FILE or key.data is None:
-                raise ValueError(f"its key is {key.describe()}")
-            check_key_matches(crt.data, key.data)
-        except ValueError as error:
-            unprotected = f"a certificate whose key is unusable ({error})"
+        why = f"a certificate file that does not parse ({error})"
+        return Current(crt, key, None, why, gen, why)
+    try:
+        if key.kind != FILE or key.data is None:
+            raise ValueError(f"its key is {key.describe()}")
+        check_key_matches(crt.data, key.data)
+        unusable = None
+    except ValueError as error:
+        unusable = f"a certificate whose key is unusable ({error})"
+    unprotected = unprotected_because(info, name, now) or unusable
     if unprotected is None and info.fingerprint != installed:
         unprotected = "a certificate certsync did not install"
-    return Current(crt, key, info, unprotected)
+    return Current(crt, key, info, unprotected, gen, unusable)
 
 
 def read_mox_config(path: str) -> str:
@@ -284,6 +295,17 @@ def probe(targets: list[Target], name: str) -> Served | None:
         return Served(targets[0], None, printable(reason(error)))
 
 
+def answers(targets: list[Target], name: str) -> bool:
+    """Whether mox serves a certificate on one of `targets` at least."""
+    for target in targets:
+        try:
+            served_fingerprint(target, server_name(name))
+        except PROBE_ERRORS:
+            continue
+        return True
+    return False
+
+
 def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
     """What every target serves: its certificate's sha256, public key hash (DANE `3 1 1`) and
     expiry, or why nothing usable answers (for the status report and the metrics)."""
@@ -343,6 +365,10 @@ def plan_name(
     same = pair is not None and current.crt.data == pair.cert and current.key.data == pair.key
 
     def plan(action: str, detail: str) -> NamePlan:
+        if action in (INSTALL, RESTART) and pair is not None:
+            entry = backoff.held(config, name, pair.info.fingerprint, now)
+            if entry is not None:
+                warnings.append(backoff.describe(entry))
         return NamePlan(
             name,
             action,
@@ -371,7 +397,10 @@ def plan_name(
         ]
         if not dir_right:
             drift.insert(0, config.mox_cert_dir)
-        fix = f"; owner or mode of {', '.join(drift)}" if drift else ""
+        fixes = [f"owner or mode of {', '.join(drift)}"] if drift else []
+        if current.generation is None:
+            fixes.append(f"{storage_name(name)}.crt and .key become links ({LAYOUT_NOTE})")
+        fix = "".join(f"; {f}" for f in fixes)
         if (
             served is not None
             and served.sha256 is not None
@@ -382,8 +411,14 @@ def plan_name(
                 f"mox serves sha256={served.sha256[:16]} on {served.target},"
                 f" not its files' {new}{fix}",
             )
-        if drift:
-            return plan(REPAIR, f"owner or mode of {', '.join(drift)} ({new})")
+        if served is not None and served.sha256 is None and not answers(targets[1:], name):
+            return plan(
+                RESTART,
+                f"mox answers on none of its checked ports ({', '.join(map(str, targets))}):"
+                f" {served.error}; its files hold {new}{fix}",
+            )
+        if fixes:
+            return plan(REPAIR, f"{'; '.join(fixes)} ({new})")
         return plan(IN_SYNC, new)
     if current.info is not None and current.unprotected is None:
         problem = downgrade_problem(pair.info, current.info)

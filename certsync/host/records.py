@@ -1,23 +1,73 @@
 """certsync's own small records (JSON) in its root-only folder beside the lock file
-(/var/lib/certsync): read whole, replaced whole by rename."""
+(/var/lib/certsync): read whole, replaced whole by rename, under the lock.
+
+Each record maps a certificate name to a value of a known shape (SHAPES); a record of any other
+shape (a number too large, an object where a number belongs, not JSON) reads as empty, with a
+warning (WARNINGS, which the sync logs and the state read reports), never a traceback."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from .files import FILE, FileState, open_dir, put_entries, read_file
+from .files import FILE, FileState, open_dir, put_entries, read_file, writable_by_others
 from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
     from typing import Any
 
+MAX_NUMBER = 1 << 53  # a time in seconds, a count: JSON numbers every reader agrees on
+MAX_TEXT = 1000
+# record -> the shape of each name's value: a type, or {field: type} of an object
+SHAPES: dict[str, Any] = {
+    "installed.json": str,
+    "alerts.json": {"status": str, "told": int},
+    "runs.json": {"ok": bool, "time": int, "last_success": int, "held": bool},
+    "backoff.json": {"sha256": str, "failures": int, "tried": int, "status": str},
+    "dane.json": None,  # not a value per name: dane.py checks each field of its own record
+}
+WARNINGS: list[str] = []
+
+
+def _fits(value: Any, shape: Any) -> bool:
+    if isinstance(shape, dict):
+        return (
+            isinstance(value, dict)
+            and set(value) == set(shape)
+            and all(_fits(value[field], kind) for field, kind in shape.items())
+        )
+    if shape is int:
+        return type(value) is int and 0 <= value < MAX_NUMBER
+    if shape is str:
+        return type(value) is str and len(value) <= MAX_TEXT
+    return type(value) is shape
+
+
+def state_folder(config: Config) -> str:
+    return os.path.dirname(config.lock_file)
+
+
+def unsafe_folders(config: Config) -> str | None:
+    """Why certsync's own folders (the lock's and records', the backups') are not safe to use:
+    another user than root can write them or a folder above them."""
+    for folder in (state_folder(config), config.backup_dir):
+        if not os.path.lexists(folder):
+            continue
+        found = writable_by_others(folder)
+        if found:
+            return (
+                f"certsync's state folder {folder} is not root's alone ({'; '.join(found)}):"
+                " its lock, records and backups decide what certsync does; refusing"
+            )
+    return None
+
 
 def load(config: Config, name: str) -> dict[str, Any]:
-    """The record `name` ({} when missing, unreadable or not a JSON object)."""
+    """The record `name` ({} when missing or unreadable; {} with a warning when not of its
+    shape)."""
     try:
-        dir_fd = open_dir(os.path.dirname(config.lock_file))
+        dir_fd = open_dir(state_folder(config))
     except (OSError, ValueError):
         return {}
     try:
@@ -26,19 +76,31 @@ def load(config: Config, name: str) -> dict[str, Any]:
         return {}
     finally:
         os.close(dir_fd)
-    if state.kind != FILE or state.data is None:
+    if state.kind == "missing":
         return {}
-    try:
-        record = json.loads(state.data)
-    except (ValueError, RecursionError):
+    record: Any = None
+    if state.kind == FILE and state.data is not None:
+        try:
+            record = json.loads(state.data)
+        except (ValueError, RecursionError):
+            record = None
+    shape = SHAPES[name]
+    fits = isinstance(record, dict) and (
+        shape is None or all(_fits(value, shape) for value in record.values())
+    )
+    if not fits:
+        path = os.path.join(state_folder(config), name)
+        warning = f"{path} is not a record of certsync's: read as empty"
+        if warning not in WARNINGS:
+            WARNINGS.append(warning)
         return {}
-    return record if isinstance(record, dict) else {}
+    return record
 
 
 def save(config: Config, name: str, record: dict[str, Any]) -> None:
     """Replace the record `name` (root's, 0600); raises OSError or ValueError."""
     data = json.dumps(record, sort_keys=True).encode()
-    dir_fd = open_dir(os.path.dirname(config.lock_file), create_mode=0o700)
+    dir_fd = open_dir(state_folder(config), create_mode=0o700)
     try:
         put_entries(dir_fd, {name: FileState(FILE, data, None, 0, 0, 0o600)})
     finally:

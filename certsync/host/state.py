@@ -9,7 +9,7 @@ import hashlib
 import os
 import sys
 
-from . import watch
+from . import records, watch
 from .dane import DaneRun
 from .errors import reason
 from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
@@ -73,8 +73,9 @@ def _file_meta(path: str) -> dict[str, Any]:
 
 
 def folder_refusal(config: Config) -> str | None:
-    """A folder certsync writes that it would refuse (a symlink on the way): the reason sync
-    gives, in the order sync checks them (cli.run_sync, then Sync.run)."""
+    """A folder certsync writes that it would refuse (a symlink on the way, certsync's state
+    folder that another user can write): the reason sync gives, in the order sync checks them
+    (cli.run_sync, then Sync.run)."""
     folders = (
         (os.path.dirname(config.log_file), "log folder: "),
         (os.path.dirname(config.lock_file), f"lock {config.lock_file}: "),
@@ -93,6 +94,10 @@ def folder_refusal(config: Config) -> str | None:
             return what + reason(error)
         except (OSError, ValueError) as error:
             return what + reason(error)
+        if folder == records.state_folder(config):
+            unsafe = records.unsafe_folders(config)
+            if unsafe is not None:
+                return unsafe
     return None
 
 
@@ -183,6 +188,7 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
+    state["warnings"] += records.WARNINGS
     return state
 
 

@@ -12,17 +12,18 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-from . import records
+from . import backoff, layout, records
 from .backup import take_backup
+from .crashpoint import step
 from .dane import DaneRun, run_publish
 from .errors import printable, reason
 from .files import (
     FILE,
+    LINK,
     FileState,
     NotTheCheckedFile,
     open_dir,
     put_entries,
-    read_file,
     repair_owner_mode,
     trust_warning,
     writable_by_others,
@@ -41,6 +42,7 @@ from .plan import (
     KEY_MODE,
     REFUSE,
     REPAIR,
+    RESTART,
     NamePlan,
     foreign_folder,
     mox_ids,
@@ -79,10 +81,11 @@ def run_command(what: str, argv: list[str]) -> None:
 class Sync:
     """One sync run on this host, under the lock."""
 
-    def __init__(self, config: Config, force: bool, log: Log) -> None:
+    def __init__(self, config: Config, force: bool, log: Log, cron: bool = False) -> None:
         self.config = config
         self.force = force
         self.log = log
+        self.cron = cron
         self.uid, self.gid = mox_ids(config)
 
     def run(self, names: Sequence[str]) -> list[Outcome]:
@@ -108,6 +111,7 @@ class Sync:
                 refusal = f"cannot set owner and mode of {folder} ({reason(error)})"
             if refusal is not None:
                 return [Outcome(name, "refused", refusal) for name in names]
+            self._clean(dir_fd, names)
             dane = DaneRun(self.config, now)
             plans = [
                 plan_or_refusal(self.config, n, dir_fd, now, self.force, dane=dane) for n in names
@@ -115,6 +119,7 @@ class Sync:
             self._publish(dane, plans)
             outcomes = self._carry_out(dir_fd, plans)
             self._after_installs(dane, plans, outcomes)
+            self._clean(dir_fd, names)
             for plan in plans:
                 if not outcomes[plan.name].ok and plan.current is not None:
                     outcomes[plan.name].kept = plan.current.describe()
@@ -122,12 +127,25 @@ class Sync:
             os.close(dir_fd)
         return [outcomes[name] for name in names]
 
+    def _clean(self, dir_fd: int, names: Sequence[str]) -> None:
+        """What a crash or an earlier run left in mox's folder: staged files, old generations."""
+        for name in names:
+            try:
+                problems = layout.clean(dir_fd, storage_name(name))
+            except OSError as error:
+                problems = [reason(error)]
+            for problem in problems:
+                self.log.line(f"warning: {name}: left in {self.config.mox_cert_dir}: {problem}")
+
     def _carry_out(self, dir_fd: int, plans: list[NamePlan]) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         installs: list[NamePlan] = []
         restarts: list[NamePlan] = []
         for plan in plans:
-            if plan.action == REFUSE:
+            held = self._held(plan) if plan.action in (INSTALL, RESTART) else None
+            if held is not None:
+                outcomes[plan.name] = held
+            elif plan.action == REFUSE:
                 outcomes[plan.name] = Outcome(plan.name, "refused", plan.detail)
             elif plan.action == IN_SYNC:
                 outcomes[plan.name] = Outcome(plan.name, "in sync", plan.detail)
@@ -155,6 +173,11 @@ class Sync:
                     restarts.append(plan)
         if installs or restarts:
             outcomes.update(self._change(dir_fd, installs, restarts))
+        tried = {p.name: p.pair.info.fingerprint for p in installs + restarts if p.pair}
+        try:
+            backoff.note(self.config, tried, outcomes, dt.datetime.now(dt.timezone.utc))
+        except (OSError, ValueError) as error:
+            self.log.line(f"warning: {backoff.BACKOFF_FILE} not written: {reason(error)}")
         self._remember_installed(plans, outcomes)
         return outcomes
 
@@ -236,6 +259,16 @@ class Sync:
         except (OSError, ValueError) as error:
             self.log.line(f"warning: DANE record not written: {reason(error)}")
 
+    def _held(self, plan: NamePlan) -> Outcome | None:
+        """The outcome of a change the cron job holds back (backoff.py), or None."""
+        if not self.cron or self.force or plan.pair is None:
+            return None
+        now = dt.datetime.now(dt.timezone.utc)
+        entry = backoff.held(self.config, plan.name, plan.pair.info.fingerprint, now)
+        if entry is None:
+            return None
+        return Outcome(plan.name, entry["status"], f"held back: {backoff.describe(entry)}")
+
     def _remember_installed(self, plans: list[NamePlan], outcomes: dict[str, Outcome]) -> None:
         """Record which certificate of Caddy's mox's files now hold, per name: the one certsync
         keeps from a downgrade (plan.current_files). Written only when it changes."""
@@ -251,24 +284,44 @@ class Sync:
                 self.log.line(f"warning: {INSTALLED} not written: {reason(error)}")
 
     def _repair(self, dir_fd: int, plan: NamePlan) -> None:
-        """Owner and mode of both files, through the descriptors their contents are checked on."""
+        """Owner and mode of both files, through the descriptors their contents are checked on;
+        regular files (certsync before its layout) become the layout, holding the same pair."""
+        pair, current = plan.pair, plan.current
+        assert pair is not None and current is not None
+        stored = storage_name(plan.name)
+        if current.generation is None:
+            new = self._new_pair(plan)
+            layout.migrate(dir_fd, stored, *new)
+            if layout.read_pair(dir_fd, stored) != (*new, layout.generation(dir_fd, stored)):
+                raise NotTheCheckedFile(f"{stored}.crt or .key changed")
+            return
+        gen_fd = os.open(
+            current.generation, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd
+        )
+        try:
+            repair_owner_mode(gen_fd, stored + ".crt", pair.cert, self.uid, self.gid, CERT_MODE)
+            repair_owner_mode(gen_fd, stored + ".key", pair.key, self.uid, self.gid, KEY_MODE)
+        finally:
+            os.close(gen_fd)
+
+    def _new_pair(self, plan: NamePlan) -> tuple[FileState, FileState]:
         pair = plan.pair
         assert pair is not None
-        stored = storage_name(plan.name)
-        repair_owner_mode(dir_fd, stored + ".crt", pair.cert, self.uid, self.gid, CERT_MODE)
-        repair_owner_mode(dir_fd, stored + ".key", pair.key, self.uid, self.gid, KEY_MODE)
+        return (
+            FileState(FILE, pair.cert, None, self.uid, self.gid, CERT_MODE),
+            FileState(FILE, pair.key, None, self.uid, self.gid, KEY_MODE),
+        )
 
-    def _new_entries(self, installs: list[NamePlan]) -> dict[str, FileState]:
-        entries = {}
+    def _install(
+        self, dir_fd: int, installs: list[NamePlan], befores: dict[str, str | None]
+    ) -> None:
+        """Each name's new pair, switched in by one rename; `befores`: name -> the generation
+        holding its previous pair (None: not one certsync can switch back to)."""
         for plan in installs:
-            pair = plan.pair
-            assert pair is not None
-            stored = storage_name(plan.name)
-            entries[stored + ".crt"] = FileState(
-                FILE, pair.cert, None, self.uid, self.gid, CERT_MODE
-            )
-            entries[stored + ".key"] = FileState(FILE, pair.key, None, self.uid, self.gid, KEY_MODE)
-        return entries
+            assert plan.current is not None
+            stored, old = storage_name(plan.name), (plan.current.crt, plan.current.key)
+            befores[plan.name] = layout.prepare(dir_fd, stored, old, self.uid, self.gid)
+            layout.switch_to(dir_fd, stored, self._new_pair(plan))
 
     def _change(
         self, dir_fd: int, installs: list[NamePlan], restarts: list[NamePlan]
@@ -290,10 +343,12 @@ class Sync:
                     plan.name: Outcome(plan.name, "failed", detail) for plan in installs + restarts
                 }
         restarted = False
+        befores: dict[str, str | None] = {}
+        step("backup")
         try:
             if installs:
                 try:
-                    put_entries(dir_fd, self._new_entries(installs))
+                    self._install(dir_fd, installs, befores)
                 except OSError as error:
                     if self._unchanged(dir_fd, olds):
                         detail = f"install failed ({reason(error)}); mox's files unchanged"
@@ -301,10 +356,18 @@ class Sync:
                             p.name: Outcome(p.name, "failed", detail) for p in installs + restarts
                         }
                     raise StepFailed(f"install failed ({reason(error)})") from error
+            try:
                 self._config_test()
+            except StepFailed as error:
+                if installs:
+                    raise
+                detail = f"{error}; mox not restarted, its files unchanged"
+                return {p.name: Outcome(p.name, "failed", detail) for p in restarts}
             argv = shlex.split(self.config.restart_command)
             restarted = True  # from here on mox may be down, or serving the new files
+            step("restart")
             run_command("restart", argv)
+            step("restarted")
             self._verify(
                 {
                     p.name: (p.pair.info.fingerprint, p.targets)
@@ -312,13 +375,14 @@ class Sync:
                     if p.pair
                 }
             )
+            step("checked")
         except Exception as error:  # whatever it is, mox's previous files go back
             why = (
                 str(error)
                 if isinstance(error, StepFailed)
                 else f"unexpected error ({type(error).__name__}: {error})"
             )
-            return self._roll_back(dir_fd, why, olds, installs, restarts, restarted)
+            return self._roll_back(dir_fd, why, olds, befores, installs, restarts, restarted)
         outcomes = {}
         for plan in installs + restarts:
             pair = plan.pair
@@ -340,7 +404,9 @@ class Sync:
             self.log.line(f"warning: {trust_warning(binary, warnings)}")
         argv = [binary, "-config", mox_config, "config", "test"]
         try:
+            step("config-test")
             run_command("mox config test", argv)
+            step("config-tested")
         except CommandFailed as failed:
             raise StepFailed(
                 f"mox config test failed (exit {failed.status}); to see why, run as root:"
@@ -352,6 +418,7 @@ class Sync:
         dir_fd: int,
         why: str,
         olds: dict[str, FileState],
+        befores: dict[str, str | None],
         installs: list[NamePlan],
         restarts: list[NamePlan],
         restarted: bool,
@@ -361,65 +428,132 @@ class Sync:
         }
         if not installs:
             return outcomes
-        ok, how = self._restore(dir_fd, olds, installs, restarted)
-        status = "rolled back" if ok else "restore failed"
-        detail = f"{why}; rolled back: {how}" if ok else f"{why}; {how}"
-        outcomes.update({p.name: Outcome(p.name, status, detail) for p in installs})
+        ok, how, kept_new = self._restore(dir_fd, olds, befores, installs, restarted)
+        for plan in installs:
+            if plan.name in kept_new:
+                detail = (
+                    f"{why}; mox's previous pair would not load ({kept_new[plan.name]}): kept"
+                    f" Caddy's pair, the one mox can start with; {how}"
+                )
+                outcomes[plan.name] = Outcome(plan.name, "restore failed", detail)
+            elif ok:
+                outcomes[plan.name] = Outcome(
+                    plan.name, "rolled back", f"{why}; rolled back: {how}"
+                )
+            else:
+                outcomes[plan.name] = Outcome(plan.name, "restore failed", f"{why}; {how}")
         return outcomes
 
     def _unchanged(self, dir_fd: int, olds: dict[str, FileState]) -> bool:
-        """Whether mox's files are exactly the old ones again (links with their targets; the
-        modes without set-id bits, which certsync never writes)."""
+        """Whether mox's files are exactly the old ones again (links with their targets, files
+        read through certsync's links; the modes without set-id bits, which certsync never
+        writes)."""
 
         def bare(state: FileState) -> FileState:
             return state.replace(mode=state.mode & 0o777)
 
         try:
-            return all(bare(read_file(dir_fd, f)) == bare(state) for f, state in olds.items())
+            for entry, state in olds.items():
+                stored, suffix = entry[:-4], entry[-4:]
+                crt, key, _ = layout.read_pair(dir_fd, stored)
+                if bare(crt if suffix == ".crt" else key) != bare(state):
+                    return False
         except OSError:
             return False
+        return True
 
     def _restore(
-        self, dir_fd: int, olds: dict[str, FileState], installs: list[NamePlan], restarted: bool
-    ) -> tuple[bool, str]:
-        """Put back exactly what mox had (files, links, nothing); restart and check it serves
-        the previous certificates again if it was restarted. (ok, what happened)."""
+        self,
+        dir_fd: int,
+        olds: dict[str, FileState],
+        befores: dict[str, str | None],
+        installs: list[NamePlan],
+        restarted: bool,
+    ) -> tuple[bool, str, dict[str, str]]:
+        """Put back what mox had, when it is a pair that loads (by switching back to its
+        generation: one rename) or something certsync cannot read (links: put back as they
+        were); keep Caddy's pair for a name whose previous pair would not load. Restart and check
+        it serves what it should if it was restarted. (ok, what happened, name -> why its
+        previous pair was kept out)."""
+        kept_new: dict[str, str] = {}
+        expected = {}
+        restored: dict[str, FileState] = {}
         try:
-            put_entries(dir_fd, olds)
+            for plan in installs:
+                current, stored = plan.current, storage_name(plan.name)
+                assert current is not None and plan.pair is not None
+                before = befores.get(plan.name)
+                links = LINK in (current.crt.kind, current.key.kind)  # someone else's: unread
+                if before is not None and (
+                    current.pair_loads or (links and current.generation == before)
+                ):
+                    step("restore")
+                    layout.switch(dir_fd, stored, before, self.uid, self.gid)
+                elif links:
+                    step("restore")
+                    put_entries(
+                        dir_fd, {stored + ".crt": current.crt, stored + ".key": current.key}
+                    )
+                else:
+                    kept_new[plan.name] = current.unusable or current.describe()
+                    if layout.read_pair(dir_fd, stored)[:2] == self._new_pair(plan):
+                        expected[plan.name] = (plan.pair.info.fingerprint, plan.targets)
+                    continue
+                restored[stored + ".crt"] = olds[stored + ".crt"]
+                restored[stored + ".key"] = olds[stored + ".key"]
+                # Restarted, mox serves what its restored files hold, even if it served another
+                # certificate before (files copied by hand without a restart); when they hold
+                # none that certsync can read (links), what it served before.
+                old = current.info.fingerprint if current.info is not None else None
+                if old is None and plan.served is not None:
+                    old = plan.served.sha256
+                if old is not None:
+                    expected[plan.name] = (old, plan.targets)
         except OSError as error:
-            return False, (
-                f"restoring mox's previous files FAILED ({reason(error)});"
-                f" they are in the newest backup under {self.config.backup_dir}"
+            return (
+                False,
+                (
+                    f"restoring mox's previous files FAILED ({reason(error)});"
+                    f" they are in the newest backup under {self.config.backup_dir}"
+                ),
+                kept_new,
             )
-        if not self._unchanged(dir_fd, olds):
-            return False, (
-                f"mox's previous files could not be put back as they were; they are in the newest"
-                f" backup under {self.config.backup_dir}"
+        step("restored")
+        if not self._unchanged(dir_fd, restored):
+            return (
+                False,
+                (
+                    "mox's previous files could not be put back as they were; they are in the"
+                    f" newest backup under {self.config.backup_dir}"
+                ),
+                kept_new,
             )
         if not restarted:
             return (
                 True,
-                "mox's previous files restored (mox was not restarted: it still serves them)",
+                "mox's previous files restored (mox was not restarted: it still serves them)"
+                if restored
+                else "mox was not restarted: it still serves what it served",
+                kept_new,
             )
-        expected = {}
-        for plan in installs:
-            # Restarted, mox serves what its restored files hold, even if it served another
-            # certificate before (files copied by hand without a restart); when they hold none
-            # that certsync can read (links, nothing), what it served before.
-            current = plan.current.info if plan.current is not None else None
-            before = current.fingerprint if current is not None else None
-            if before is None and plan.served is not None:
-                before = plan.served.sha256
-            if before is not None:
-                expected[plan.name] = (before, plan.targets)
         try:
+            self._config_test()
+            step("restore-restart")
             run_command("restart", shlex.split(self.config.restart_command))
+            step("restore-restarted")
             self._verify(expected)
         except Exception as error:
-            return False, f"mox's previous files restored, but after restarting mox: {error}"
+            what = "mox's previous files restored" if restored else "Caddy's pair kept"
+            return False, f"{what}, but after restarting mox: {error}", kept_new
         if not expected:
-            return True, "mox's previous files restored (mox served nothing for it before)"
-        return True, "mox's previous files restored and served again"
+            return (
+                True,
+                "mox's previous files restored (mox served nothing for it before)",
+                kept_new,
+            )
+        if not restored:
+            return True, "mox restarted and serves Caddy's pair", kept_new
+        return True, "mox's previous files restored and served again", kept_new
 
     def _verify(self, expected: dict[str, tuple[str, list[Target]]]) -> None:
         """Wait, for a bounded time, until every target serves the expected certificate."""

@@ -23,6 +23,11 @@ TEST_FILES = (
     "tests/unit/test_wire.py",
     "tests/e2e/test_dane.py",
     "tests/unit/test_dane.py",
+    "tests/e2e/test_crash.py",
+    "tests/unit/test_layout.py",
+    "tests/unit/test_records.py",
+    "tests/unit/test_rules.py",
+    "tests/unit/test_plan.py",
 )
 
 
@@ -62,8 +67,10 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "mox's files are symlinks (into Caddy's storage), or one of the pair is missing",
-        "replaced by regular files; a rollback puts back exactly what was there (links with"
-        ' their targets) and removes what was not; when it cannot: exit 4, never "restored"',
+        "replaced by certsync's links into a generation folder; a rollback puts back exactly"
+        " the links that were there (with their targets); a pair missing its key is not put back"
+        " (mox could not start with it): Caddy's stays, exit 4; when a restore cannot be done:"
+        ' exit 4, never "restored"',
         (
             "test_rollback_puts_back_exactly_what_mox_had",
             "test_a_restore_that_fails_is_never_reported_as_restored",
@@ -155,6 +162,73 @@ ROWS: tuple[Row, ...] = (
         "the host program ignores SIGHUP and a closed output: the transaction ends installed"
         " (or rolled back), never half; exit status unchanged",
         ("test_ssh_drop_during_verify_ends_fully_synced",),
+    ),
+    Row(
+        "The host program is killed (SIGKILL: the OOM killer, a power loss) at any step of a"
+        " sync with a key change: each file staged or renamed, the generation made, the switch,"
+        " before or after `mox config test`, the restart or the check, any step of a rollback,"
+        " any step of the first run's move to the layout; or gets SIGTERM (a shutdown) there",
+        "mox's `.crt` and `.key` are links into a generation folder that one rename switches:"
+        " at every instant they hold a pair that loads (`mox config test`, openssl); SIGTERM"
+        " lets the transaction end installed or rolled back; the next run of the cron job (also"
+        " at boot) converges and removes staged files, unused generations and links",
+        (
+            "test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_converges",
+            "test_regular_files_become_links_and_one_rename_switches_both",
+            "test_what_a_crash_leaves_is_removed_and_the_pair_in_use_kept",
+            "test_half_migrated_files_are_read_through_the_link_that_is_certsyncs",
+        ),
+    ),
+    Row(
+        "The mox user points certsync's links (`..<name>.data`, a generation folder) elsewhere",
+        "certsync reads only links exactly as it makes them, and never follows one: anything"
+        " else is foreign, read as a link and replaced by rename",
+        ("test_links_that_are_not_exactly_certsyncs_are_read_as_links_never_followed",),
+    ),
+    Row(
+        "mox is stopped (answers on none of its checked ports) while its files equal Caddy's",
+        "never `in sync`: planned and shown as a restart; `mox config test`, restart, check; when"
+        " mox's config does not load, nothing is restarted and the run fails with the reason"
+        " (exit 3, alerted)",
+        (
+            "test_mox_stopped_is_restarted_by_the_next_run_and_never_in_sync",
+            "test_mox_stopped_that_cannot_start_fails_loudly",
+            "test_mox_answering_on_none_of_its_ports_is_a_restart",
+        ),
+    ),
+    Row(
+        "A rollback whose previous pair would not load (its key missing, or not the certificate's)",
+        'Caddy\'s pair, which mox can start with, is kept; "restore failed" says why (exit 4)',
+        ("test_a_rollback_never_restores_a_pair_that_does_not_load",),
+    ),
+    Row(
+        "The check after the restart fails at every run (a verify address that cannot be"
+        " reached, a port mox does not serve)",
+        "back-off: the cron job tries the same certificate of Caddy's again after 1 h, 4 h, then"
+        " daily (one try: its restart and its rollback's); the held runs repeat the failure and"
+        " say when the next try is; a deploy, `--force` or a new certificate tries at once",
+        ("test_a_check_that_fails_at_every_run_restarts_mox_once_per_back_off_step",),
+    ),
+    Row(
+        "certsync's state folder (`/var/lib/certsync`) writable by another user (mox), the lock"
+        " file replaced, `alerts.json` or another record with wrong contents of any shape",
+        "every name refused, naming the folder and who can write it; a replaced lock refused;"
+        " records read as empty with a warning, never a traceback; records updated under the"
+        " lock; a run that cannot take the lock still writes the metrics (`last_run_ok 0`)",
+        (
+            "test_certsyncs_state_folder_of_another_user_is_refused",
+            "test_a_state_folder_another_user_can_write_refuses_every_name",
+            "test_a_replaced_lock_file_is_refused",
+            "test_alerts_json_of_a_wrong_shape_reads_as_empty_with_a_warning",
+            "test_a_run_that_cannot_take_the_lock_still_writes_the_metrics",
+        ),
+    ),
+    Row(
+        "The cron job stops, a host stops reporting, the served certificate nears its expiry, a"
+        " DANE change is held",
+        "the shipped alerting rules (`certsync/files/certsync.rules.yml`) fire, also when a"
+        " host's series go absent; checked by `promtool test rules`",
+        ("test_each_alert_fires_on_the_series_the_host_program_writes_and_only_then",),
     ),
     Row(
         "The state cannot be read on one host: its shell fails (`certsync_python` is missing),"

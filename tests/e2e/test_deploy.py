@@ -23,15 +23,15 @@ from tests.unit.certs import leaked_secrets
 
 
 def assert_in_sync(fleet, pki, hosts=None):
-    """On each host, checked over SSH (testinfra, one command): mox's folder and files have
-    mox's owner and modes 0700, 0644, 0600 and Caddy's bytes; and mox serves Caddy's
-    certificate on every port."""
+    """On each host, checked over SSH (testinfra, one command): mox's folder and files (as mox
+    reads them, through certsync's links) have mox's owner and modes 0700, 0644, 0600 and
+    Caddy's bytes; and mox serves Caddy's certificate on every port."""
     for host in hosts or fleet:
         paths = [
             f"{MOX_CERT_DIR}/{n}{suffix}" for n in host.cert_names for suffix in (".crt", ".key")
         ]
         listing = host.testinfra().check_output(
-            "stat -c '%n %U %G %a' "
+            "stat -L -c '%n %U %G %a' "
             + " ".join([MOX_CERT_DIR, *paths])
             + " && sha256sum "
             + " ".join(paths)
@@ -68,6 +68,11 @@ def test_first_run_installs_caddys_certificates_and_mox_serves_them(fleet, pki, 
         assert re.search(
             r"^\S+ \S+ \S+ \S+ \S+ root .*certsync\.pyz sync --config ", cron.content_string, re.M
         )
+        # the same command at boot, to repair what a crash left
+        jobs = [
+            line.split(" root ", 1) for line in cron.content_string.splitlines() if " root " in line
+        ]
+        assert [when for when, _ in jobs][1:] == ["@reboot"] and len({job for _, job in jobs}) == 1
     # The backup holds what mox had before: the placeholder.
     (stamp,) = backups(first)
     backed_up = sha256_on_host(first, f"{BACKUP_DIR}/{stamp}/{first.cert_names[0]}.crt")

@@ -16,6 +16,8 @@ from tests.e2e.deployrun import MOX_CERT_DIR, backups, caddy_fingerprint, deploy
 from tests.e2e.faultkit import (
     assert_serves_caddys,
     assert_serves_whole_pair,
+    certsyncs_links,
+    leftovers,
     log_lines,
     mox_files,
     now,
@@ -103,7 +105,13 @@ def test_wildcard_name_is_synced_and_checked_on_mox_listeners(make_fleet, pki, t
     assert run.returncode == 0, run.output
     assert any(": *.h1.test: installed: " in line for line in log_lines(host)), log_lines(host)
     assert_serves_caddys(host, pki, name)  # the files, and what every port serves
-    assert sorted(mox_files(host)) == ["wildcard_.h1.test.crt", "wildcard_.h1.test.key"]
+    # the two files, as certsync's links into one generation folder holding them
+    files = sorted(mox_files(host))
+    assert [f for f in files if not f.startswith("..")] == [
+        "wildcard_.h1.test.crt",
+        "wildcard_.h1.test.key",
+    ]
+    assert certsyncs_links(host, name) and leftovers(host) == [], files
 
     again = deploy(inventory)
 
@@ -140,8 +148,9 @@ def test_files_equal_but_mox_serving_another_certificate_is_restarted(make_fleet
 @pytest.mark.parametrize("layout", ["symlinks into Caddy's storage", "no key file"])
 def test_rollback_puts_back_exactly_what_mox_had(make_fleet, pki, tmp_path, layout):
     """The install fails (mox keeps serving the old certificate: the restart command does
-    nothing): links come back as links to the same targets, a file that was missing is removed
-    again. Then a working restart installs regular files."""
+    nothing): links come back as links to the same targets; a pair missing its key, which mox
+    could not start with, is not put back: Caddy's pair stays, and the run says so. Then a
+    working restart installs Caddy's pair (certsync's links into a generation folder)."""
     fleet, host, name, inventory = one_host(
         make_fleet,
         tmp_path,
@@ -168,20 +177,32 @@ def test_rollback_puts_back_exactly_what_mox_had(make_fleet, pki, tmp_path, layo
     run = deploy(inventory)
 
     assert run.returncode != 0, run.output
-    assert re.search(
-        rf"certsync {host.name}: {re.escape(name)}: rolled back: mox does not serve the expected"
-        r" certificate after 3 s: .*; rolled back: mox's previous files restored and served again",
-        run.output,
-    ), run.output
-    assert mox_files(host) == before
-    assert {p.name: os.readlink(p) for p in folder.iterdir() if p.is_symlink()} == links
+    if layout == "no key file":
+        assert re.search(
+            rf"certsync {host.name}: {re.escape(name)}: restore failed: mox does not serve the"
+            r" expected certificate after 3 s: .*; mox's previous pair would not load \(a"
+            r" certificate whose key is unusable \(its key is nothing\)\): kept Caddy's pair,"
+            r" the one mox can start with",
+            run.output,
+        ), run.output
+        assert certsyncs_links(host, name) and leftovers(host) == []
+        assert (folder / f"{stored}.key").read_bytes() == pki.key_path(name).read_bytes()
+    else:
+        assert re.search(
+            rf"certsync {host.name}: {re.escape(name)}: rolled back: mox does not serve the"
+            r" expected certificate after 3 s: .*; rolled back: mox's previous files restored and"
+            r" served again",
+            run.output,
+        ), run.output
+        assert mox_files(host) == before
+        assert {p.name: os.readlink(p) for p in folder.iterdir() if p.is_symlink()} == links
     assert sha256_fingerprint(served_certificate(host.address, 993, name)) == served
 
     working = fleet.write_inventory(tmp_path / "working.py")
     run = deploy(working)
 
     assert run.returncode == 0, run.output
-    assert not any(p.is_symlink() for p in folder.iterdir())
+    assert certsyncs_links(host, name) and leftovers(host) == []
     assert_serves_caddys(host, pki, name)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import ssl
 import sys
@@ -173,15 +174,41 @@ def accept_each(sock: socket.socket, handle: Callable[[socket.socket], None]) ->
 
 
 def write_mox_files(
-    cert_dir: Path, name: str, cert: bytes | None, key: bytes | None, ids: tuple[int, int]
+    cert_dir: Path,
+    name: str,
+    cert: bytes | None,
+    key: bytes | None,
+    ids: tuple[int, int],
+    layout: bool = True,
 ) -> None:
     """mox's files for `name` as a previous sync leaves them: owner mox, 0644 and 0600, in a
-    0700 folder owned by mox; a None file is not written."""
+    0700 folder owned by mox; with both files and `layout`, links into a generation folder as
+    certsync makes them (certsync/host/layout.py), else regular files (as certsync before its
+    layout, or mox's own setup, left them); a None file is not written."""
     cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chown(cert_dir, *ids)
+    stored = stored_name(name)
+    folder = cert_dir
+    if layout and cert is not None and key is not None:
+        gen = f"..{stored}.g{os.urandom(8).hex()}"
+        folder = cert_dir / gen
+        folder.mkdir(mode=0o700)
+        os.chown(folder, *ids)
+        temp = cert_dir / f"..{stored}.data.new"
+        temp.symlink_to(gen)
+        os.lchown(temp, *ids)
+        temp.rename(cert_dir / f"..{stored}.data")
+        for entry in cert_dir.glob(f"..{stored}.g*"):
+            if entry.name != gen:
+                shutil.rmtree(entry)
     for suffix, data, mode in ((".crt", cert, 0o644), (".key", key, 0o600)):
         if data is not None:
-            path = cert_dir / f"{stored_name(name)}{suffix}"
+            path = folder / f"{stored}{suffix}"
             path.write_bytes(data)
             os.chown(path, *ids)
             path.chmod(mode)
+            if folder != cert_dir:
+                link = cert_dir / f"{stored}{suffix}"
+                link.unlink(missing_ok=True)
+                link.symlink_to(f"..{stored}.data/{stored}{suffix}")
+                os.lchown(link, *ids)

@@ -40,11 +40,13 @@ def test_runs_keep_the_last_success_across_failures(make_config, tmp_path):
         "ok": True,
         "time": int(NOW.timestamp()),
         "last_success": int(NOW.timestamp()),
+        "held": False,
     }
     assert later[NAME] == {
         "ok": False,
         "time": int((NOW + DAY).timestamp()),
         "last_success": int(NOW.timestamp()),
+        "held": False,
     }
     runs = tmp_path / "run" / metrics.RUNS_FILE
     assert json.loads(runs.read_text()) == later and runs.stat().st_mode & 0o777 == 0o600

@@ -256,7 +256,7 @@ def test_equal_files_but_another_certificate_served_is_a_restart(
     assert result.to_json()["served"]["sha256"] == served
 
 
-def test_what_mox_serves_when_it_answers_nothing_is_a_warning(caddys, fake_mox, cert_dir, mox_ids):
+def test_mox_answering_on_none_of_its_ports_is_a_restart(caddys, fake_mox, cert_dir, mox_ids):
     mox, config = fake_mox()
     write_mox_files(cert_dir, NAME, caddys.cert_pem, caddys.key_pem, mox_ids)
     dir_fd = os.open(cert_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -264,7 +264,10 @@ def test_what_mox_serves_when_it_answers_nothing_is_a_warning(caddys, fake_mox, 
         result = plan_name(config, NAME, dir_fd, NOW)  # mox not started: nothing answers
     finally:
         os.close(dir_fd)
-    assert result.action == IN_SYNC
+    assert result.action == RESTART
+    assert result.detail.startswith(
+        f"mox answers on none of its checked ports (127.0.0.1:{mox.port}): "
+    )
     assert result.warnings and result.warnings[0].startswith(
         f"mox does not answer on 127.0.0.1:{mox.port}: "
     )

@@ -83,6 +83,13 @@ class Server:
     def _start_tls(self, conn: socket.socket) -> ssl.SSLSocket:
         return self.context.wrap_socket(conn, server_side=True)
 
+    def close(self) -> None:
+        """Stop accepting: shutdown wakes the thread blocked in accept(), which close() alone
+        does not (it would then accept on whatever socket gets the same descriptor next)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
 
 @pytest.fixture
 def issued(ca: Ca) -> Issued:
@@ -101,7 +108,7 @@ def test_the_served_leaf_is_fingerprinted_with_the_name_as_sni(issued, tmp_path,
         )
         assert server.server_names == ["certsync-check.example.com"]
     finally:
-        server.sock.close()
+        server.close()
 
 
 def test_nothing_listening_is_a_probe_error(tmp_path):
@@ -124,7 +131,7 @@ def test_smtp_without_starttls_is_a_probe_error(issued, tmp_path):
         with pytest.raises(PROBE_ERRORS):
             served_fingerprint(Target("127.0.0.1", server.port, "smtp"), "mail.example.com")
     finally:
-        server.sock.close()
+        server.close()
 
 
 def test_a_server_that_trickles_its_reply_is_given_up_on_in_time(issued, tmp_path):
@@ -145,5 +152,5 @@ def test_a_server_that_trickles_its_reply_is_given_up_on_in_time(issued, tmp_pat
         with pytest.raises(PROBE_ERRORS):
             served_fingerprint(Target("127.0.0.1", server.port, "smtp"), "x.example.com", timeout=1)
     finally:
-        server.sock.close()
+        server.close()
     assert time.monotonic() - started < 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -13,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from certsync.host import plan as plan_module
-from certsync.host import transaction
+from certsync.host import layout, transaction
 from certsync.host.cli import run_sync
 from certsync.host.files import FileState
 from certsync.host.moxconf import Target
@@ -60,6 +60,16 @@ class Host:
 
     def staged(self) -> list[str]:
         return [e for e in os.listdir(self.cert_dir) if ".certsync-" in e]
+
+    def pair(self) -> tuple[bytes, bytes]:
+        """mox's pair as mox reads it (following certsync's links)."""
+        crt, key = (self.cert_dir / f"{NAME}{suffix}" for suffix in (".crt", ".key"))
+        return crt.read_bytes(), key.read_bytes()
+
+    def regular_files(self, mox_ids: tuple[int, int]) -> None:
+        """mox's folder as certsync before its layout (or mox's setup) left it: regular files."""
+        shutil.rmtree(self.cert_dir)
+        write_mox_files(self.cert_dir, NAME, self.old.cert_pem, self.old.key_pem, mox_ids, False)
 
 
 @pytest.fixture
@@ -234,6 +244,7 @@ def test_a_rollback_restores_what_mox_served_its_files_not_a_stale_memory(host, 
 
 
 def test_a_rollback_puts_back_symlinks_with_their_targets(host, tmp_path, mox_ids):
+    host.regular_files(mox_ids)
     handmade = tmp_path / "handmade"
     handmade.mkdir()
     (handmade / "old.crt").write_bytes(host.old.cert_pem)
@@ -276,8 +287,8 @@ def test_a_hard_link_swapped_in_for_a_restored_symlink_is_never_chowned(
     def symlink_then_swap(src, dst, target_is_directory=False, *, dir_fd=None):
         real_symlink(src, dst, target_is_directory, dir_fd=dir_fd)
         in_mox_folder = os.fstat(dir_fd).st_ino == mox_folder
-        if in_mox_folder and ".certsync-" in str(dst):  # .<name>.<suffix>.certsync-<pid>.tmp
-            suffix = str(dst).split(".")[-3]
+        suffix = str(dst).split(".")[-3]  # .<name>.<suffix>.certsync-<pid>.tmp
+        if in_mox_folder and ".certsync-" in str(dst) and suffix in ("crt", "key"):
             os.rename(f"planted.{suffix}", dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "symlink", symlink_then_swap)
@@ -290,16 +301,25 @@ def test_a_hard_link_swapped_in_for_a_restored_symlink_is_never_chowned(
     assert host.staged() == []
 
 
-def test_a_rollback_removes_a_file_that_was_not_there(host):
-    (host.cert_dir / f"{NAME}.key").unlink()
-    before = host.entries()
-    assert list(before) == [f"{NAME}.crt"]
-    host.mox.config_test(exit_status=1, output=b"no key\n")
+@pytest.mark.parametrize("previous", ["no key", "another key"])
+def test_a_rollback_never_restores_a_pair_that_does_not_load(host, mox_ids, previous):
+    """mox's previous pair would not load (its key is missing, or not the certificate's), and the
+    install fails: Caddy's pair, which mox can start with, is kept, and the run says so."""
+    host.regular_files(mox_ids)
+    key = host.cert_dir / f"{NAME}.key"
+    if previous == "no key":
+        key.unlink()
+    else:
+        key.write_bytes(host.new.key_pem)
+    host.mox.config_test(exit_status=1, output=b"broken\n")
 
     (outcome,) = host.sync()
 
-    assert (outcome.status, outcome.exit_status) == ("rolled back", 3)
-    assert host.entries() == before
+    assert (outcome.status, outcome.exit_status) == ("restore failed", 4)
+    assert "mox's previous pair would not load (" in outcome.detail
+    assert "kept Caddy's pair, the one mox can start with" in outcome.detail
+    assert host.pair() == (host.new.cert_pem, host.new.key_pem)
+    assert host.mox.restarts == 0
 
 
 @pytest.mark.parametrize(
@@ -310,17 +330,17 @@ def test_a_rollback_removes_a_file_that_was_not_there(host):
     ],
 )
 def test_a_restore_that_fails_is_never_reported_as_restored(host, monkeypatch, restore, says):
-    real = transaction.put_entries
+    real = transaction.layout.switch
     installed: list[bool] = []
 
-    def install_then_break(dir_fd: int, entries: dict[str, FileState]) -> None:
+    def install_then_break(*args: object) -> None:
         if not installed:
             installed.append(True)
-            real(dir_fd, entries)
+            real(*args)  # type: ignore[arg-type]
         elif restore == "raises":
             raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(transaction, "put_entries", install_then_break)
+    monkeypatch.setattr(transaction.layout, "switch", install_then_break)
     host.mox.config_test(exit_status=1, output=b"bad\n")
 
     (outcome,) = host.sync()
@@ -343,10 +363,10 @@ def test_mox_not_coming_back_after_the_rollback_is_exit_4(host):
 
 
 def test_a_failed_install_leaves_no_staged_file_and_changes_nothing(host):
-    """The key's staging fails (a folder sits at its temporary name): the staged certificate,
-    which would hold nothing secret, and the staged key are both gone."""
+    """The switch's staging fails (a folder sits at its temporary name): the new generation,
+    whose key mox does not use, is gone."""
     before = host.entries()
-    blocker = host.cert_dir / f".{NAME}.key.certsync-{os.getpid()}.tmp"
+    blocker = host.cert_dir / f"...{NAME}.data.certsync-{os.getpid()}.tmp"
     (blocker / "inside").mkdir(parents=True)
 
     (outcome,) = host.sync()
@@ -374,7 +394,7 @@ def test_a_hard_link_swapped_in_before_the_repair_is_never_chowned(host, monkeyp
     victim = host.cert_dir.parent / "victim"
     victim.write_bytes(host.new.key_pem)
     victim.chmod(0o600)
-    real_read = plan_module.read_file
+    real_read = layout.read_file
 
     def read_then_swap(dir_fd: int, name: str) -> FileState:
         state = real_read(dir_fd, name)
@@ -383,7 +403,7 @@ def test_a_hard_link_swapped_in_before_the_repair_is_never_chowned(host, monkeyp
             os.link(victim, name, dst_dir_fd=dir_fd)
         return state
 
-    monkeypatch.setattr(plan_module, "read_file", read_then_swap)
+    monkeypatch.setattr(layout, "read_file", read_then_swap)
 
     (outcome,) = host.sync()
 
@@ -412,9 +432,10 @@ def test_a_failed_restart_only_leaves_mox_s_files_and_says_so(host, mox_ids):
     assert list(Path(host.config.backup_dir).iterdir()) == []  # nothing was backed up
 
 
-def test_a_rollback_restores_a_file_that_had_set_id_bits_without_them(host):
+def test_a_rollback_restores_a_file_that_had_set_id_bits_without_them(host, mox_ids):
     """The mox user may set any mode on its files; certsync never writes set-id bits, and a
     rollback that puts the file back without them is a rollback, not a failed restore."""
+    host.regular_files(mox_ids)
     crt = host.cert_dir / f"{NAME}.crt"
     crt.chmod(0o4644)
     host.mox.config_test(exit_status=1, output=b"broken\n")
@@ -462,8 +483,8 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
     make it itself); otherwise every name is refused and the folder keeps its owner and mode. In
     a folder that only root can write, an admin made it: it becomes mox's."""
     if case == "empty":
-        for entry in host.cert_dir.iterdir():
-            entry.unlink()
+        shutil.rmtree(host.cert_dir)
+        host.cert_dir.mkdir()
     parent_owner = (0, 0) if case.endswith("of root's") else mox_ids
     os.chown(host.cert_dir.parent, *parent_owner)
     os.chown(host.cert_dir, 0, 0)
