@@ -18,6 +18,7 @@ from pyinfra.api.hiddenvalue import HiddenValue
 
 from certsync import program
 from certsync.hostdata import HostSettings, SettingsError, settings_from_data
+from certsync.stateschema import SchemaError, checked_state
 
 
 class CertsyncState(FactBase[dict[str, Any] | None]):
@@ -63,6 +64,7 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             state = json.loads("\n".join(output))
         except ValueError as error:
             raise FactProcessError(f"certsync state is not JSON ({error})") from None
-        if not isinstance(state, dict) or state.get("certsync_state") != 1:
-            raise FactProcessError("certsync state: unknown format")
-        return state
+        try:
+            return checked_state(state)
+        except SchemaError as error:
+            raise FactProcessError(f"certsync state: {error}") from None

@@ -84,6 +84,10 @@ def read_state(
             return f"{where}: {_silent_failure(host, settings.python, arguments)}"
         return f"{where}: {'; '.join(lines[-MAX_REASON_LINES:])}"
     try:
-        return fact.process(output.stdout_lines)
+        state = fact.process(output.stdout_lines)
     except FactProcessError as error:
         return f"{where}: {error}"
+    unasked = sorted(set(state["names"]) - set(settings.names))
+    if unasked:
+        return f"{where}: certsync state: plans for names not asked for: {', '.join(unasked)}"
+    return state

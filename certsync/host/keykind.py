@@ -86,8 +86,6 @@ def _oid(data: bytes, item: tuple[int, int, int]) -> str:
     return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]])) if arcs else ""
 
 
-
-
 def _rsa(data: bytes) -> str:
     """PKCS#1 RSAPrivateKey: version, n, e, ...; n at most MAX_RSA_BITS."""
     items = _sequence(data, 0, 3)
