@@ -14,8 +14,14 @@ from pyinfra.api import deploy
 
 from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
-from certsync.rollout import canary_gate, refuse_modes_that_cannot_wait, watch_of
+from certsync.rollout import (
+    canary_gate,
+    check_one_canary_group,
+    no_wait_quietly,
+    refuse_modes_that_cannot_wait,
+)
 
+GATE_MARGIN_SECONDS = 60
 _checked: dict[tuple[int, str], dict[str, HostSettings]] = {}
 
 
@@ -23,7 +29,9 @@ def _settings_of_fleet(defaults: dict[str, Any]) -> dict[str, HostSettings]:
     """Every targeted host's settings, checked once per run before anything runs on any host."""
     key = (id(state), repr(sorted(defaults.items())))
     if key not in _checked:
-        _checked[key] = settings_of_hosts(state, defaults)
+        fleet = settings_of_hosts(state, defaults)
+        check_one_canary_group(fleet)
+        _checked[key] = fleet
     return _checked[key]
 
 
@@ -44,8 +52,13 @@ def certsync_deploy(**defaults: Any) -> None:
     synced_hosts = [h for h in targeted_hosts(state) if fleet[h.name].names]
     canaries = [h for h in synced_hosts if group in h.groups]
     refuse_modes_that_cannot_wait(state, synced_hosts, canaries, group)
-    if group in host.groups:
-        meta = synced(name="sync canary hosts", settings=settings)
-        watch_of(state).canary_ops.add(meta._hash)
-    else:
-        synced(name="sync", settings=settings, hold_back=canary_gate(state, canaries))
+    no_wait_quietly()
+    canary = group in host.groups
+    # Both operations on every host, in this order (rollout.py): each a no-op where it does not
+    # apply. The sync's wait is bounded (a host cannot stretch it); so is the gate's.
+    timeout = settings.sync_timeout_seconds
+    meta = synced(name="sync canary hosts", settings=settings, skip=not canary, _timeout=timeout)
+    wait = max((fleet[h.name].sync_timeout_seconds for h in canaries), default=0)
+    wait += max((fleet[h.name].state_timeout_seconds for h in canaries), default=0)
+    gate = canary_gate(state, canaries, meta._hash, wait + GATE_MARGIN_SECONDS)
+    synced(name="sync", settings=settings, hold_back=gate, skip=canary, _timeout=timeout)

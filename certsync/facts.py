@@ -49,6 +49,12 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             program.zipapp_base64(), f"<certsync host program, {len(program.zipapp())} bytes>"
         )
         return StringCommand(
+            # bounded on the host too: the controller's wait (stateread) ends the read for the
+            # deploy, this one ends the process (it reads only: killing it leaves nothing)
+            "timeout",
+            "-k",
+            "5",
+            str(settings.state_timeout_seconds),
             QuoteString(settings.python),
             "-I",
             "-S",

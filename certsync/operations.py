@@ -170,17 +170,24 @@ def _upload(files: dict[str, tuple[bytes, int]]):
 
 
 @operation()
-def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = None):
+def synced(
+    settings: HostSettings,
+    hold_back: Callable[[], str | None] | None = None,
+    skip: bool = False,
+):
     """
     Make mox's certificate files on this host equal to Caddy's newest valid pair, per name.
 
     + settings: the host's certsync settings (``certsync.hostdata.settings_of_hosts``)
     + hold_back: asked when the operation runs; a reason fails the host without touching it
+    + skip: nothing to do on this host (called only to keep the operation order, rollout.py)
 
     Installs the host program, its settings and the cron job when they differ, then runs the
     host program for the names that differ (it validates, backs up, installs, restarts mox once
     and verifies). Reads only, in one command, when everything is already in sync.
     """
+    if skip:
+        return
     if hold_back is not None and host.state.is_executing and (reason := hold_back()):
         yield FunctionCommand(_fail_host, (f"held back: {reason}",), {})
         return

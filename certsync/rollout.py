@@ -3,17 +3,27 @@ it, and the others are held back (failed, untouched) when a canary host failed. 
 pyinfra's default mode (operation by operation), with --parallel N, and with --no-wait (the
 others wait for the canaries, each in a slot of pyinfra's pool: refused when the others could take
 every slot); --serial is refused when a run targets canary and other hosts (pyinfra picks the
-host order)."""
+host order).
+
+Every host calls both operations, the canary one first (a no-op on the other hosts), then the
+others' one (a no-op on the canary hosts): pyinfra orders operations by each host's call order
+(State.get_op_order), so the canary sync comes before the others' in every host's order, whatever
+operations only some hosts run before or after it, and however often certsync_deploy() is called.
+A gate never waits for an operation that cannot run any more: a canary host that failed earlier
+fails the gate at once, and the wait is bounded.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gevent
+import greenlet
 from pyinfra.api import State
 from pyinfra.api.state import BaseStateCallback
 
@@ -23,25 +33,29 @@ WAIT_INTERVAL = 0.1
 
 
 class CanaryWatch(BaseStateCallback):
-    """Which canary hosts finished certsync's canary operation, and which of them failed."""
+    """Which hosts finished each canary operation, and which of them failed; and a host whose
+    operation failed is a failed host in every run mode (pyinfra's --no-wait never marks it)."""
 
     def __init__(self) -> None:
-        self.canary_ops: set[str] = set()
-        self.finished: set[str] = set()
-        self.failed: set[str] = set()
+        self.finished: dict[str, set[str]] = {}  # canary operation -> hosts
+        self.failed: dict[str, set[str]] = {}
 
     def operation_host_success(  # type: ignore[override]
         self, state: State, host: Any, op_hash: str, retry_count: int = 0
     ) -> None:
-        if op_hash in self.canary_ops:
-            self.finished.add(host.name)
+        self.finished.setdefault(op_hash, set()).add(host.name)
 
     def operation_host_error(  # type: ignore[override]
         self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0
     ) -> None:
-        if op_hash in self.canary_ops:
-            self.finished.add(host.name)
-            self.failed.add(host.name)
+        self.finished.setdefault(op_hash, set()).add(host.name)
+        self.failed.setdefault(op_hash, set()).add(host.name)
+        if not state.get_op_data_for_host(host, op_hash).global_arguments["_ignore_errors"]:
+            # --no-wait runs each host's operations in a greenlet that ends with a PyinfraError
+            # and marks nothing: the run would exit 0. Marked here, it exits 1 (the other modes
+            # mark it too, later, the same way); the error is said by pyinfra and below, so the
+            # greenlet's traceback is left out (no_wait_quietly).
+            state.failed_hosts.add(host)
 
 
 _watches: dict[int, CanaryWatch] = {}
@@ -53,6 +67,17 @@ def watch_of(state: State) -> CanaryWatch:
         watch = _watches[id(state)] = CanaryWatch()
         state.add_callback_handler(watch)
     return watch
+
+
+def no_wait_quietly() -> None:
+    """With --no-wait, a failed host's greenlet ends in a PyinfraError ("Error in operation ...
+    on host") that gevent prints as a traceback; the host's error is already said, and the host
+    marked failed (CanaryWatch)."""
+    from pyinfra.api.exceptions import PyinfraError
+
+    hub = gevent.get_hub()
+    if not issubclass(PyinfraError, hub.NOT_ERROR):
+        hub.NOT_ERROR = (*hub.NOT_ERROR, PyinfraError)
 
 
 @functools.cache
@@ -103,22 +128,52 @@ def refuse_modes_that_cannot_wait(
         )
 
 
-def canary_gate(state: State, canaries: list[Any]) -> Callable[[], str | None]:
-    """A hold_back for the other hosts: waits (without blocking other hosts) until every canary
-    host finished, then gives the reason to hold back, if one failed."""
+def canary_gate(
+    state: State, canaries: list[Any], canary_op: str, deadline_seconds: float
+) -> Callable[[], str | None]:
+    """A hold_back for the other hosts: once every canary host ended `canary_op` (the canary
+    sync of the same certsync_deploy() call), the reason to hold back if one failed. Waits
+    (without blocking other hosts) only while the canary sync can still run; at most
+    `deadline_seconds`."""
     watch = watch_of(state)
 
     def hold_back() -> str | None:
         def pending() -> list[Any]:
-            return [
-                h for h in canaries if h.name not in watch.finished and h not in state.failed_hosts
-            ]
+            finished = watch.finished.get(canary_op, set())
+            return [h for h in canaries if h.name not in finished and h not in state.failed_hosts]
 
-        while pending():
+        deadline = time.monotonic() + deadline_seconds
+        while waiting := pending():
+            names = ", ".join(h.name for h in waiting)
+            if greenlet.getcurrent().parent is None:
+                # pyinfra runs hosts one after the other in its main greenlet (--serial): a
+                # canary host after this one cannot run while this one waits
+                return (
+                    f"canary host {names} has not synced yet and this run goes one host at a"
+                    " time (--serial): run the canary group first (--limit)"
+                )
+            if time.monotonic() >= deadline:
+                return f"canary host {names} did not end its sync within {deadline_seconds:.0f} s"
             gevent.sleep(WAIT_INTERVAL)
-        failed = sorted(
-            h.name for h in canaries if h.name in watch.failed or h in state.failed_hosts
+        failed = watch.failed.get(canary_op, set())
+        failed_names = sorted(
+            h.name for h in canaries if h.name in failed or h in state.failed_hosts
         )
-        return f"canary host {', '.join(failed)} failed" if failed else None
+        return f"canary host {', '.join(failed_names)} failed" if failed_names else None
 
     return hold_back
+
+
+def check_one_canary_group(fleet: dict[str, Any]) -> None:
+    """Hosts that disagree on the canary group would each wait for another group: refused
+    before anything runs, naming them."""
+    groups: dict[str, list[str]] = {}
+    for name, settings in fleet.items():
+        if settings.names:
+            groups.setdefault(settings.canary_group, []).append(name)
+    if len(groups) > 1:
+        said = "; ".join(f"{group!r} for {', '.join(hosts)}" for group, hosts in groups.items())
+        raise SettingsError(
+            f"certsync_canary_group differs between the hosts of this run ({said}): set one"
+            " canary group for the whole fleet (group_data/all.py)"
+        )
