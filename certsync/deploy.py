@@ -58,7 +58,20 @@ def certsync_deploy(**defaults: Any) -> None:
     # apply. The sync's wait is bounded (a host cannot stretch it); so is the gate's.
     timeout = settings.sync_timeout_seconds
     meta = synced(name="sync canary hosts", settings=settings, skip=not canary, _timeout=timeout)
+    if not canary:
+        skipped(meta)
     wait = max((fleet[h.name].sync_timeout_seconds for h in canaries), default=0)
     wait += max((fleet[h.name].state_timeout_seconds for h in canaries), default=0)
     gate = canary_gate(state, canaries, meta._hash, wait + GATE_MARGIN_SECONDS)
-    synced(name="sync", settings=settings, hold_back=gate, skip=canary, _timeout=timeout)
+    meta = synced(name="sync", settings=settings, hold_back=gate, skip=canary, _timeout=timeout)
+    if canary:
+        skipped(meta)
+
+
+def skipped(meta: Any) -> None:
+    """The operation stays in this host's operation order (rollout.py) but is not this host's:
+    pyinfra says `Skipped` for it, as for an operation the host did not call."""
+    state.ops[host].pop(meta._hash, None)
+    counts = state.get_meta_for_host(host)
+    counts.ops -= 1
+    counts.ops_no_change -= 1
