@@ -8,11 +8,22 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, x25519
 
+from certsync.host.caddy import choose_pair
 from certsync.host.keykind import MAX_CERT_BYTES, MAX_KEY_BYTES, Unsupported, key_kind
 from certsync.host.pem import pem_blocks
 from certsync.host.x509 import check_key_matches, parse_chain
 from tests.fleet.x509util import hostile_dsa_key_pem
-from tests.unit.certs import KEY_KINDS, caddy_key_pem, key_of, pem, pkcs8_key_pem
+from tests.unit.certs import (
+    DAY,
+    KEY_KINDS,
+    LETSENCRYPT,
+    NOW,
+    caddy_key_pem,
+    key_of,
+    pem,
+    pkcs8_key_pem,
+    write_caddy,
+)
 
 EXPECTED = {"ec256": "EC P-256", "ec384": "EC P-384", "rsa": "RSA 2048", "ed25519": "Ed25519"}
 
@@ -98,3 +109,13 @@ def test_files_over_the_caps_are_refused_unparsed(ca):
     big_cert = issued.cert_pem + pem("CERTIFICATE", b"\x30" * MAX_CERT_BYTES)
     with pytest.raises(ValueError, match=f"larger than {MAX_CERT_BYTES} bytes"):
         parse_chain(big_cert)
+
+
+def test_a_huge_dsa_key_in_caddy_s_folder_refuses_that_issuer_at_once(ca, tmp_path):
+    issued = ca.issue(["mail.example.com"])
+    write_caddy(tmp_path, LETSENCRYPT, "mail.example.com", issued.cert_pem, hostile_dsa_key_pem())
+    started = time.monotonic()
+    choice = choose_pair(str(tmp_path), "mail.example.com", NOW, DAY, None)
+    assert time.monotonic() - started < 0.5
+    assert choice.pair is None
+    assert "refusing the private key: DSA" in (choice.refusal or "")
