@@ -14,14 +14,14 @@ from typing import Any
 from certsync.host.errors import printable
 from certsync.host.names import is_host_name
 from certsync.host.output import parse_utc
-from certsync.host.plan import IN_SYNC, INSTALL, REFUSE, REPAIR, RESTART
 
 MAX_STRING = 4000  # characters of one string (a refusal names a few paths and reasons)
 MAX_DEPTH = 12
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 HEX_RE = re.compile(r"[0-9a-f]{1,128}")
 MODE_RE = re.compile(r"[0-7]{4}")
-ACTIONS = frozenset({IN_SYNC, REPAIR, INSTALL, RESTART, REFUSE})
+# in sync, repair, install, restart, refuse, and what later versions add ("held for DANE")
+ACTION_RE = re.compile(r"[a-z][a-z ]{0,40}", re.IGNORECASE)
 FILE_KINDS = frozenset({"file", "missing", "link", "other", "dir"})
 
 Check = Callable[[Any, str], None]
@@ -186,7 +186,7 @@ SERVED = _dict(
 )
 PLAN = _dict(
     {
-        "action": _one_of(ACTIONS),
+        "action": _match(ACTION_RE, "an action (words)"),
         "detail": STR,
         "caddy": _dict(
             {

@@ -46,7 +46,7 @@ def _poisoned(state, path, value):
         (("names", NAME, "caddy", "cert", "not_after"), "2031-13-45", "not_after: not a time"),
         (("names", NAME, "caddy", "cert", "sha256"), "zz" * 32, "sha256: not a sha256"),
         (("names", NAME, "caddy", "cert", "sans"), "mail.example.com", "sans: not a list"),
-        (("names", NAME, "action"), "rm -rf", "action: not one of"),
+        (("names", NAME, "action"), "rm -rf /", "action: not an action"),
         (("names", NAME, "key_changes"), 1, "key_changes: not bool"),
         (("names", NAME, "mox"), [], "mox: not an object"),
         (("names", NAME, "mox", "cert", "serial"), 12, "serial: not a serial"),
