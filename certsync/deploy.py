@@ -17,7 +17,7 @@ from certsync.operations import synced
 from certsync.rollout import (
     canary_gate,
     check_one_canary_group,
-    no_wait_quietly,
+    fail_no_wait_hosts,
     refuse_modes_that_cannot_wait,
 )
 
@@ -52,7 +52,7 @@ def certsync_deploy(**defaults: Any) -> None:
     synced_hosts = [h for h in targeted_hosts(state) if fleet[h.name].names]
     canaries = [h for h in synced_hosts if group in h.groups]
     refuse_modes_that_cannot_wait(state, synced_hosts, canaries, group)
-    no_wait_quietly()
+    fail_no_wait_hosts(state)
     canary = group in host.groups
     # Both operations on every host, in this order (rollout.py): each a no-op where it does not
     # apply. The sync's wait is bounded (a host cannot stretch it); so is the gate's.

@@ -24,7 +24,8 @@ from typing import Any
 
 import gevent
 import greenlet
-from pyinfra.api import State
+from pyinfra.api import Host, State
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
 
 from certsync.hostdata import SettingsError
@@ -51,10 +52,8 @@ class CanaryWatch(BaseStateCallback):
         self.finished.setdefault(op_hash, set()).add(host.name)
         self.failed.setdefault(op_hash, set()).add(host.name)
         if not state.get_op_data_for_host(host, op_hash).global_arguments["_ignore_errors"]:
-            # --no-wait runs each host's operations in a greenlet that ends with a PyinfraError
-            # and marks nothing: the run would exit 0. Marked here, it exits 1 (the other modes
-            # mark it too, later, the same way); the error is said by pyinfra and below, so the
-            # greenlet's traceback is left out (no_wait_quietly).
+            # --no-wait never marks it (fail_no_wait_hosts): marked here, the run exits 1 (the
+            # other modes mark it too, later, the same way)
             state.failed_hosts.add(host)
 
 
@@ -69,15 +68,26 @@ def watch_of(state: State) -> CanaryWatch:
     return watch
 
 
-def no_wait_quietly() -> None:
-    """With --no-wait, a failed host's greenlet ends in a PyinfraError ("Error in operation ...
-    on host") that gevent prints as a traceback; the host's error is already said, and the host
-    marked failed (CanaryWatch)."""
-    from pyinfra.api.exceptions import PyinfraError
-
+def fail_no_wait_hosts(state: State) -> None:
+    """With --no-wait, each host's operations run in a greenlet that a failure ends with a
+    PyinfraError, which pyinfra never turns into a failed host (the run would exit 0) and gevent
+    prints as a traceback. Here such a host is failed (the run exits 1), and pyinfra's own
+    "Error in operation ... on host" is not printed again as a traceback: the host's error lines
+    said it. Any other error keeps its traceback."""
     hub = gevent.get_hub()
-    if not issubclass(PyinfraError, hub.NOT_ERROR):
-        hub.NOT_ERROR = (*hub.NOT_ERROR, PyinfraError)
+    if getattr(hub, "certsync_state", None) is state:
+        return
+    report = getattr(hub, "certsync_report", None) or hub.handle_error
+
+    def handle_error(context: Any, kind: Any, value: Any, traceback: Any) -> None:
+        host = next((a for a in getattr(context, "args", ()) if isinstance(a, Host)), None)
+        if host is not None and isinstance(value, PyinfraError):
+            state.failed_hosts.add(host)
+            if str(value).startswith("Error in operation "):
+                return
+        report(context, kind, value, traceback)
+
+    hub.certsync_state, hub.certsync_report, hub.handle_error = state, report, handle_error
 
 
 @functools.cache
