@@ -119,3 +119,14 @@ def test_a_huge_dsa_key_in_caddy_s_folder_refuses_that_issuer_at_once(ca, tmp_pa
     assert time.monotonic() - started < 0.5
     assert choice.pair is None
     assert "refusing the private key: DSA" in (choice.refusal or "")
+
+
+def test_caddy_s_files_over_the_caps_are_not_read_further(ca, tmp_path):
+    issued = ca.issue(["mail.example.com"])
+    big_key = issued.key_pem + b"\n" * MAX_KEY_BYTES
+    write_caddy(tmp_path, LETSENCRYPT, "mail.example.com", issued.cert_pem, big_key)
+    choice = choose_pair(str(tmp_path), "mail.example.com", NOW, DAY, None)
+    assert choice.pair is None
+    assert f"mail.example.com.key is not a regular file of at most {MAX_KEY_BYTES} bytes" in (
+        choice.refusal or ""
+    )
