@@ -62,6 +62,7 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             QuoteString(program.BOOTSTRAP),
             QuoteString(program.unpacked_folder(settings.install_dir)),
             QuoteString(payload),  # type: ignore[arg-type]
+            program.tree_sha256(),
             *(QuoteString(str(arg)) for arg in args),
         )
 

@@ -18,10 +18,13 @@ import io
 import zipfile
 from importlib import resources
 
+from certsync.host.appdir import tree_digest
+
 HOST_PACKAGE = "certsync_host"  # the package's name inside the zipapp
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 APP_PREFIX = "app-"  # + the first 16 hex digits of the zipapp's sha256
 
+# {{tree}}: appdir.tree_digest of the package's sources, filled in by zipapp()
 MAIN = f'''"""certsync's host program: python3 -I -S certsync.pyz sync|state|watch ..."""
 import hashlib
 import os
@@ -32,13 +35,15 @@ with open(pyz, "rb") as file:
     sha = hashlib.sha256(file.read()).hexdigest()[:16]
 from {HOST_PACKAGE} import appdir
 
-appdir.import_from(appdir.unpacked(pyz, os.path.join(os.path.dirname(pyz), "{APP_PREFIX}" + sha)))
+app = os.path.join(os.path.dirname(pyz), "{APP_PREFIX}" + sha)
+appdir.import_from(appdir.unpacked(pyz, app, "{{tree}}"))
 from {HOST_PACKAGE}.cli import main
 
 sys.exit(main())
 '''
 
-# python3 -c BOOTSTRAP <the unpacked folder of this version> <the zipapp, base64> <command...>:
+# python3 -c BOOTSTRAP <the unpacked folder of this version> <the zipapp, base64> <tree digest>
+# <command...>:
 # imports the sources the command carries, from memory, without writing them anywhere; or the
 # unpacked ones when the host has this version and they are usable (appdir.usable).
 # One line: sudo and the logs quote a command line by line.
@@ -49,23 +54,19 @@ BOOTSTRAP = (
     "carried='/proc/self/fd/%d'%fd;"
     "sys.path.insert(0,carried);"
     f"from {HOST_PACKAGE} import appdir;"
-    "appdir.import_from(sys.argv[1] if appdir.usable(sys.argv[1],carried) else None);"
+    "appdir.import_from(sys.argv[1] if appdir.usable(sys.argv[1],sys.argv[3]) else None);"
     f"from {HOST_PACKAGE}.cli import main;"
-    "sys.exit(main(sys.argv[3:]))"
+    "sys.exit(main(sys.argv[4:]))"
 )
 
 
 @functools.cache
 def zipapp() -> bytes:
     """The zipapp: `__main__.py` and the package's modules, sorted, with fixed timestamps."""
-    sources = {
-        entry.name: entry.read_bytes()
-        for entry in resources.files("certsync.host").iterdir()
-        if entry.name.endswith(".py") and entry.name != "__main__.py"
-    }
+    sources = _sources()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        members = [("__main__.py", MAIN.encode())]
+        members = [("__main__.py", main_source().encode())]
         members += [(f"{HOST_PACKAGE}/{name}", sources[name]) for name in sorted(sources)]
         for name, data in members:
             info = zipfile.ZipInfo(name, FIXED_TIME)
@@ -73,6 +74,24 @@ def zipapp() -> bytes:
             info.external_attr = 0o644 << 16
             archive.writestr(info, data, compresslevel=9)
     return b"#!/usr/bin/python3\n" + buffer.getvalue()
+
+
+def _sources() -> dict[str, bytes]:
+    return {
+        entry.name: entry.read_bytes()
+        for entry in resources.files("certsync.host").iterdir()
+        if entry.name.endswith(".py") and entry.name != "__main__.py"
+    }
+
+
+@functools.cache
+def tree_sha256() -> str:
+    """What the unpacked folder's sources must hash to (appdir.tree_digest)."""
+    return tree_digest(_sources())
+
+
+def main_source() -> str:
+    return MAIN.replace("{tree}", tree_sha256())
 
 
 def zipapp_sha256() -> str:

@@ -8,12 +8,14 @@ sources are byte for byte the zipapp's own; otherwise the zipapp itself is used.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
 
 PACKAGE = "certsync_host"  # program.HOST_PACKAGE
 PREFIX = "app-"  # program.APP_PREFIX
+MAX_SOURCE_BYTES = 1 << 20
 
 
 def _root_only(path: str, directory: bool) -> bool:
@@ -26,47 +28,37 @@ def _root_only(path: str, directory: bool) -> bool:
     return kind and info.st_uid == 0 and not info.st_mode & 0o022
 
 
-def _sources(archive_path: str) -> dict[str, bytes]:
-    import zipfile
-
-    with zipfile.ZipFile(archive_path) as archive:
-        return {
-            name: archive.read(name)
-            for name in archive.namelist()
-            if name.startswith(PACKAGE + "/") and not name.endswith("/")
-        }
+def tree_digest(sources: dict[str, bytes]) -> str:
+    """The sha256 of the package's sources (file name -> bytes): the zipapp's MAIN holds it."""
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        data = sources[name]
+        digest.update(b"%s\0%d\0" % (name.encode(), len(data)) + data)
+    return digest.hexdigest()
 
 
-def usable(app: str, archive_path: str) -> bool:
-    """Whether root may import from `app`: see the module's docstring."""
-    try:
-        sources = _sources(archive_path)
-    except (OSError, ValueError):
-        return False
+def usable(app: str, digest: str) -> bool:
+    """Whether root may import from `app`: every level root's, not writable by others, not a
+    link, and its sources those of `digest` (tree_digest), nothing more."""
     package = os.path.join(app, PACKAGE)
-    folders = [os.path.dirname(app), app, package]
-    if not all(_root_only(folder, True) for folder in folders):
-        return False
-    try:
-        entries = set(os.listdir(package)) - {"__pycache__"}
-    except OSError:
-        return False
-    if entries != {name.split("/", 1)[1] for name in sources}:
+    if not all(_root_only(folder, True) for folder in (os.path.dirname(app), app, package)):
         return False
     cache = os.path.join(package, "__pycache__")
     if os.path.lexists(cache) and not _root_only(cache, True):
         return False
-    for name, data in sources.items():
-        path = os.path.join(app, name)
-        if not _root_only(path, False):
-            return False
-        try:
+    sources: dict[str, bytes] = {}
+    try:
+        for name in os.listdir(package):
+            path = os.path.join(package, name)
+            if name == "__pycache__":
+                continue
+            if not _root_only(path, False):
+                return False
             with open(path, "rb") as file:
-                if file.read(len(data) + 1) != data:
-                    return False
-        except OSError:  # e.g. not root: the files are root's alone
-            return False
-    return True
+                sources[name] = file.read(MAX_SOURCE_BYTES + 1)
+    except OSError:  # e.g. not root: the files are root's alone
+        return False
+    return tree_digest(sources) == digest
 
 
 def _unpack(pyz: str, app: str) -> None:
@@ -89,19 +81,19 @@ def _unpack(pyz: str, app: str) -> None:
         os.umask(previous)
 
 
-def unpacked(pyz: str, app: str) -> str | None:
+def unpacked(pyz: str, app: str, digest: str) -> str | None:
     """`app` with the zipapp `pyz`'s sources, unpacked if missing (as root) and replaced if it
     is not usable; None when it cannot be used."""
     if os.geteuid() != 0:
         return None
     if not os.path.lexists(app):
         _unpack(pyz, app)
-    elif not usable(app, pyz) and _root_only(app, True):
+    elif not usable(app, digest) and _root_only(app, True):
         import shutil
 
         shutil.rmtree(app, ignore_errors=True)  # root's own, half made or changed: anew
         _unpack(pyz, app)
-    if not usable(app, pyz):
+    if not usable(app, digest):
         return None
     folder = os.path.dirname(app)
     for entry in os.listdir(folder):
