@@ -5,13 +5,15 @@ zipapp itself runs (and root's own folder is made anew)."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from certsync import program
-from tests.unit.hostrun import run_host_program
+from tests.unit.hostrun import HOST_PYTHON, ISOLATED, run_host_program
 
 PACKAGE = program.HOST_PACKAGE
 EVIL = "import pathlib; pathlib.Path({marker!r}).write_text('imported')\n"
@@ -81,3 +83,25 @@ def test_a_folder_root_does_not_own_is_never_imported_nor_removed(
 
     assert not marker.exists()  # the zipapp itself ran
     assert app.is_symlink() if planted == "link" else app.stat().st_uid == mox_ids[0]
+
+
+def bootstrap(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The state read's command: the program carried in it, the unpacked folder named."""
+    command = [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP, str(app)]
+    command += [program.zipapp_base64(), program.tree_sha256(), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_state_read_imports_a_usable_folder_and_never_a_changed_one(installed, tmp_path):
+    pyz, app = installed
+    run_ok(pyz)
+    cache = app / PACKAGE / "__pycache__"
+    shutil.rmtree(cache)
+    assert bootstrap(app, "--help").returncode == 0
+    assert list(cache.glob("cli.*.pyc"))  # imported from the folder
+
+    marker = tmp_path / "marker"
+    cli = app / PACKAGE / "cli.py"
+    cli.write_text(EVIL.format(marker=str(marker)) + cli.read_text())
+    assert bootstrap(app, "--help").returncode == 0
+    assert not marker.exists()  # the program the command carries ran
