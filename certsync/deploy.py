@@ -17,8 +17,14 @@ from certsync import statusrun
 from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
 from certsync.pyinfra_compat import current_state, operation_hash
-from certsync.rollout import canary_gate, refuse_modes_that_cannot_wait, watch_of
+from certsync.rollout import (
+    canary_gate,
+    check_one_canary_group,
+    fail_no_wait_hosts,
+    refuse_modes_that_cannot_wait,
+)
 
+GATE_MARGIN_SECONDS = 60
 # per run (State) and defaults: every targeted host's settings
 _checked: WeakKeyDictionary[State, dict[str, dict[str, HostSettings]]] = WeakKeyDictionary()
 
@@ -28,7 +34,9 @@ def _settings_of_fleet(defaults: dict[str, Any]) -> dict[str, HostSettings]:
     of_run = _checked.setdefault(current_state(), {})
     key = repr(sorted(defaults.items()))
     if key not in of_run:
-        of_run[key] = settings_of_hosts(state, defaults)
+        fleet = settings_of_hosts(state, defaults)
+        check_one_canary_group(fleet)
+        of_run[key] = fleet
     return of_run[key]
 
 
@@ -53,8 +61,26 @@ def certsync_deploy(**defaults: Any) -> None:
     synced_hosts = [h for h in targeted_hosts(state) if fleet[h.name].names]
     canaries = [h for h in synced_hosts if group in h.groups]
     refuse_modes_that_cannot_wait(state, synced_hosts, canaries, group)
-    if group in host.groups:
-        meta = synced(name="sync canary hosts", settings=settings)
-        watch_of(state).canary_ops.add(operation_hash(meta))
-    else:
-        synced(name="sync", settings=settings, hold_back=canary_gate(state, canaries))
+    fail_no_wait_hosts(state)
+    canary = group in host.groups
+    # Both operations on every host, in this order (rollout.py): each a no-op where it does not
+    # apply. The sync's wait is bounded (a host cannot stretch it); so is the gate's.
+    timeout = settings.sync_timeout_seconds
+    meta = synced(name="sync canary hosts", settings=settings, skip=not canary, _timeout=timeout)
+    if not canary:
+        skipped(meta)
+    wait = max((fleet[h.name].sync_timeout_seconds for h in canaries), default=0)
+    wait += max((fleet[h.name].state_timeout_seconds for h in canaries), default=0)
+    gate = canary_gate(state, canaries, operation_hash(meta), wait + GATE_MARGIN_SECONDS)
+    meta = synced(name="sync", settings=settings, hold_back=gate, skip=canary, _timeout=timeout)
+    if canary:
+        skipped(meta)
+
+
+def skipped(meta: Any) -> None:
+    """The operation stays in this host's operation order (rollout.py) but is not this host's:
+    pyinfra says `Skipped` for it, as for an operation the host did not call."""
+    state.ops[host].pop(operation_hash(meta), None)
+    counts = state.get_meta_for_host(host)
+    counts.ops -= 1
+    counts.ops_no_change -= 1

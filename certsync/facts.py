@@ -18,6 +18,7 @@ from pyinfra.api.hiddenvalue import HiddenValue
 
 from certsync import program
 from certsync.hostdata import HostSettings, SettingsError, settings_from_data
+from certsync.stateschema import SchemaError, checked_state
 
 
 class CertsyncState(FactBase[dict[str, Any] | None]):
@@ -48,6 +49,12 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             program.zipapp_base64(), f"<certsync host program, {len(program.zipapp())} bytes>"
         )
         return StringCommand(
+            # bounded on the host too: the controller's wait (stateread) ends the read for the
+            # deploy, this one ends the process (it reads only: killing it leaves nothing)
+            "timeout",
+            "-k",
+            "5",
+            str(settings.state_timeout_seconds),
             QuoteString(settings.python),
             "-I",
             "-S",
@@ -55,6 +62,7 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             QuoteString(program.BOOTSTRAP),
             QuoteString(program.unpacked_folder(settings.install_dir)),
             QuoteString(payload),  # type: ignore[arg-type]
+            program.tree_sha256(),
             *(QuoteString(str(arg)) for arg in args),
         )
 
@@ -63,6 +71,7 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             state = json.loads("\n".join(output))
         except ValueError as error:
             raise FactProcessError(f"certsync state is not JSON ({error})") from None
-        if not isinstance(state, dict) or state.get("certsync_state") != 1:
-            raise FactProcessError("certsync state: unknown format")
-        return state
+        try:
+            return checked_state(state)
+        except SchemaError as error:
+            raise FactProcessError(f"certsync state: {error}") from None

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import os
+import json
 from collections.abc import Callable
 from importlib import resources
-from io import BytesIO, StringIO
 from typing import Any
 
 import jinja2
 from pyinfra import host, logger
 from pyinfra.api import (
-    FileUploadCommand,
     FunctionCommand,
     Host,
     QuoteString,
@@ -20,9 +19,11 @@ from pyinfra.api import (
     StringCommand,
     operation,
 )
-from pyinfra.operations import files as pyinfra_files
+from pyinfra.facts.files import FileContents
+from pyinfra.operations.util.files import generate_color_diff
 
 from certsync import program
+from certsync.host.errors import printable
 from certsync.host.plan import IN_SYNC
 from certsync.hostdata import HostSettings
 from certsync.preview import host_lines
@@ -135,52 +136,79 @@ def files_to_install(
     return {path: file for path, file in files.items() if not _is_installed(state, path, *file)}
 
 
-def _install(files: dict[str, tuple[bytes, int]]):
-    """Upload the files that differ, root's with their modes: in a few commands (the state read
-    already says what each is), or with --diff by pyinfra's files.put, which shows each text
-    file's diff (the zipapp is named with its sha256)."""
-    if host.state.config.DIFF:
-        for path, (content, mode) in files.items():
-            if path.endswith(".pyz"):
-                digest = hashlib.sha256(content).hexdigest()[:16]
-                host.log(f"Will install {path}: the certsync host program, sha256 {digest}")
-                yield from _upload({path: (content, mode)})
-            else:
-                yield from pyinfra_files.put._inner(
-                    src=StringIO(content.decode()),
-                    dest=path,
-                    user="root",
-                    group="root",
-                    mode=f"{mode:o}",
-                )
+# Writes the files given on stdin, one line each: path, mode (octal), content (base64); each
+# through a new file beside it (O_EXCL, made by root in root's folder), fsync'd, renamed over the
+# path. No file goes through a name another user could create first, as pyinfra's uploads under
+# `_sudo` do (SFTP as the SSH user to /tmp/pyinfra-<sha1 of the path>, then `cp`).
+# The temporary name ends with `~`: cron and logrotate skip such files in their folders.
+# One line (exec of a string literal): sudo and the logs quote a command line by line.
+_WRITE_FILES_LINES = (
+    "import base64,os,sys",
+    "for line in sys.stdin:",
+    "  path,mode,data=line.split()",
+    "  folder,name=os.path.split(path)",
+    "  os.makedirs(folder,0o755,exist_ok=True)",
+    "  temp=os.path.join(folder,'.'+name+'.certsync-'+str(os.getpid())+'~')",
+    "  os.path.lexists(temp) and os.unlink(temp)",
+    "  fd=os.open(temp,os.O_WRONLY|os.O_CREAT|os.O_EXCL|os.O_NOFOLLOW,0o600)",
+    "  view=memoryview(base64.b64decode(data))",
+    "  while view:view=view[os.write(fd,view):]",
+    "  os.fchown(fd,0,0);os.fchmod(fd,int(mode,8));os.fsync(fd);os.close(fd)",
+    "  os.rename(temp,path)",
+)
+WRITE_FILES = f"exec({json.dumps(chr(10).join(_WRITE_FILES_LINES))})"
+
+
+def _show_diff(state: dict[str, Any], path: str, content: bytes) -> None:
+    """What --diff shows for one file, as pyinfra's files.put does: the zipapp by its sha256, a
+    text file's diff against what the host holds (root's regular file: host_problem)."""
+    if path.endswith(".pyz"):
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        host.log(f"Will install {path}: the certsync host program, sha256 {digest}")
         return
-    yield from _upload(files)
+    exists = state["files"].get(path, {}).get("kind") == "file"
+    current = host.get_fact(FileContents, path=path) if exists else None
+    host.log(f"Will {'modify' if exists else 'create'} {path}", logger.info)
+    old = [printable(line) + "\n" for line in current or []]
+    for line in generate_color_diff(old, content.decode().splitlines(keepends=True)):
+        logger.info("  %s", line)
+    logger.info("")
 
 
-def _upload(files: dict[str, tuple[bytes, int]]):
-    folders = sorted({os.path.dirname(path) for path in files})
-    yield StringCommand("install", "-d", "-m", "0755", *map(QuoteString, folders))
-    for path, (content, _) in files.items():
-        yield FileUploadCommand(BytesIO(content), path)
-    owners: list[Any] = ["chown", "root:root", *map(QuoteString, files)]
-    for mode in sorted({mode for _, mode in files.values()}):
-        paths = [QuoteString(path) for path, (_, m) in files.items() if m == mode]
-        owners += ["&&", "chmod", f"{mode:o}", *paths]
-    yield StringCommand(*owners)
+def _install(settings: HostSettings, state: dict[str, Any], files: dict[str, tuple[bytes, int]]):
+    """Write the files that differ, root's with their modes, in one command that carries their
+    contents on its stdin (WRITE_FILES); with --diff, each text file's diff first."""
+    if host.state.config.DIFF:
+        for path, (content, _) in files.items():
+            _show_diff(state, path, content)
+    lines = [
+        f"{path} {mode:o} {base64.b64encode(content).decode()}"
+        for path, (content, mode) in files.items()
+    ]
+    yield StringCommand(
+        QuoteString(settings.python), "-I", "-S", "-c", QuoteString(WRITE_FILES), _stdin=lines
+    )
 
 
 @operation()
-def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = None):
+def synced(
+    settings: HostSettings,
+    hold_back: Callable[[], str | None] | None = None,
+    skip: bool = False,
+):
     """
     Make mox's certificate files on this host equal to Caddy's newest valid pair, per name.
 
     + settings: the host's certsync settings (``certsync.hostdata.settings_of_hosts``)
     + hold_back: asked when the operation runs; a reason fails the host without touching it
+    + skip: nothing to do on this host (called only to keep the operation order, rollout.py)
 
     Installs the host program, its settings and the cron job when they differ, then runs the
     host program for the names that differ (it validates, backs up, installs, restarts mox once
     and verifies). Reads only, in one command, when everything is already in sync.
     """
+    if skip:
+        return
     if hold_back is not None and host.state.is_executing and (reason := hold_back()):
         yield FunctionCommand(_fail_host, (f"held back: {reason}",), {})
         return
@@ -200,7 +228,7 @@ def synced(settings: HostSettings, hold_back: Callable[[], str | None] | None = 
     # All files' commands first: pyinfra's preview stops at an operation's first command, and
     # --diff shows each file's diff while its commands are made.
     differ = files_to_install(state, files)
-    yield from list(_install(differ)) if differ else []
+    yield from list(_install(settings, state, differ)) if differ else []
     pending = [name for name, plan in state["names"].items() if plan["action"] != IN_SYNC]
     if settings.force:
         pending = list(settings.names)

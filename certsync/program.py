@@ -5,7 +5,8 @@ host has it), and the `python3 -c` command that runs it for the state read.
 Python cannot keep the bytecode of modules it imports from a zip: it would compile them at every
 run, the larger part of a run that finds nothing to do. So the installed zipapp unpacks its
 sources once (as root) beside itself, into `app-<its sha256>/`, where python3 keeps their
-bytecode; the cron job, the deploy's sync and the state read then import them from there.
+bytecode; the cron job, the deploy's sync and the state read then import them from there, once
+checked (host/appdir.py).
 """
 
 from __future__ import annotations
@@ -17,78 +18,55 @@ import io
 import zipfile
 from importlib import resources
 
+from certsync.host.appdir import tree_digest
+
 HOST_PACKAGE = "certsync_host"  # the package's name inside the zipapp
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 APP_PREFIX = "app-"  # + the first 16 hex digits of the zipapp's sha256
 
+# {{tree}}: appdir.tree_digest of the package's sources, filled in by zipapp()
 MAIN = f'''"""certsync's host program: python3 -I -S certsync.pyz sync|state|watch ..."""
 import hashlib
 import os
 import sys
 
+pyz = os.path.abspath(sys.argv[0])
+with open(pyz, "rb") as file:
+    sha = hashlib.sha256(file.read()).hexdigest()[:16]
+from {HOST_PACKAGE} import appdir
 
-def unpacked(pyz):
-    """The sources of this zipapp unpacked beside it, where python3 keeps their bytecode; made
-    here if missing (as root), None when it cannot be."""
-    folder = os.path.dirname(pyz)
-    with open(pyz, "rb") as file:
-        app = os.path.join(folder, "{APP_PREFIX}" + hashlib.sha256(file.read()).hexdigest()[:16])
-    if os.path.isdir(app) or os.geteuid() != 0:
-        return app if os.path.isdir(app) else None
-    import shutil
-    import tempfile
-    import zipfile
-
-    temp = tempfile.mkdtemp(prefix=".unpacking-", dir=folder)
-    try:
-        os.chmod(temp, 0o755)
-        with zipfile.ZipFile(pyz) as archive:
-            names = [n for n in archive.namelist() if n.startswith("{HOST_PACKAGE}/")]
-            archive.extractall(temp, names)
-        os.rename(temp, app)  # whole or not at all; another run may have done it meanwhile
-    except OSError:
-        shutil.rmtree(temp, ignore_errors=True)
-        return app if os.path.isdir(app) else None
-    for entry in os.listdir(folder):
-        if entry.startswith("{APP_PREFIX}") and entry != os.path.basename(app):
-            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
-    return app
-
-
-app = unpacked(os.path.abspath(sys.argv[0]))
-if app is not None:
-    sys.path.insert(0, app)
+app = os.path.join(os.path.dirname(pyz), "{APP_PREFIX}" + sha)
+appdir.import_from(appdir.unpacked(pyz, app, "{{tree}}"))
 from {HOST_PACKAGE}.cli import main
 
 sys.exit(main())
 '''
 
-# python3 -c BOOTSTRAP <the unpacked folder of this version> <the zipapp, base64> <command...>:
-# imports the unpacked sources when the host has this version, else the ones the command
-# carries, from memory, without writing them anywhere.
+# python3 -c BOOTSTRAP <the unpacked folder of this version> <the zipapp, base64> <tree digest>
+# <command...>:
+# imports the sources the command carries, from memory, without writing them anywhere; or the
+# unpacked ones when the host has this version and they are usable (appdir.usable).
 # One line: sudo and the logs quote a command line by line.
 BOOTSTRAP = (
     "import base64,os,sys;"
-    "app=sys.argv[1];"
-    "fd=None if os.path.isdir(app) else os.memfd_create('certsync');"
-    "fd is None or os.write(fd,base64.b64decode(sys.argv[2]));"
-    "sys.path.insert(0,app if fd is None else '/proc/self/fd/%d'%fd);"
+    "fd=os.memfd_create('certsync');"
+    "os.write(fd,base64.b64decode(sys.argv[2]));"
+    "carried='/proc/self/fd/%d'%fd;"
+    "sys.path.insert(0,carried);"
+    f"from {HOST_PACKAGE} import appdir;"
+    "appdir.import_from(sys.argv[1] if appdir.usable(sys.argv[1],sys.argv[3]) else None);"
     f"from {HOST_PACKAGE}.cli import main;"
-    "sys.exit(main(sys.argv[3:]))"
+    "sys.exit(main(sys.argv[4:]))"
 )
 
 
 @functools.cache
 def zipapp() -> bytes:
     """The zipapp: `__main__.py` and the package's modules, sorted, with fixed timestamps."""
-    sources = {
-        entry.name: entry.read_bytes()
-        for entry in resources.files("certsync.host").iterdir()
-        if entry.name.endswith(".py") and entry.name != "__main__.py"
-    }
+    sources = _sources()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        members = [("__main__.py", MAIN.encode())]
+        members = [("__main__.py", main_source().encode())]
         members += [(f"{HOST_PACKAGE}/{name}", sources[name]) for name in sorted(sources)]
         for name, data in members:
             info = zipfile.ZipInfo(name, FIXED_TIME)
@@ -96,6 +74,24 @@ def zipapp() -> bytes:
             info.external_attr = 0o644 << 16
             archive.writestr(info, data, compresslevel=9)
     return b"#!/usr/bin/python3\n" + buffer.getvalue()
+
+
+def _sources() -> dict[str, bytes]:
+    return {
+        entry.name: entry.read_bytes()
+        for entry in resources.files("certsync.host").iterdir()
+        if entry.name.endswith(".py") and entry.name != "__main__.py"
+    }
+
+
+@functools.cache
+def tree_sha256() -> str:
+    """What the unpacked folder's sources must hash to (appdir.tree_digest)."""
+    return tree_digest(_sources())
+
+
+def main_source() -> str:
+    return MAIN.replace("{tree}", tree_sha256())
 
 
 def zipapp_sha256() -> str:

@@ -22,6 +22,7 @@ from certsync.host.errors import printable
 from certsync.hostdata import HostSettings
 
 MAX_REASON_LINES = 4
+STATE_TIMEOUT_MARGIN = 10  # seconds the controller waits beyond the host's own timeout
 MAX_LINE_CHARS = 300
 # sudo's refusal repeats the whole command: the host program, in base64
 SUDO_REFUSAL_RE = re.compile(r"(not allowed to execute )'.*'( as )")
@@ -59,7 +60,7 @@ def _silent_failure(host: Host, python: str, arguments: dict[str, Any]) -> str:
         return f"the connection dropped while reading the state ({type(error).__name__}: {error})"
     if not alive:
         return "the connection dropped while reading the state"
-    return f"the state read failed without output ({python} exited or was killed)"
+    return f"the state read failed without output ({python} exited or was killed, or timed out)"
 
 
 def read_state(
@@ -71,9 +72,16 @@ def read_state(
     fact = CertsyncState()
     command = fact.command(settings=settings, files=files, force=force, all_ports=all_ports)
     arguments = _connector_arguments(host)
+    # a deadline the host cannot stretch: the controller stops waiting (the host's `timeout`
+    # ends the command a little before)
+    arguments["_timeout"] = settings.state_timeout_seconds + STATE_TIMEOUT_MARGIN
     where = "certsync could not read the host's state"
     try:
         ok, output = _run(host, command, arguments)
+    except TimeoutError:
+        return (
+            f"{where}: no answer within {arguments['_timeout']} s (certsync_state_timeout_seconds)"
+        )
     except EOFError:  # pyinfra's getpass, with nobody to answer
         return f"{where}: sudo asks for a password and standard input ended (--use-sudo-password)"
     except CONNECTION_ERRORS as error:
@@ -84,6 +92,10 @@ def read_state(
             return f"{where}: {_silent_failure(host, settings.python, arguments)}"
         return f"{where}: {'; '.join(lines[-MAX_REASON_LINES:])}"
     try:
-        return fact.process(output.stdout_lines)
+        state = fact.process(output.stdout_lines)
     except FactProcessError as error:
         return f"{where}: {error}"
+    unasked = sorted(set(state["names"]) - set(settings.names))
+    if unasked:
+        return f"{where}: certsync state: plans for names not asked for: {', '.join(unasked)}"
+    return state

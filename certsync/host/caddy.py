@@ -7,7 +7,8 @@ import datetime as dt
 import os
 
 from .errors import Refused, reason
-from .files import read_file
+from .files import OTHER, read_file
+from .keykind import MAX_CERT_BYTES, MAX_KEY_BYTES
 from .names import storage_name
 from .record import Record
 from .validity import validity_problem
@@ -78,15 +79,22 @@ def choose_pair(
             candidates.append(Candidate(issuer, None, reason(error)))
             continue
         try:
-            cert = read_file(folder_fd, stored + ".crt").data
-            key = read_file(folder_fd, stored + ".key").data
+            crt_file = read_file(folder_fd, stored + ".crt", MAX_CERT_BYTES)
+            key_file = read_file(folder_fd, stored + ".key", MAX_KEY_BYTES)
         except OSError as error:
             candidates.append(Candidate(issuer, None, reason(error)))
             continue
         finally:
             os.close(folder_fd)
         info = None
+        cert, key = crt_file.data, key_file.data
         try:
+            for file, suffix, cap in (
+                (crt_file, ".crt", MAX_CERT_BYTES),
+                (key_file, ".key", MAX_KEY_BYTES),
+            ):
+                if file.kind == OTHER:
+                    raise Refused(f"{stored}{suffix} is not a regular file of at most {cap} bytes")
             if cert is None or key is None:
                 raise Refused("certificate or key file is missing")
             info, ders = parse_chain(cert)

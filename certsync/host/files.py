@@ -83,7 +83,8 @@ class FileState(Record):
         return "nothing" if self.kind == MISSING else "a file"
 
 
-def read_file(dir_fd: int, name: str) -> FileState:
+def read_file(dir_fd: int, name: str, limit: int = MAX_FILE_BYTES) -> FileState:
+    """The entry `name`; a regular file of more than `limit` bytes is OTHER, read no further."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -103,7 +104,7 @@ def read_file(dir_fd: int, name: str) -> FileState:
         )
     try:
         info = os.fstat(fd)
-        data = _read_all(fd) if stat.S_ISREG(info.st_mode) else None
+        data = _read_all(fd, limit) if stat.S_ISREG(info.st_mode) else None
         if data is None:
             return FileState(OTHER)
         return FileState(FILE, data, None, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode))
@@ -111,12 +112,12 @@ def read_file(dir_fd: int, name: str) -> FileState:
         os.close(fd)
 
 
-def _read_all(fd: int) -> bytes | None:
-    """The file's bytes; None when it holds more than MAX_FILE_BYTES."""
+def _read_all(fd: int, limit: int = MAX_FILE_BYTES) -> bytes | None:
+    """The file's bytes; None when it holds more than `limit` (read up to limit + 1)."""
     chunks: list[bytes] = []
     size = 0
-    while size <= MAX_FILE_BYTES:
-        chunk = os.read(fd, 1 << 16)
+    while size <= limit:
+        chunk = os.read(fd, min(1 << 16, limit + 1 - size))
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)

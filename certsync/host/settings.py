@@ -433,6 +433,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "python", "/usr/bin/python3", path, "the python3 that runs the host program", on_host=False
     ),
+    Setting(
+        "state_timeout_seconds",
+        120,
+        integer(5, 3600),
+        "how long the deploy and `certsync status` wait for a host's state; a host that takes"
+        " longer fails alone",
+        on_host=False,
+    ),
+    Setting(
+        "sync_timeout_seconds",
+        1800,
+        integer(60, 86400),
+        "how long the deploy waits for a host's sync (all its names); a host that takes longer"
+        " fails alone",
+        on_host=False,
+    ),
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}

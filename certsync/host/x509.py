@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Sequence
 
 from .errors import printable, reason
+from .keykind import MAX_CERT_BYTES, MAX_KEY_BYTES, der_header, key_kind
 from .output import TIME_FORMAT
 from .pem import memory_file, pem_blocks, pem_encode
 from .record import Record
@@ -69,31 +70,14 @@ def _name(rdns: Any) -> str:
     return ", ".join(parts)
 
 
-def _der_header(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, start of the contents, end of the contents) of the DER item at `pos`."""
-    if pos + 2 > len(data):
-        raise ValueError("truncated DER")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > len(data):
-            raise ValueError("bad DER length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + length > len(data):
-        raise ValueError("truncated DER")
-    return tag, pos, pos + length
-
-
 def subject_public_key_info(cert_der: bytes) -> bytes:
     """The DER of the certificate's SubjectPublicKeyInfo (the 7th field of tbsCertificate,
     the 6th when the optional version is absent)."""
-    _, start, _ = _der_header(cert_der, 0)
-    _, pos, tbs_end = _der_header(cert_der, start)
+    _, start, _ = der_header(cert_der, 0)
+    _, pos, tbs_end = der_header(cert_der, start)
     fields: list[tuple[int, int, int]] = []
     while pos < tbs_end and len(fields) < 7:
-        tag, _, end = _der_header(cert_der, pos)
+        tag, _, end = der_header(cert_der, pos)
         fields.append((tag, pos, end))
         pos = end
     if fields and fields[0][0] == 0xA0:  # [0] version
@@ -107,6 +91,8 @@ def subject_public_key_info(cert_der: bytes) -> bytes:
 @functools.lru_cache(maxsize=64)  # mox's file and Caddy's are often the same bytes
 def parse_chain(data: bytes) -> tuple[CertInfo, tuple[bytes, ...]]:
     """The leaf's CertInfo and every certificate's DER; raises ValueError for a bad chain."""
+    if len(data) > MAX_CERT_BYTES:
+        raise ValueError(f"certificate file is larger than {MAX_CERT_BYTES} bytes")
     blocks = pem_blocks(data)
     if any(label != "CERTIFICATE" for label, _ in blocks):
         raise ValueError("certificate file holds something else than certificates")
@@ -160,10 +146,13 @@ def _no_password() -> bytes:
 @functools.lru_cache(maxsize=64)  # a match is remembered (a mismatch raises again)
 def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
     """Raise ValueError unless `key_pem` is the private key of the leaf of `cert_pem`."""
+    if len(key_pem) > MAX_KEY_BYTES:
+        raise ValueError(f"key file is larger than {MAX_KEY_BYTES} bytes")
     blocks = pem_blocks(key_pem)
     if len(blocks) != 1 or blocks[0][0] not in KEY_LABELS:
         raise ValueError("key file is not a single PEM private key (unencrypted)")
     label, der = blocks[0]
+    key_kind(label, der)  # before OpenSSL decodes it: only the algorithms Caddy writes
     if label == "ED25519 PRIVATE KEY":  # Caddy's own label for PKCS#8 Ed25519 bytes
         label = "PRIVATE KEY"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -18,6 +18,9 @@ TEST_FILES = (
     "tests/e2e/test_starting_states.py",
     "tests/e2e/test_alerts.py",
     "tests/e2e/test_metrics.py",
+    "tests/e2e/test_hostile.py",
+    "tests/e2e/test_rollout.py",
+    "tests/e2e/test_sudo.py",
     "tests/unit/test_transaction.py",
     "tests/unit/test_parity.py",
     "tests/unit/test_wire.py",
@@ -312,6 +315,55 @@ ROWS: tuple[Row, ...] = (
             "test_private_keys_never_appear_in_output_or_log",
             "test_private_key_bytes_are_in_no_other_file_of_the_host",
         ),
+    ),
+    Row(
+        "The `mox` user writes, as a name's `.key` (or Caddy's folder holds), a key that costs"
+        " OpenSSL minutes to decode: a PKCS#8 DSA key with huge parameters, label `PRIVATE KEY`",
+        "key files over 16 kB and certificate files over 64 kB are refused unread; a key's"
+        " algorithm is read from its DER before OpenSSL sees it: only RSA up to 8192 bits, EC"
+        " P-256/P-384 (named curves) and Ed25519 are decoded, any other refused for that name at"
+        " once, naming it (a mox key: replaced by Caddy's pair); the other hosts sync",
+        ("test_a_huge_dsa_key_is_refused_at_once_and_the_other_hosts_sync",),
+    ),
+    Row(
+        "A compromised host answers the state read with terminal escapes (`ESC]52`, `ESC[1A"
+        " ESC[2K`), a malformed date or wrong types",
+        "the state is checked against its schema on the controller and every string made"
+        " printable there: a state that does not fit is that host's error; the preview and"
+        " `certsync status` (table and `--json`) show the others, without a control character",
+        ("test_a_host_answering_a_poisoned_state_fails_alone_and_nothing_reaches_the_terminal",),
+    ),
+    Row(
+        "A host's state read never ends",
+        "ended after `certsync_state_timeout_seconds` on the host (`timeout`) and on the"
+        " controller: that host fails alone, the others are shown and synced; the sync's wait is"
+        " bounded too (`certsync_sync_timeout_seconds`)",
+        ("test_a_host_whose_state_read_never_ends_fails_alone_within_its_deadline",),
+    ),
+    Row(
+        "With `_sudo`, the `mox` user creates pyinfra's upload names first"
+        " (`/tmp/pyinfra-<sha1 of the path>`, mode 0666), with `fs.protected_regular` 0 and 2",
+        "certsync uploads nothing through a file: the contents go on the command's standard"
+        " input, written by root beside each path and renamed (`--diff` too); the planted files"
+        " stay untouched and the host syncs",
+        ("test_upload_names_the_mox_user_made_first_stay_untouched_and_the_host_syncs",),
+    ),
+    Row(
+        "A deploy of your own runs operations on the canary hosts only (or the others only)"
+        " before or after `certsync_deploy()`, or calls it twice; hosts disagree on"
+        " `certsync_canary_group`",
+        "the canary sync still comes first, with and without `--no-wait`, and the run ends;"
+        " hosts that disagree on the canary group are refused before anything runs, named",
+        (
+            "test_canary_first_holds_whatever_else_the_deploy_runs",
+            "test_hosts_that_disagree_on_the_canary_group_are_refused_before_anything_runs",
+        ),
+    ),
+    Row(
+        "`--no-wait` and a host that fails (a canary)",
+        "the run exits 1, the failed and the held-back hosts named, without a traceback"
+        " (pyinfra 3.10's `--no-wait` alone exits 0)",
+        ("test_with_no_wait_a_failed_canary_fails_the_run_naming_it_without_tracebacks",),
     ),
     Row(
         "Backups",

@@ -718,7 +718,7 @@ exit 1
 """
 UNREADABLE_STATE = {
     # failure: (why, in the output)
-    "shell fails": "nopython3: not found",
+    "shell fails": "nopython3': No such file or directory",  # said by the host's `timeout`
     "connection drops": "the connection dropped while reading the state",
     "sudo refuses": "not allowed to execute certsync's state command as root",
 }

@@ -259,6 +259,89 @@ def test_serial_syncs_the_canary_group_alone_then_the_others(fleet, pki, invento
         assert_serves(host, pki, host.cert_names)
 
 
+CANARY_ONLY = """
+if "canary" in host.groups:
+    server.shell(name="canary hosts only", commands=["true"])
+"""
+OTHERS_ONLY = CANARY_ONLY.replace('"canary" in', '"canary" not in').replace(
+    "canary hosts", "others"
+)
+USER_DEPLOYS = {
+    # name: (what runs before certsync_deploy(), after it, how many calls)
+    "canary-only op before": (CANARY_ONLY, "", 1),
+    "canary-only op after": ("", CANARY_ONLY, 1),
+    "others-only op before": (OTHERS_ONLY, "", 1),
+    "two calls": ("", "", 2),
+}
+RUN_BOUND = 120  # seconds: a run of three hosts takes about ten
+
+
+def user_deploy(tmp_path: Path, before: str, after: str, calls: int) -> Path:
+    """A user's own deploy file that calls certsync_deploy() among operations of its own."""
+    path = tmp_path / "user_deploy.py"
+    body = "from pyinfra import host\nfrom pyinfra.operations import server\n\n"
+    body += "from certsync.deploy import certsync_deploy\n" + before
+    body += "certsync_deploy()\n" * calls + after
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize("mode", [(), ("--no-wait",)], ids=["default", "no-wait"])
+@pytest.mark.parametrize("case", list(USER_DEPLOYS))
+def test_canary_first_holds_whatever_else_the_deploy_runs(fleet, pki, tmp_path, case, mode):
+    canaries = {"mail-2", "mail-3"}
+    inventory = fleet.write_inventory(
+        tmp_path / "inventory.py",
+        groups={"canary": sorted(canaries), "mail": [host.name for host in fleet]},
+    )
+
+    run = pyinfra(
+        "-y",
+        *mode,
+        str(inventory),
+        str(user_deploy(tmp_path, *USER_DEPLOYS[case])),
+        timeout=RUN_BOUND,
+    )
+
+    assert run.returncode == 0, run.output
+    for host in fleet:
+        assert_serves(host, pki, host.cert_names)
+    installed = {host.name: newest_ctime_ns(host, f"{MOX_CERT_DIR}/*.crt") for host in fleet}
+    assert max(installed[name] for name in canaries) < installed["mail-1"], installed
+
+
+def test_hosts_that_disagree_on_the_canary_group_are_refused_before_anything_runs(fleet, tmp_path):
+    inventory = fleet.write_inventory(
+        tmp_path / "inventory.py",
+        extra_host_data={"mail-3": {"certsync_canary_group": "early"}},
+        groups={"canary": ["mail-1"], "early": ["mail-2"], "mail": [h.name for h in fleet]},
+    )
+    before = {host.name: snapshot(host) for host in fleet}
+
+    run = deploy(inventory, timeout=RUN_BOUND)
+
+    assert run.returncode != 0, run.output
+    assert re.search(
+        r"certsync_canary_group differs .*'canary' for mail-1, mail-2; 'early' for mail-3",
+        run.output,
+    ), run.output
+    for host in fleet:
+        assert snapshot(host) == before[host.name], host.name
+
+
+def test_with_no_wait_a_failed_canary_fails_the_run_naming_it_without_tracebacks(fleet, tmp_path):
+    inventory = failing_canary_inventory(fleet, tmp_path, refused_name=True)
+
+    run = deploy(inventory, "--no-wait", timeout=RUN_BOUND)
+
+    assert run.returncode != 0, run.output
+    assert "Traceback" not in run.output, run.output
+    assert re.search(r"\[mail-1\].*nocert\.h9\.test: refused", run.output), run.output
+    for host in fleet.hosts[1:]:
+        assert re.search(rf"\[{host.name}\].*held back: canary host mail-1 failed", run.output)
+        assert host.run(f"test -e {CONFIG_FILE}").returncode != 0, host.name
+
+
 def failing_canary_inventory(fleet: Fleet, tmp_path: Path, refused_name: bool) -> Path:
     canary = fleet["mail-1"]
     # a name Caddy has no certificate for makes the canary fail

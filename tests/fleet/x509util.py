@@ -194,3 +194,31 @@ def key_matches_certificate(key_pem: bytes, cert: x509.Certificate) -> bool:
     key = load_caddy_private_key(key_pem)
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    size = len(content)
+    length = bytes([size]) if size < 0x80 else bytes([0x82, size >> 8, size & 0xFF])
+    return bytes([tag]) + length + content
+
+
+def _der_int(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def hostile_dsa_key_pem(bits: int = 30000) -> bytes:
+    """A PKCS#8 DSA key under the label `PRIVATE KEY` with parameters of `bits` bits: decoding
+    it makes OpenSSL compute g^x mod p (minutes of CPU at 30000 bits). Random numbers (p odd):
+    OpenSSL checks nothing of them before that computation."""
+    import base64
+    import secrets
+
+    p = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    g = secrets.randbits(bits) | (1 << (bits - 2))
+    x = secrets.randbits(bits) | (1 << (bits - 1))
+    q = secrets.randbits(256) | (1 << 255) | 1
+    dsa_oid = bytes.fromhex("06072a8648ce380401")  # 1.2.840.10040.4.1
+    params = _der(0x30, _der_int(p) + _der_int(q) + _der_int(g))
+    der = _der(0x30, _der_int(0) + _der(0x30, dsa_oid + params) + _der(0x04, _der_int(x)))
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----\n".encode()

@@ -60,7 +60,7 @@ def test_the_zipapp_holds_every_host_module_and_nothing_else():
         for path in HOST_SOURCES.glob("*.py")
         if path.name != "__main__.py"
     }
-    assert members == {"__main__.py": program.MAIN.encode(), **modules}
+    assert members == {"__main__.py": program.main_source().encode(), **modules}
 
 
 def test_the_zipapp_runs_isolated_with_the_system_python(pyz):
@@ -143,7 +143,7 @@ def test_the_3_9_check_finds_match_and_runtime_unions():
 def test_state_through_the_bootstrap_prints_json_without_key_bytes(
     ca, fake_mox, mox_ids, pyz, tmp_path
 ):
-    """As the deploy reads a host: `python3 -I -S -c BOOTSTRAP <zipapp> state --settings ...`,
+    """As the deploy reads a host: `python3 -I -S -c BOOTSTRAP <app> <zipapp> <tree> state ...`,
     after a sync (run by the zipapp) replaced a placeholder. Neither key shows in what either
     prints, nor in the log."""
     mox, config = fake_mox()
@@ -158,7 +158,7 @@ def test_state_through_the_bootstrap_prints_json_without_key_bytes(
 
     read = subprocess.run(
         [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP, str(tmp_path / "no-app")]
-        + [program.zipapp_base64()]
+        + [program.zipapp_base64(), program.tree_sha256()]
         + ["state", "--settings", json.dumps(config.to_json()), "--all-ports"],
         capture_output=True,
         text=True,

@@ -1,0 +1,107 @@
+"""The installed zipapp's unpacked folder: made root-only, imported from only when every level
+is root's, not writable by others, not a link, with the zipapp's own sources; otherwise the
+zipapp itself runs (and root's own folder is made anew)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from certsync import program
+from tests.unit.hostrun import HOST_PYTHON, ISOLATED, run_host_program
+
+PACKAGE = program.HOST_PACKAGE
+EVIL = "import pathlib; pathlib.Path({marker!r}).write_text('imported')\n"
+
+
+@pytest.fixture
+def installed(pyz: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(the zipapp in a folder of its own, the path of its unpacked folder)."""
+    folder = tmp_path / "lib"
+    folder.mkdir(mode=0o755)
+    copy = folder / "certsync.pyz"
+    copy.write_bytes(pyz.read_bytes())
+    return copy, Path(program.unpacked_folder(str(folder)))
+
+
+def run_ok(pyz: Path) -> None:
+    result = run_host_program(pyz, "--help")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_folder_is_made_root_only_and_imported_from(installed):
+    pyz, app = installed
+    run_ok(pyz)
+    assert stat.S_IMODE(app.stat().st_mode) == 0o700
+    sources = list((app / PACKAGE).glob("*.py"))
+    assert sources and {stat.S_IMODE(p.stat().st_mode) for p in sources} == {0o600}
+    assert list((app / PACKAGE / "__pycache__").glob("cli.*.pyc"))  # imported from there
+
+
+@pytest.mark.parametrize("change", ["contents", "group writable", "extra module"])
+def test_root_s_folder_changed_is_made_anew(installed, change):
+    pyz, app = installed
+    run_ok(pyz)
+    cli = app / PACKAGE / "cli.py"
+    original = cli.read_bytes()
+    if change == "contents":
+        cli.write_bytes(original + b"\nraise SystemExit(9)\n")
+    elif change == "group writable":
+        cli.chmod(0o620)
+    else:
+        (app / PACKAGE / "extra.py").write_text("")
+
+    run_ok(pyz)
+
+    assert cli.read_bytes() == original and stat.S_IMODE(cli.stat().st_mode) == 0o600
+    assert not (app / PACKAGE / "extra.py").exists()
+
+
+@pytest.mark.parametrize("planted", ["link", "folder of mox"])
+def test_a_folder_root_does_not_own_is_never_imported_nor_removed(
+    installed, tmp_path, mox_ids, planted
+):
+    pyz, app = installed
+    evil = tmp_path / "evil"
+    marker = tmp_path / "marker"
+    (evil / PACKAGE).mkdir(parents=True)
+    for name in ("__init__.py", "cli.py", "appdir.py"):
+        (evil / PACKAGE / name).write_text(EVIL.format(marker=str(marker)))
+    for path in (evil, evil / PACKAGE, *(evil / PACKAGE).iterdir()):
+        os.chown(path, *mox_ids)
+    if planted == "link":
+        app.symlink_to(evil)
+    else:
+        evil.rename(app)
+
+    run_ok(pyz)
+
+    assert not marker.exists()  # the zipapp itself ran
+    assert app.is_symlink() if planted == "link" else app.stat().st_uid == mox_ids[0]
+
+
+def bootstrap(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The state read's command: the program carried in it, the unpacked folder named."""
+    command = [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP, str(app)]
+    command += [program.zipapp_base64(), program.tree_sha256(), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_state_read_imports_a_usable_folder_and_never_a_changed_one(installed, tmp_path):
+    pyz, app = installed
+    run_ok(pyz)
+    cache = app / PACKAGE / "__pycache__"
+    shutil.rmtree(cache)
+    assert bootstrap(app, "--help").returncode == 0
+    assert list(cache.glob("cli.*.pyc"))  # imported from the folder
+
+    marker = tmp_path / "marker"
+    cli = app / PACKAGE / "cli.py"
+    cli.write_text(EVIL.format(marker=str(marker)) + cli.read_text())
+    assert bootstrap(app, "--help").returncode == 0
+    assert not marker.exists()  # the program the command carries ran

@@ -1,0 +1,87 @@
+"""The host's state is checked at the controller: real states pass unchanged, a poisoned one is
+that host's error, and no control character gets through."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from certsync.stateschema import SchemaError, checked_state
+from tests.unit.certs import DAY, NOW, key_of
+from tests.unit.fakemox import write_mox_files
+from tests.unit.test_state import NAME, caddys, state_command  # noqa: F401 (fixture)
+
+ESCAPES = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[1A\x1b[2K"
+
+
+@pytest.fixture
+def real_state(caddys, ca, make_config, mox_ids, tmp_path, capsys):  # noqa: F811
+    config = make_config()
+    old = ca.issue([NAME], key=key_of("ec256", 23), not_before=NOW - 9 * DAY)
+    write_mox_files(Path(config.mox_cert_dir), NAME, old.cert_pem, old.key_pem, mox_ids)
+    return state_command(config, capsys, "--file", config.log_file)
+
+
+def test_a_real_state_passes_unchanged(real_state):
+    assert real_state["names"][NAME]["mox"]["cert"] is not None
+    assert checked_state(copy.deepcopy(real_state)) == real_state
+
+
+def _poisoned(state, path, value):
+    state = copy.deepcopy(state)
+    *parents, last = path
+    target = state
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return state
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "where"),
+    [
+        (("names", NAME, "caddy", "cert", "not_after"), "2031-13-45", "not_after: not a time"),
+        (("names", NAME, "caddy", "cert", "sha256"), "zz" * 32, "sha256: not a sha256"),
+        (("names", NAME, "caddy", "cert", "sans"), "mail.example.com", "sans: not a list"),
+        (("names", NAME, "action"), "rm -rf /", "action: not an action"),
+        (("names", NAME, "key_changes"), 1, "key_changes: not bool"),
+        (("names", NAME, "mox"), [], "mox: not an object"),
+        (("names", NAME, "mox", "cert", "serial"), 12, "serial: not a serial"),
+        (("names", NAME, "mox", "crt", "mode"), "rwxrwxrwx", "mode: not a mode"),
+        (("files",), [], "files: not an object"),
+        (("openssl",), "yes", "openssl: not bool"),
+        (("names",), {"x" + ESCAPES: {}}, "not a host name"),
+    ],
+)
+def test_a_poisoned_state_fails_saying_where(real_state, path, value, where):
+    with pytest.raises(SchemaError, match=where) as caught:
+        checked_state(_poisoned(real_state, path, value))
+    assert "\x1b" not in str(caught.value)
+
+
+def test_every_string_is_made_printable(real_state):
+    state = _poisoned(real_state, ("names", NAME, "detail"), f"install{ESCAPES}\u202e")
+    state["names"][NAME]["caddy"]["cert"]["issuer"] = ESCAPES
+    state["warnings"] = [ESCAPES]
+    state["new_field_of_a_later_version"] = {ESCAPES: [ESCAPES]}
+    checked = json.dumps(checked_state(state), ensure_ascii=False)
+    assert not any(ord(c) < 32 or c in "\x7f\u202e" for c in checked)
+    assert "\\x1b]52" in checked
+
+
+def test_a_state_that_says_why_it_cannot_be_read_keeps_only_that():
+    said = checked_state({"certsync_state": 1, "error": f"no{ESCAPES}", "names": {"x": 1}})
+    assert said == {
+        "certsync_state": 1,
+        "error": "no\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b[1A\\x1b[2K",
+        "names": {},
+    }
+
+
+@pytest.mark.parametrize("answer", [[], "x", None, {"certsync_state": 2}, {"error": "x"}])
+def test_not_a_state_at_all(answer):
+    with pytest.raises(SchemaError, match="not certsync's state"):
+        checked_state(answer)
