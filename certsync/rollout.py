@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-import greenlet
 from pyinfra.api import Host, State
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
@@ -155,7 +154,7 @@ def canary_gate(
         deadline = time.monotonic() + deadline_seconds
         while waiting := pending():
             names = ", ".join(h.name for h in waiting)
-            if greenlet.getcurrent().parent is None:
+            if gevent.getcurrent().parent is None:
                 # pyinfra runs hosts one after the other in its main greenlet (--serial): a
                 # canary host after this one cannot run while this one waits
                 return (
