@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class FakeDns:
         self.lagging: set[str] = set()  # servers that still answer without the last record
         self.error: str | None = None
         self.asked: list[str] = []
+        self.ttl = TTL
 
     def lookup(self, owner: str, deadline: float) -> TlsaLookup:
         self.asked.append(owner)
@@ -47,7 +49,7 @@ class FakeDns:
             exists=bool(found),
             resolver_records=list(found),
             servers=servers,
-            ttl=TTL,
+            ttl=self.ttl,
             error=self.error,
         )
 
@@ -173,6 +175,42 @@ def test_the_wait_starts_again_when_the_record_disappears(host, dns):
     assert outcome.status == "held for DANE" and h.memory()["held"][NAME]["seen"] >= seen
 
 
+def test_a_ttl_lowered_during_the_hold_does_not_shorten_the_wait(host, dns):
+    h = host()
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    dns.ttl = 86400  # what resolvers may have cached the old RRset for
+    assert h.sync().status == "held for DANE"
+    # the new record published, and the TTL lowered with it
+    dns.records[OWNER].append(r311(new.spki_sha256))
+    dns.ttl = 5
+    assert h.sync().status == "held for DANE"
+    remembered = h.memory()["held"][NAME]
+    h.write_memory({"held": {NAME: {**remembered, "seen": remembered["seen"] - 10}}})
+    planned = h.plan()
+    assert h.sync().status == "held for DANE" and h.mox.served(NAME) == h.old.sha256
+    assert planned["dane"]["until"] == _stamp(remembered["seen"] - 10 + 2 * 86400)
+    # a TTL beyond 7 days counts as 7 days
+    dns.ttl = 2**31 - 1
+    h.sync()
+    assert h.memory()["held"][NAME]["ttl"] == 7 * 86400
+
+
+def test_times_in_the_record_outside_one_to_now_start_anew(host, dns):
+    h = host()
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    for since, seen in ((10**18, -5), (True, 0), ("1", 10**18)):
+        h.write_memory({"held": {NAME: {"spki": new.spki_sha256, "since": since, "seen": seen}}})
+        assert h.plan()["action"] == "held for DANE"
+        assert h.sync().status == "held for DANE" and h.mox.served(NAME) == h.old.sha256
+        assert 1 <= h.memory()["held"][NAME]["since"] <= h.memory()["held"][NAME]["seen"]
+
+
+def _stamp(seconds: int) -> str:
+    return dane._stamp(seconds) or ""
+
+
 def test_every_dane_port_must_have_the_record(host, dns):
     h = host(dane_ports=[25, 465])
     new = h.caddy_renews()
@@ -222,6 +260,21 @@ def test_the_deadline_installs_anyway_with_an_alert_naming_the_record(host, dns,
     record = f"{OWNER} IN TLSA {r311(new.spki_sha256)}"
     assert "installed without waiting for DANE" in outcome.detail and record in outcome.detail
     assert record in (tmp_path / "alert").read_text()
+
+
+def test_the_deadline_cutting_the_ttl_wait_short_is_told(host, dns):
+    h = host(dane_deadline_days=7)
+    h.old = h.ca.issue(
+        [NAME], key=key_of("ec256", 50), not_before=NOW - 80 * DAY, not_after=NOW + 6 * DAY
+    )
+    write_mox_files(h.tmp_path / "mox" / "certs", NAME, h.old.cert_pem, h.old.key_pem, h.mox_ids)
+    remember_installed(h.config, NAME, h.old.cert_pem)
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    dns.ttl = 3600
+    outcome = h.sync()
+    assert outcome.status == "installed" and outcome.notify is True
+    assert "installed before two TTLs (7200 s)" in outcome.detail
 
 
 def test_a_renewal_that_keeps_the_key_and_an_in_sync_run_look_nothing_up(host, dns):
@@ -376,3 +429,40 @@ def test_a_hold_is_told_once_and_a_day_later_and_not_while_it_waits_out_the_ttls
     ttl = Outcome(NAME, "held for DANE", "waiting two TTLs", notify=False)
     assert alert.due(record, [ttl], 5000) == [] and record == {}
     assert waits.exit_status == 0 and not waits.ok and waits.fine
+
+
+def test_the_publish_command_is_killed_whole_at_the_timeout_and_not_quoted(
+    host, tmp_path, monkeypatch
+):
+    helper = tmp_path / "helper.pid"
+    script = tmp_path / "publish"
+    script.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {helper}\ncat > /dev/null\nsleep 60\n")
+    script.chmod(0o755)
+    h = host(dane_publish_command=f"{script} --secret hmac-sha256:c2VjcmV0")
+    monkeypatch.setattr(dane, "PUBLISH_TIMEOUT", 1)
+    failure = dane.run_publish(h.config, [f"add {OWNER} TLSA {r311('ab' * 32)}"])
+    assert failure == "the DANE publish command timed out after 1 s"
+    pid = int(helper.read_text())
+    for _ in range(50):  # reaped by pytest's process? gone once killed: wait for it, bounded
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the command's helper {pid} still runs")
+
+
+def test_the_publish_commands_output_is_bytes_and_only_its_end_is_kept(host, tmp_path):
+    script = tmp_path / "publish"
+    script.write_text(
+        "#!/bin/sh\ncat > /dev/null\nhead -c 100000 /dev/zero | tr '\\0' x\n"
+        "printf 'refused \\377\\n'\nexit 3\n"
+    )
+    script.chmod(0o755)
+    h = host(dane_publish_command=str(script))
+    failure = dane.run_publish(h.config, [f"add {OWNER} TLSA {r311('ab' * 32)}"])
+    assert failure is not None and failure.startswith("the DANE publish command failed (exit 3)")
+    assert failure.endswith("refused \ufffd") and len(failure) < 400
