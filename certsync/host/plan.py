@@ -284,6 +284,14 @@ def probe(targets: list[Target], name: str) -> Served | None:
         return Served(targets[0], None, printable(reason(error)))
 
 
+def served_info(targets: list[Target], name: str) -> CertInfo | None:
+    """The certificate the first target serves; None when nothing usable answers."""
+    try:
+        return cert_info(served_certificate(targets[0], server_name(name)))
+    except (*PROBE_ERRORS, ValueError, IndexError):
+        return None
+
+
 def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
     """What every target serves: its certificate's sha256, public key hash (DANE `3 1 1`) and
     expiry, or why nothing usable answers (for the status report and the metrics)."""
@@ -392,8 +400,14 @@ def plan_name(
     checked = "; chain checked on the host" if config.require_trusted_chain else ""
     forced = "forced; " if same else ""
     result = plan(INSTALL, f"{forced}{new}, replacing {current.describe()}{checked}")
-    if result.key_changes and not force:  # --force installs a held key change now
-        decision = (dane or DaneRun(config, now)).decide(name, pair.info.spki_sha256, current.info)
+    # mox's files are its user's to write: when certsync did not install them, what mox serves
+    # tells the key that DANE records pin
+    basis = current.info
+    if basis is None or current.unprotected is not None:
+        basis = served_info(targets, name) if served is not None else None
+    changes = basis is None or basis.spki_sha256 != pair.info.spki_sha256
+    if (changes or result.key_changes) and not force:  # --force installs a held key change now
+        decision = (dane or DaneRun(config, now)).decide(name, pair.info.spki_sha256, basis)
         result.dane = decision
         if decision is not None and decision.held:
             result.action, result.detail = (

@@ -211,6 +211,22 @@ def _stamp(seconds: int) -> str:
     return dane._stamp(seconds) or ""
 
 
+def test_files_certsync_did_not_install_are_judged_by_the_key_mox_serves(host, dns):
+    """The mox user writes a certificate of the new key into the files: mox still serves the
+    old key, which is what the TLSA records pin."""
+    h = host()
+    new = h.caddy_renews()
+    planted = h.ca.issue([NAME], key=new.key, not_before=NOW - 2 * DAY)
+    write_mox_files(
+        h.tmp_path / "mox" / "certs", NAME, planted.cert_pem, planted.key_pem, h.mox_ids
+    )
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    assert h.plan()["action"] == "held for DANE"
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and h.mox.served(NAME) == h.old.sha256
+    assert f"publish {OWNER} IN TLSA {r311(new.spki_sha256)}" in outcome.detail
+
+
 def test_every_dane_port_must_have_the_record(host, dns):
     h = host(dane_ports=[25, 465])
     new = h.caddy_renews()
