@@ -14,6 +14,7 @@ state read computes the same decision without writing. A wildcard name is skippe
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import time
 
@@ -37,6 +38,7 @@ REPUBLISH_SECONDS = 24 * 3600  # an add that exited 0 yet is not visible is sent
 MAX_DELETES = 64  # old records waiting to be deleted (the record is bounded)
 MAX_TTL = 7 * 24 * 3600  # a TTL larger than this is taken as this (what resolvers cap it at)
 OUTPUT_TAIL = 4096  # bytes of the publish command's output kept
+LINE = re.compile(r"(add|delete) (_[0-9]{1,5}\._tcp\.[a-z0-9.-]+\.) TLSA 3 1 1 ([0-9a-f]{64})")
 
 
 def lookup(owner: str, deadline: float) -> TlsaLookup:
@@ -104,6 +106,7 @@ class DaneRun:
         self.now = int(now.timestamp())
         self._deadline: float | None = None
         self._memory: dict[str, Any] | None = None
+        self.added: set[str] = set()  # the records the publish command was given to add
 
     @property
     def memory(self) -> dict[str, Any]:
@@ -252,6 +255,34 @@ class DaneRun:
         if problems:
             return {"ok": False, "detail": "; ".join(problems)}
         return {"ok": True, "detail": "; ".join(fine)}
+
+    def lines(self, lines: list[str], keep: set[str]) -> list[str]:
+        """The lines of `lines` the publish command may get: `add` or `delete` of a `3 1 1`
+        record at a DANE port of a configured name, once each; no delete of a record that pins
+        a key of `keep` (SPKI hashes: mox's, Caddy's, held changes') or that an add of this run
+        sent. Nothing while DANE is off. (The record of pending deletes is root's, yet a line
+        is checked where it is used.)"""
+        if self.config.dane == "off":
+            return []
+        from .tlsa import tlsa_owner
+
+        owners = {
+            tlsa_owner(port, name)
+            for name in self.config.names
+            if "*" not in name
+            for port in self.config.dane_ports
+        }
+        chosen: list[str] = []
+        for line in lines:
+            match = LINE.fullmatch(line)
+            if match is None or match[2] not in owners or line in chosen:
+                continue
+            if match[1] == "delete" and (
+                match[3] in keep or f"{match[2]} {match[3]}" in self.added
+            ):
+                continue
+            chosen.append(line)
+        return chosen
 
     def save(self, held: dict[str, Any], deletes: list[str]) -> None:
         """Remember the holds of this run's names and the deletes still to do (when changed)."""

@@ -69,7 +69,7 @@ class Host:
     """mox serving an old certificate (issued 40 days ago, key A), Caddy holding a renewal."""
 
     def __init__(self, ca, fake_mox: MakeFakeMox, mox_ids, tmp_path: Path, **settings: Any):
-        self.mox, self.config = fake_mox(dane="auto", **settings)
+        self.mox, self.config = fake_mox(**{"dane": "auto", **settings})
         self.tmp_path = tmp_path
         self.mox_ids = mox_ids
         self.old = ca.issue([NAME], key=key_of("ec256", 50), not_before=NOW - 40 * DAY)
@@ -482,3 +482,50 @@ def test_the_publish_commands_output_is_bytes_and_only_its_end_is_kept(host, tmp
     failure = dane.run_publish(h.config, [f"add {OWNER} TLSA {r311('ab' * 32)}"])
     assert failure is not None and failure.startswith("the DANE publish command failed (exit 3)")
     assert failure.endswith("refused \ufffd") and len(failure) < 400
+
+
+def test_pending_deletes_never_delete_a_key_in_use_nor_anything_but_a_configured_record(
+    host, dns, tmp_path
+):
+    h = host(dane_publish_command=publish_script(tmp_path))
+    assert h.caddy_renews(new_key=False) and h.sync().status == "installed"
+    other = "cd" * 32
+    h.write_memory(
+        {
+            "held": {},
+            "delete": [
+                f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}",  # the key mox serves now
+                f"add evil.example. TLSA 3 1 1 {other}\ndelete {OWNER} TLSA 3 1 1 {other}",
+                f"delete _25._tcp.other.example. TLSA 3 1 1 {other}",  # not a configured name
+                f"delete _26._tcp.{NAME}. TLSA 3 1 1 {other}",  # not a DANE port
+                f"delete {OWNER} TLSA 3 0 1 {other}",
+                f"delete {OWNER} TLSA 3 1 1 {other}",
+            ],
+        }
+    )
+    assert h.sync().status == "in sync"
+    assert calls(tmp_path) == [[f"delete {OWNER} TLSA 3 1 1 {other}"]]
+    assert h.memory()["delete"] == []
+
+
+def test_pending_deletes_wait_while_dane_is_off(host, dns, tmp_path):
+    h = host(dane_publish_command=publish_script(tmp_path), dane="off")
+    assert h.caddy_renews(new_key=False) and h.sync().status == "installed"
+    h.write_memory({"held": {}, "delete": [f"delete {OWNER} TLSA 3 1 1 {'cd' * 32}"]})
+    assert h.sync().status == "in sync"
+    assert calls(tmp_path) == []
+
+
+def test_the_old_record_is_deleted_only_once_a_check_saw_the_new_key_served(host, dns, tmp_path):
+    h = host(dane_publish_command=publish_script(tmp_path), verify_ports=[1])  # no listener
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    h.write_memory({"held": {NAME: {"spki": new.spki_sha256, "seen": 1, "since": 1}}})
+    outcome = h.sync()
+    assert outcome.status == "installed" and "not checked" in outcome.detail
+    assert calls(tmp_path) == []
+    assert h.sync().status == "in sync" and calls(tmp_path) == []  # still nothing checks
+    h.config.__dict__["values"]["verify_ports"] = [h.mox.port]
+    assert h.sync().status == "in sync"
+    assert calls(tmp_path) == [[f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"]]
+    assert h.memory() == {"held": {}, "delete": []}
