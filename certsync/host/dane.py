@@ -84,6 +84,7 @@ class Dane(Record):
     memory: dict[str, Any]  # what the sync remembers for the name while held
     added: int | None  # when the publish command last added the records (exit 0)
     failure: str | None = None  # the hold's detail with why the publish command failed
+    published: bool = False  # the new key's record was answered everywhere (checked in DNS)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,7 @@ class Dane(Record):
             "until": _stamp(self.until),
             "publish": self.publish,
             "added": _stamp(self.added),
+            "published": self.published,
         }
 
 
@@ -199,7 +201,9 @@ class DaneRun:
         seen = self._time(before.get("seen")) or self.now
         until = seen + 2 * ttl
         if self.now >= until:
-            return Dane(False, "", False, since, None, [], [], deletes, False, {}, added)
+            return Dane(
+                False, "", False, since, None, [], [], deletes, False, {}, added, None, True
+            )
         if late:
             assert expires is not None
             detail = (
@@ -207,7 +211,9 @@ class DaneRun:
                 f" (mox's certificate expires {expires.strftime('%Y-%m-%d')}, within {days}"
                 " days): resolvers may still answer the old records"
             )
-            return Dane(False, detail, True, since, None, [], [], deletes, True, {}, added)
+            return Dane(
+                False, detail, True, since, None, [], [], deletes, True, {}, added, None, True
+            )
         memory.update(seen=seen, ttl=ttl, deletes=deletes)  # for a run that dies installing
         detail = (
             f"{want} is answered everywhere for {', '.join(f.owner for f in used)}; waiting two"

@@ -6,6 +6,7 @@ looks nothing up; the publish command adds once and deletes the old record after
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import stat
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from certsync import preview
 from certsync.host import alert, dane
 from certsync.host.cli import run_sync
 from certsync.host.output import Log
@@ -276,6 +278,22 @@ def test_the_deadline_installs_anyway_with_an_alert_naming_the_record(host, dns,
     record = f"{OWNER} IN TLSA {r311(new.spki_sha256)}"
     assert "installed without waiting for DANE" in outcome.detail and record in outcome.detail
     assert record in (tmp_path / "alert").read_text()
+
+
+def test_the_preview_at_the_deadline_with_dns_failing_asks_for_the_record(host, dns):
+    h = host(dane_deadline_days=7)
+    h.old = h.ca.issue(
+        [NAME], key=key_of("ec256", 50), not_before=NOW - 80 * DAY, not_after=NOW + 6 * DAY
+    )
+    write_mox_files(h.tmp_path / "mox" / "certs", NAME, h.old.cert_pem, h.old.key_pem, h.mox_ids)
+    remember_installed(h.config, NAME, h.old.cert_pem)
+    new = h.caddy_renews()
+    dns.error = "timed out"
+    planned = h.plan()
+    lines = preview.name_lines(NAME, planned, dt.datetime.now(dt.timezone.utc))
+    assert planned["action"] == "install" and planned["dane"]["published"] is False
+    assert not any("published everywhere" in line for line in lines)
+    assert any(f"publish _25._tcp.{NAME}. IN TLSA 3 1 1 {new.spki_sha256}" in x for x in lines)
 
 
 def test_the_deadline_cutting_the_ttl_wait_short_is_told(host, dns):
