@@ -5,6 +5,7 @@ answer) is an `error`: the caller holds, it never guesses."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from . import dns
@@ -121,6 +122,10 @@ def _addresses(resolver: _Resolver, target: str) -> list[str]:
         found += [rr.target for rr in answer.answers if rr.rtype == rtype and rr.target]
     if not found:
         raise dns.DnsError(f"authoritative server {target} has no address")
+    for address in found:
+        parsed = ipaddress.ip_address(address)
+        if parsed.is_unspecified or parsed.is_multicast:
+            raise dns.DnsError(f"authoritative server {target} has the address {address}")
     if len(found) > MAX_ADDRESSES:
         raise dns.DnsError(f"authoritative server {target} has more than {MAX_ADDRESSES} addresses")
     return sorted(set(found))

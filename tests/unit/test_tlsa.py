@@ -191,3 +191,14 @@ def test_no_ns_found(tmp_path: Path) -> None:
     with servers(nameless):
         found = lookup(resolv_conf(tmp_path, "127.0.0.1"))
     assert found.error == f"no NS records found for {OWNER}"
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "224.0.0.1"])
+def test_an_unspecified_or_multicast_server_address_is_an_error(
+    tmp_path: Path, address: str
+) -> None:
+    """0.0.0.0 reaches this host's own servers; a multicast address may answer from anyone."""
+    with servers(zone([OLD], ("127.0.0.1", address))):
+        found = lookup(resolv_conf(tmp_path, "127.0.0.1"))
+    assert found.error == f"authoritative server ns2.example.test. has the address {address}"
+    assert not tlsa.published_everywhere(found, OLD_TEXT)
