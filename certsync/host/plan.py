@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import grp
+import hashlib
 import os
 import pwd
 import stat
@@ -18,7 +19,7 @@ from .files import FILE, MISSING, FileState, open_dir, read_file
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
 from .output import TIME_FORMAT
-from .probe import PROBE_ERRORS, served_certificate, served_fingerprint
+from .probe import PROBE_ERRORS, served_certificate
 from .record import Record
 from .settings import Config
 from .validity import describe, downgrade_problem, unprotected_because
@@ -57,6 +58,7 @@ class Served(Record):
     target: Target
     sha256: str | None
     error: str | None
+    info: CertInfo | None = None  # None when it does not parse
 
 
 class MoxConf(Record):
@@ -279,17 +281,14 @@ def probe(targets: list[Target], name: str) -> Served | None:
     if not targets:
         return None
     try:
-        return Served(targets[0], served_fingerprint(targets[0], server_name(name)), None)
+        der = served_certificate(targets[0], server_name(name))
     except PROBE_ERRORS as error:
         return Served(targets[0], None, printable(reason(error)))
-
-
-def served_info(targets: list[Target], name: str) -> CertInfo | None:
-    """The certificate the first target serves; None when nothing usable answers."""
     try:
-        return cert_info(served_certificate(targets[0], server_name(name)))
-    except (*PROBE_ERRORS, ValueError, IndexError):
-        return None
+        info: CertInfo | None = cert_info(der)
+    except ValueError:
+        info = None
+    return Served(targets[0], hashlib.sha256(der).hexdigest(), None, info)
 
 
 def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
@@ -404,7 +403,7 @@ def plan_name(
     # tells the key that DANE records pin
     basis = current.info
     if basis is None or current.unprotected is not None:
-        basis = served_info(targets, name) if served is not None else None
+        basis = served.info if served is not None else None
     changes = basis is None or basis.spki_sha256 != pair.info.spki_sha256
     if (changes or result.key_changes) and not force:  # --force installs a held key change now
         decision = (dane or DaneRun(config, now)).decide(name, pair.info.spki_sha256, basis)

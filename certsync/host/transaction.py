@@ -235,13 +235,17 @@ class Sync:
                 ]
             if self.config.dane_publish_command:
                 deletes += [line for line in lines if line not in deletes]
-        keep = {entry.get("spki") for entry in held.values() if isinstance(entry, dict)}
-        for plan in plans:  # the keys of mox's files after this run, and Caddy's
+        held_keys = [entry.get("spki") for entry in held.values() if isinstance(entry, dict)]
+        keep = {key for key in held_keys if isinstance(key, str)}
+        for plan in plans:  # the keys of mox's files and what it serves after this run; Caddy's
             if plan.pair is not None:
                 keep.add(plan.pair.info.spki_sha256)
-            if plan.current and plan.current.info and outcomes[plan.name].status != "installed":
-                keep.add(plan.current.info.spki_sha256)
-        deletes = dane.lines(deletes, {k for k in keep if isinstance(k, str)})
+            if plan.targets and outcomes[plan.name].status in ("installed", "restarted"):
+                continue  # (the check saw the new key served)
+            for info in (plan.current and plan.current.info, plan.served and plan.served.info):
+                if info:
+                    keep.add(info.spki_sha256)
+        deletes = dane.lines(deletes, keep)
         if deletes and self.config.dane_publish_command:
             failure = run_publish(self.config, deletes)
             told = "; ".join(deletes)

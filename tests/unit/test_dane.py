@@ -547,3 +547,31 @@ def test_the_old_record_is_deleted_only_once_a_check_saw_the_new_key_served(host
     assert h.sync().status == "in sync"
     assert calls(tmp_path) == [[f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"]]
     assert h.memory() == {"held": {}, "delete": []}
+
+
+def test_a_pending_delete_of_the_key_mox_serves_is_dropped_whatever_its_files_hold(
+    host, dns, tmp_path
+):
+    """The `mox` user wrote other files; mox still serves the old key; a key change is held."""
+    h = host(dane_publish_command=publish_script(tmp_path))
+    new = h.caddy_renews()
+    planted = h.ca.issue([NAME], key=key_of("ec256", 52), not_before=NOW - 2 * DAY)
+    write_mox_files(
+        h.tmp_path / "mox" / "certs", NAME, planted.cert_pem, planted.key_pem, h.mox_ids
+    )
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    served = f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"
+    h.write_memory({"held": {}, "delete": [served]})
+    assert h.sync().status == "held for DANE"
+    assert calls(tmp_path) == [[f"add {OWNER} TLSA {r311(new.spki_sha256)}"]]
+    assert h.memory()["delete"] == []
+
+
+def test_a_key_change_with_records_is_held_when_the_key_mox_has_is_not_known(host, dns, tmp_path):
+    h = host(verify_ports=[1])  # nothing to probe
+    for suffix in (".crt", ".key"):
+        (h.tmp_path / "mox" / "certs" / f"{NAME}{suffix}").unlink()
+    h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and "the key mox has is not known" in outcome.detail
