@@ -126,11 +126,14 @@ def host_lines(
     now = now or dt.datetime.now(dt.timezone.utc)
     names = state["names"]
     lines = []
-    if verbose or any(plan["action"] == INSTALL for plan in names.values()):
+    actions = {
+        name: plan.get("action") if isinstance(plan, dict) else None for name, plan in names.items()
+    }
+    if verbose or INSTALL in actions.values():
         lines += [printable(f"warning: {warning}") for warning in state.get("warnings", [])]
-    quiet = [name for name, plan in names.items() if plan["action"] == IN_SYNC]
+    quiet = [name for name, action in actions.items() if action == IN_SYNC]
     if quiet and not verbose:
-        lines.append(f"in sync: {', '.join(quiet)}")
+        lines.append(printable(f"in sync: {', '.join(quiet)}"))
     for name, plan in names.items():
         if name in quiet and not verbose:
             lines += [printable(f"{name}: warning: {w}") for w in plan.get("warnings", [])]

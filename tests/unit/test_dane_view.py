@@ -62,3 +62,12 @@ def test_a_plan_of_the_wrong_shape_is_that_names_error() -> None:
     assert lines == [
         "mail.example.com: error: its state cannot be shown (KeyError: 'detail')",
     ]
+
+
+def test_one_name_of_the_wrong_shape_leaves_the_others_shown() -> None:
+    state = {"names": {"bad.example.com": 5, "mail.example.com": held(None)}, "warnings": []}
+    lines = preview.host_lines(state, now=NOW)
+    assert lines[0] == "bad.example.com: error: its state cannot be shown (TypeError: " + (
+        "'int' object is not subscriptable)"
+    )
+    assert "mail.example.com: held for DANE: publish the record" in lines
