@@ -108,7 +108,7 @@ class DaneRun:
         self.now = int(now.timestamp())
         self._deadline: float | None = None
         self._memory: dict[str, Any] | None = None
-        self.added: set[str] = set()  # the records the publish command was given to add
+        self.added: set[str] = set()  # the add lines the publish command was given this run
 
     @property
     def memory(self) -> dict[str, Any]:
@@ -283,9 +283,8 @@ class DaneRun:
             match = LINE.fullmatch(line)
             if match is None or match[2] not in owners or line in chosen:
                 continue
-            if match[1] == "delete" and (
-                match[3] in keep or f"{match[2]} {match[3]}" in self.added
-            ):
+            undoes = f"add {match[2]} TLSA 3 1 1 {match[3]}" in self.added
+            if match[1] == "delete" and (match[3] in keep or undoes):
                 continue
             chosen.append(line)
         return chosen

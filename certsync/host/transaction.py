@@ -174,7 +174,7 @@ class Sync:
         lines = dane.lines([line for p in due if p.dane for line in p.dane.add], set())
         if not command or not lines:
             return
-        dane.added.update(" ".join(line.split()[1:2] + line.split()[-1:]) for line in lines)
+        dane.added.update(lines)
         failure = run_publish(self.config, lines)
         for plan in due:
             assert plan.dane is not None
@@ -194,6 +194,7 @@ class Sync:
         records through the publish command (retried at later runs until it exits 0; never one
         pinning a key mox or Caddy has or a hold waits for); an install made at the deadline
         with a record still missing is told."""
+        command = self.config.dane_publish_command
         held = dict(dane.held())
         deletes = dane.pending_deletes()
         for plan in plans:
@@ -210,7 +211,7 @@ class Sync:
                     outcome.detail += f"; {plan.dane.detail}"
                     outcome.notify = True
                 lines = plan.dane.deletes
-                if lines and not plan.targets and plan.pair is not None:
+                if lines and not plan.targets and plan.pair is not None and command:
                     # not checked (no listener to ask): deleted once a probe shows the new key
                     spki = plan.pair.info.spki_sha256
                     held[plan.name] = {"spki": spki, "installed": True, "deletes": lines}
@@ -224,7 +225,7 @@ class Sync:
                 # it died before it remembered the deletes), or of an install not checked
                 checked = bool(plan.targets) and outcome.status in ("installed", "restarted")
                 served = plan.served.sha256 if plan.served is not None else None
-                if not checked and served != plan.pair.info.fingerprint:
+                if not checked and served != plan.pair.info.fingerprint and command:
                     held[plan.name] = before
                     continue
                 found = before.get("deletes")

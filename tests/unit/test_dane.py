@@ -575,3 +575,12 @@ def test_a_key_change_with_records_is_held_when_the_key_mox_has_is_not_known(hos
     dns.records[OWNER] = [r311(h.old.spki_sha256)]
     outcome = h.sync()
     assert outcome.status == "held for DANE" and "the key mox has is not known" in outcome.detail
+
+
+def test_a_delete_of_a_record_an_add_of_the_run_sent_is_dropped(host):
+    h = host()
+    run = dane.DaneRun(h.config, dt.datetime.now(dt.timezone.utc))
+    again, other = f"{OWNER} TLSA 3 1 1 {'cd' * 32}", f"{OWNER} TLSA 3 1 1 {'ef' * 32}"
+    assert run.lines([f"add {again}"], set()) == [f"add {again}"]
+    run.added.add(f"add {again}")
+    assert run.lines([f"delete {again}", f"delete {other}"], set()) == [f"delete {other}"]
