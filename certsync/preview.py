@@ -8,6 +8,7 @@ import datetime as dt
 from typing import Any
 
 from certsync.certview import expiry, sans, short, tlsa_record
+from certsync.host.errors import printable
 from certsync.host.plan import HOLD, IN_SYNC, INSTALL
 
 LABEL_WIDTH = 12
@@ -51,7 +52,7 @@ def key_change_lines(name: str, plan: dict[str, Any]) -> list[str]:
     if not plan.get("key_changes"):
         return []
     dane = plan.get("dane")
-    if dane is not None and not dane["publish"]:
+    if isinstance(dane, dict) and dane.get("published") is True:
         return [
             f"{name}: the private key changes: its TLSA record 3 1 1 {new['spki_sha256']} is"
             " published everywhere (checked in DNS); remove the old record once mox serves the"
@@ -66,8 +67,9 @@ def key_change_lines(name: str, plan: dict[str, Any]) -> list[str]:
     ]
 
 
-def hold_lines(name: str, dane: dict[str, Any]) -> list[str]:
+def hold_lines(name: str, dane: Any) -> list[str]:
     """Since when a key change is held for DANE, and what it waits for."""
+    dane = dane_fields(dane)
     since = f"held for DANE since {dane['since']}"
     if dane["until"]:
         return [f"{name}: {since}; installed from {dane['until']} on (two TTLs)"]
@@ -78,7 +80,33 @@ def hold_lines(name: str, dane: dict[str, Any]) -> list[str]:
     return lines
 
 
-def name_lines(name: str, plan: dict[str, Any], now: dt.datetime) -> list[str]:
+def dane_fields(dane: Any) -> dict[str, Any]:
+    """A host's DANE decision as the preview and the status show it: a field of a wrong type
+    reads as absent (what a host sends back is not trusted to have the right shape)."""
+    dane = dane if isinstance(dane, dict) else {}
+    publish = dane.get("publish")
+    found: dict[str, Any] = {
+        key: dane.get(key) if isinstance(dane.get(key), str) else None
+        for key in ("since", "until", "added")
+    }
+    found["publish"] = (
+        [r for r in publish if isinstance(r, str)] if isinstance(publish, list) else []
+    )
+    found["operator"] = dane.get("operator") is not False
+    return found
+
+
+def name_lines(name: str, plan: Any, now: dt.datetime) -> list[str]:
+    """The preview of one name; every line printable; a state of the wrong shape is one line
+    that says so, never a traceback for the fleet."""
+    try:
+        lines = _name_lines(name, plan, now)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        lines = [f"{name}: error: its state cannot be shown ({type(error).__name__}: {error})"]
+    return [printable(line) for line in lines]
+
+
+def _name_lines(name: str, plan: dict[str, Any], now: dt.datetime) -> list[str]:
     lines = [f"{name}: {plan['action']}: {plan['detail']}"]
     if plan["action"] == HOLD:
         lines += side_by_side(name, plan, now)
@@ -98,14 +126,17 @@ def host_lines(
     now = now or dt.datetime.now(dt.timezone.utc)
     names = state["names"]
     lines = []
-    if verbose or any(plan["action"] == INSTALL for plan in names.values()):
-        lines += [f"warning: {warning}" for warning in state.get("warnings", [])]
-    quiet = [name for name, plan in names.items() if plan["action"] == IN_SYNC]
+    actions = {
+        name: plan.get("action") if isinstance(plan, dict) else None for name, plan in names.items()
+    }
+    if verbose or INSTALL in actions.values():
+        lines += [printable(f"warning: {warning}") for warning in state.get("warnings", [])]
+    quiet = [name for name, action in actions.items() if action == IN_SYNC]
     if quiet and not verbose:
-        lines.append(f"in sync: {', '.join(quiet)}")
+        lines.append(printable(f"in sync: {', '.join(quiet)}"))
     for name, plan in names.items():
         if name in quiet and not verbose:
-            lines += [f"{name}: warning: {warning}" for warning in plan.get("warnings", [])]
+            lines += [printable(f"{name}: warning: {w}") for w in plan.get("warnings", [])]
         else:
             lines += name_lines(name, plan, now)
     return lines

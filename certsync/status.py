@@ -21,6 +21,7 @@ from certsync.host.plan import CERT_MODE, DIR_MODE, HOLD, KEY_MODE, REFUSE, mox_
 from certsync.host.validity import ago
 from certsync.hostdata import HostSettings
 from certsync.operations import files_to_install, host_files, host_problem
+from certsync.preview import dane_fields
 
 EXIT_OK, EXIT_FAILED, EXIT_UNKNOWN = 0, 1, 2
 # (check, how the table names it when it fails), in the order of the issues' checks:
@@ -140,15 +141,18 @@ def check_served(plan: dict[str, Any]) -> dict[str, Any]:
 def check_dane(plan: dict[str, Any]) -> dict[str, Any]:
     """Every TLSA RRset of the name has a record for the key mox serves (`dane_served`, looked
     up on the host), and no key change waits for the operator (waiting out TTLs is fine)."""
-    served = plan.get("dane_served") or {"ok": True, "detail": "not checked"}
+    served = plan.get("dane_served")
+    if not isinstance(served, dict) or not isinstance(served.get("detail"), str):
+        served = {"ok": served is None, "detail": "not checked" if served is None else "bad state"}
     dane = plan.get("dane")
     if plan["action"] == HOLD and dane is not None:
+        dane = dane_fields(dane)
         since = f"{HOLD} since {dane['since']}"
         if dane["operator"]:
             return _check("dane", False, f"{since}: {plan['detail']}")
         waits = f"installed from {dane['until']} on" if dane["until"] else "records being published"
-        return _check("dane", served["ok"], f"{since} ({waits}); {served['detail']}")
-    return _check("dane", served["ok"], served["detail"])
+        return _check("dane", served["ok"] is True, f"{since} ({waits}); {served['detail']}")
+    return _check("dane", served["ok"] is True, served["detail"])
 
 
 def cron_problem(settings: HostSettings, state: dict[str, Any]) -> str | None:

@@ -134,3 +134,26 @@ def test_a_host_asks_the_servers(dns_servers: DnsServers, fleet: Fleet) -> None:
     repo = Path(__file__).resolve().parent.parent
     got = host.run(f"PYTHONPATH={shlex.quote(str(repo))} python3 -c {shlex.quote(code)}")
     assert got.stdout.split() == ["None", "True"], got.stderr
+
+
+def test_dane_nsupdate_sends_each_record_in_an_update_of_its_own(
+    dns_servers: DnsServers,
+) -> None:
+    """scripts/dane-nsupdate with the records of two zones and one of a zone nobody serves: the
+    two are added, the third is named and the exit status says it failed."""
+    other = "_25._tcp.mail.h2.test."
+    nowhere = "_25._tcp.mail.nowhere.test."
+    lines = [f"add {OWNER} TLSA {NEW}", f"add {nowhere} TLSA {NEW}", f"add {other} TLSA {NEW}"]
+    wrapper = Path(__file__).parent.parent / "scripts" / "dane-nsupdate"
+    result = subprocess.run(
+        [str(wrapper), "-s", PRIMARY, "-k", str(dns_servers.bind_key_file), "-t", "3"],
+        input="".join(line + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert f"refused: add {nowhere} 3 IN TLSA {NEW}" in result.stderr
+    assert result.stderr.count("refused:") == 1
+    assert dns_servers.tlsa_records(PRIMARY, OWNER) == [NEW]
+    assert dns_servers.tlsa_records(PRIMARY, other) == [NEW]

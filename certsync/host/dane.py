@@ -14,6 +14,7 @@ state read computes the same decision without writing. A wildcard name is skippe
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import time
 
@@ -35,6 +36,9 @@ DNS_BUDGET_SECONDS = 20.0  # every DNS lookup of one run together
 PUBLISH_TIMEOUT = 60  # one run of the publish command
 REPUBLISH_SECONDS = 24 * 3600  # an add that exited 0 yet is not visible is sent again after this
 MAX_DELETES = 64  # old records waiting to be deleted (the record is bounded)
+MAX_TTL = 7 * 24 * 3600  # a TTL larger than this is taken as this (what resolvers cap it at)
+OUTPUT_TAIL = 4096  # bytes of the publish command's output kept
+LINE = re.compile(r"(add|delete) (_[0-9]{1,5}\._tcp\.[a-z0-9.-]+\.) TLSA 3 1 1 ([0-9a-f]{64})")
 
 
 def lookup(owner: str, deadline: float) -> TlsaLookup:
@@ -80,6 +84,7 @@ class Dane(Record):
     memory: dict[str, Any]  # what the sync remembers for the name while held
     added: int | None  # when the publish command last added the records (exit 0)
     failure: str | None = None  # the hold's detail with why the publish command failed
+    published: bool = False  # the new key's record was answered everywhere (checked in DNS)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +95,7 @@ class Dane(Record):
             "until": _stamp(self.until),
             "publish": self.publish,
             "added": _stamp(self.added),
+            "published": self.published,
         }
 
 
@@ -102,6 +108,7 @@ class DaneRun:
         self.now = int(now.timestamp())
         self._deadline: float | None = None
         self._memory: dict[str, Any] | None = None
+        self.added: set[str] = set()  # the add lines the publish command was given this run
 
     @property
     def memory(self) -> dict[str, Any]:
@@ -132,7 +139,9 @@ class DaneRun:
 
     def decide(self, name: str, new_spki: str, current: CertInfo | None) -> Dane | None:
         """Whether the key change of `name` to the key `new_spki` waits; None: install as ever
-        (DANE off, a wildcard, or no TLSA records on any DANE port)."""
+        (DANE off, a wildcard, or no TLSA records on any DANE port). `current`: the certificate
+        mox has (its files, or what it serves when the files are not certsync's); None when
+        neither is known: a name with TLSA records is then held (no deadline to count from)."""
         found = self.lookups(name)
         if found is None:
             return None
@@ -145,8 +154,11 @@ class DaneRun:
             return None
         before = self.held().get(name)
         before = before if isinstance(before, dict) and before.get("spki") == new_spki else {}
-        since = _int(before.get("since")) or self.now
-        added = _int(before.get("added"))
+        since = self._time(before.get("since")) or self.now
+        added = self._time(before.get("added"))
+        # the largest TTL seen since the hold began: a TTL lowered with the new record does not
+        # shorten the wait for what resolvers cached under the old one
+        ttl = max([_ttl(before.get("ttl"))] + [min(f.ttl, MAX_TTL) for f in found if not f.error])
         old = tlsa_311(current.spki_sha256) if current is not None else None
         deletes = [
             f"delete {f.owner} TLSA {old}"
@@ -156,21 +168,20 @@ class DaneRun:
         missing = [f for f in used if not _published(f, want)]
         publish = [f"{f.owner} IN TLSA {want}" for f in missing]
         add = [f"add {f.owner} TLSA {want}" for f in missing]
-        memory: dict[str, Any] = {"spki": new_spki, "since": since, "added": added}
+        memory: dict[str, Any] = {"spki": new_spki, "since": since, "added": added, "ttl": ttl}
         expires = current.not_after if current is not None else None
         days = self.config.dane_deadline_days
-        late = expires is None or expires - dt.timedelta(days=days) <= self._now_dt()
+        late = expires is not None and expires - dt.timedelta(days=days) <= self._now_dt()
+        if current is None:
+            errors.append("the key mox has is not known (no files of certsync's, nothing served)")
         if errors or missing:
             problems = errors + [
                 f"publish {f.owner} IN TLSA {want} (not answered by {_where(f, want)})"
                 for f in missing
             ]
             if late:
-                when = (
-                    "has no certificate"
-                    if expires is None
-                    else (f"certificate expires {expires.strftime('%Y-%m-%d')}, within {days} days")
-                )
+                assert expires is not None
+                when = f"certificate expires {expires.strftime('%Y-%m-%d')}, within {days} days"
                 detail = f"installed without waiting for DANE (mox's {when}): " + "; ".join(
                     problems
                 )
@@ -187,17 +198,33 @@ class DaneRun:
                 )
             detail = "; ".join(problems)
             return Dane(True, detail, operator, since, None, publish, add, [], False, memory, added)
-        ttl = max(f.ttl for f in used)
-        seen = _int(before.get("seen")) or self.now
+        seen = self._time(before.get("seen")) or self.now
         until = seen + 2 * ttl
-        if self.now >= until or late:
-            return Dane(False, "", False, since, None, [], [], deletes, False, {}, added)
+        if self.now >= until:
+            return Dane(
+                False, "", False, since, None, [], [], deletes, False, {}, added, None, True
+            )
+        if late:
+            assert expires is not None
+            detail = (
+                f"installed before two TTLs ({2 * ttl} s) of {want} passed, at {_stamp(until)}"
+                f" (mox's certificate expires {expires.strftime('%Y-%m-%d')}, within {days}"
+                " days): resolvers may still answer the old records"
+            )
+            return Dane(
+                False, detail, True, since, None, [], [], deletes, True, {}, added, None, True
+            )
         memory.update(seen=seen, ttl=ttl, deletes=deletes)  # for a run that dies installing
         detail = (
             f"{want} is answered everywhere for {', '.join(f.owner for f in used)}; waiting two"
             f" TTLs ({2 * ttl} s) before installing the new key"
         )
         return Dane(True, detail, False, since, until, [], [], deletes, False, memory, added)
+
+    def _time(self, value: Any) -> int | None:
+        """A time from the record: a Unix time in [1, now], else None (start anew)."""
+        value = _int(value)
+        return value if value is not None and 1 <= value <= self.now else None
 
     def _now_dt(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.now, dt.timezone.utc)
@@ -235,6 +262,33 @@ class DaneRun:
             return {"ok": False, "detail": "; ".join(problems)}
         return {"ok": True, "detail": "; ".join(fine)}
 
+    def lines(self, lines: list[str], keep: set[str]) -> list[str]:
+        """The lines of `lines` the publish command may get: `add` or `delete` of a `3 1 1`
+        record at a DANE port of a configured name, once each; no delete of a record that pins
+        a key of `keep` (SPKI hashes: mox's, Caddy's, held changes') or that an add of this run
+        sent. Nothing while DANE is off. (The record of pending deletes is root's, yet a line
+        is checked where it is used.)"""
+        if self.config.dane == "off":
+            return []
+        from .tlsa import tlsa_owner
+
+        owners = {
+            tlsa_owner(port, name)
+            for name in self.config.names
+            if "*" not in name
+            for port in self.config.dane_ports
+        }
+        chosen: list[str] = []
+        for line in lines:
+            match = LINE.fullmatch(line)
+            if match is None or match[2] not in owners or line in chosen:
+                continue
+            undoes = f"add {match[2]} TLSA 3 1 1 {match[3]}" in self.added
+            if match[1] == "delete" and (match[3] in keep or undoes):
+                continue
+            chosen.append(line)
+        return chosen
+
     def save(self, held: dict[str, Any], deletes: list[str]) -> None:
         """Remember the holds of this run's names and the deletes still to do (when changed)."""
         record = {"held": held, "delete": deletes[-MAX_DELETES:]}
@@ -245,6 +299,11 @@ class DaneRun:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ttl(value: Any) -> int:
+    value = _int(value)
+    return min(value, MAX_TTL) if value is not None and value > 0 else 0
 
 
 def _published(found: TlsaLookup, want: str) -> bool:
@@ -272,20 +331,38 @@ def _where(found: TlsaLookup, want: str) -> str:
 
 
 def run_publish(config: Config, lines: list[str]) -> str | None:
-    """Run the publish command with `lines` on its standard input; why it failed, or None."""
+    """Run the publish command with `lines` on its standard input; why it failed, or None. It
+    runs in a session of its own, killed whole at the timeout; what is said never quotes the
+    command line (it may hold a TSIG secret)."""
+    import contextlib
+    import os
     import shlex
+    import signal
 
     try:
-        result = subprocess.run(
+        process = subprocess.Popen(
             shlex.split(config.dane_publish_command),
-            input="".join(line + "\n" for line in lines),
-            text=True,
-            capture_output=True,
-            timeout=PUBLISH_TIMEOUT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    except (OSError, subprocess.TimeoutExpired, ValueError) as error:
+    except (OSError, ValueError) as error:
         return f"the DANE publish command failed: {printable(reason(error))}"
-    if result.returncode != 0:
-        output = " ".join((result.stdout + result.stderr).split())[-300:]
-        return f"the DANE publish command failed (exit {result.returncode}): {printable(output)}"
+    try:
+        output, _ = process.communicate(
+            "".join(line + "\n" for line in lines).encode(), timeout=PUBLISH_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):  # (gone already)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return f"the DANE publish command timed out after {PUBLISH_TIMEOUT} s"
+    finally:
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
+    if process.returncode != 0:
+        text = " ".join(output[-OUTPUT_TAIL:].decode(errors="replace").split())[-300:]
+        return f"the DANE publish command failed (exit {process.returncode}): {printable(text)}"
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import grp
+import hashlib
 import os
 import pwd
 import stat
@@ -65,6 +66,7 @@ class Served(Record):
     target: Target
     sha256: str | None
     error: str | None
+    info: CertInfo | None = None  # None when it does not parse
 
 
 class MoxConf(Record):
@@ -290,9 +292,14 @@ def probe(targets: list[Target], name: str) -> Served | None:
     if not targets:
         return None
     try:
-        return Served(targets[0], served_fingerprint(targets[0], server_name(name)), None)
+        der = served_certificate(targets[0], server_name(name))
     except PROBE_ERRORS as error:
         return Served(targets[0], None, printable(reason(error)))
+    try:
+        info: CertInfo | None = cert_info(der)
+    except ValueError:
+        info = None
+    return Served(targets[0], hashlib.sha256(der).hexdigest(), None, info)
 
 
 def answers(targets: list[Target], name: str) -> bool:
@@ -427,8 +434,14 @@ def plan_name(
     checked = "; chain checked on the host" if config.require_trusted_chain else ""
     forced = "forced; " if same else ""
     result = plan(INSTALL, f"{forced}{new}, replacing {current.describe()}{checked}")
-    if result.key_changes and not force:  # --force installs a held key change now
-        decision = (dane or DaneRun(config, now)).decide(name, pair.info.spki_sha256, current.info)
+    # mox's files are its user's to write: when certsync did not install them, what mox serves
+    # tells the key that DANE records pin
+    basis = current.info
+    if basis is None or current.unprotected is not None:
+        basis = served.info if served is not None else None
+    changes = basis is None or basis.spki_sha256 != pair.info.spki_sha256
+    if (changes or result.key_changes) and not force:  # --force installs a held key change now
+        decision = (dane or DaneRun(config, now)).decide(name, pair.info.spki_sha256, basis)
         result.dane = decision
         if decision is not None and decision.held:
             result.action, result.detail = (

@@ -5,6 +5,7 @@ answer) is an `error`: the caller holds, it never guesses."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from . import dns
@@ -18,11 +19,11 @@ PORT = 53  # of resolvers and servers alike (the unit tests' servers listen on a
 
 class TlsaLookup(Record):
     owner: str
-    exists: bool = False  # False: NXDOMAIN or NODATA at the resolver (the name has no DANE)
+    exists: bool = False  # False: NXDOMAIN or NODATA at the resolver and at every server
     resolver_records: list[str] = []  # record texts the host's resolver answers
     authenticated: bool = False  # the resolver's answer had AD set
     servers: dict[str, list[str]] = {}  # authoritative server address -> its record texts
-    ttl: int = 0  # the largest TTL of the TLSA RRset at the authoritative servers
+    ttl: int = 0  # the largest TTL of the TLSA RRset at the resolver and the servers
     error: str | None = None  # why the lookup is incomplete
 
 
@@ -121,6 +122,10 @@ def _addresses(resolver: _Resolver, target: str) -> list[str]:
         found += [rr.target for rr in answer.answers if rr.rtype == rtype and rr.target]
     if not found:
         raise dns.DnsError(f"authoritative server {target} has no address")
+    for address in found:
+        parsed = ipaddress.ip_address(address)
+        if parsed.is_unspecified or parsed.is_multicast:
+            raise dns.DnsError(f"authoritative server {target} has the address {address}")
     if len(found) > MAX_ADDRESSES:
         raise dns.DnsError(f"authoritative server {target} has more than {MAX_ADDRESSES} addresses")
     return sorted(set(found))
@@ -134,9 +139,12 @@ def _ask_server(address: str, owner: str, deadline: float) -> tuple[list[str], i
 
 
 def lookup_tlsa(owner: str, deadline: float, resolv_conf: str = "/etc/resolv.conf") -> TlsaLookup:
-    """The TLSA records at `owner` (see tlsa_owner) from the resolvers of `resolv_conf` and, when
-    there are any, from each authoritative server of its zone, all before `deadline` (a
-    time.monotonic() instant). Never raises for DNS trouble: sets `error`."""
+    """The TLSA records at `owner` (see tlsa_owner) from the resolvers of `resolv_conf` and from
+    each authoritative server of its zone, all before `deadline` (a time.monotonic() instant).
+    The servers are asked even when the resolver answers none: a resolver's "no records" (a
+    stale cache, a split view, a forged answer) alone would install a key no record pins; the
+    name is without DANE only when every server says so authoritatively. Never raises for DNS
+    trouble: sets `error`."""
     owner = owner.lower().rstrip(".") + "."
     result = TlsaLookup(owner=owner)
     servers = dns.resolvers(resolv_conf)
@@ -146,11 +154,9 @@ def lookup_tlsa(owner: str, deadline: float, resolv_conf: str = "/etc/resolv.con
     resolver = _Resolver(servers, deadline)
     try:
         answer = resolver.ask(owner, dns.TLSA)
-        result.resolver_records, _ = _records(answer, owner)
+        result.resolver_records, result.ttl = _records(answer, owner)
         result.authenticated = answer.authenticated
         result.exists = bool(result.resolver_records)
-        if not result.exists:
-            return result
         targets = _zone_servers(resolver, owner)
         if len(targets) > MAX_NS_NAMES:
             raise dns.DnsError(f"more than {MAX_NS_NAMES} authoritative servers")
@@ -169,6 +175,7 @@ def lookup_tlsa(owner: str, deadline: float, resolv_conf: str = "/etc/resolv.con
                 answered = True
                 result.servers[address] = records
                 result.ttl = max(result.ttl, ttl)
+                result.exists = result.exists or bool(records)
     except dns.DnsError as error:
         result.error = str(error)
     return result

@@ -194,9 +194,10 @@ class Sync:
             and p.dane.add
             and p.dane.operator  # (not: added and waiting for the records to show)
         ]
-        if not command or not due:
+        lines = dane.lines([line for p in due if p.dane for line in p.dane.add], set())
+        if not command or not lines:
             return
-        lines = [line for p in due if p.dane for line in p.dane.add]
+        dane.added.update(lines)
         failure = run_publish(self.config, lines)
         for plan in due:
             assert plan.dane is not None
@@ -212,9 +213,11 @@ class Sync:
     def _after_installs(
         self, dane: DaneRun, plans: list[NamePlan], outcomes: dict[str, Outcome]
     ) -> None:
-        """Remember the holds; once mox serves a new key, delete the old key's records through
-        the publish command (retried at later runs until it exits 0); an install made at the
-        deadline with a record still missing is told."""
+        """Remember the holds; once a check saw mox serve a new key, delete the old key's
+        records through the publish command (retried at later runs until it exits 0; never one
+        pinning a key mox or Caddy has or a hold waits for); an install made at the deadline
+        with a record still missing is told."""
+        command = self.config.dane_publish_command
         held = dict(dane.held())
         deletes = dane.pending_deletes()
         for plan in plans:
@@ -231,13 +234,23 @@ class Sync:
                     outcome.detail += f"; {plan.dane.detail}"
                     outcome.notify = True
                 lines = plan.dane.deletes
+                if lines and not plan.targets and plan.pair is not None and command:
+                    # not checked (no listener to ask): deleted once a probe shows the new key
+                    spki = plan.pair.info.spki_sha256
+                    held[plan.name] = {"spki": spki, "installed": True, "deletes": lines}
+                    continue
             elif (
                 isinstance(before, dict)
                 and plan.pair is not None
                 and before.get("spki") == plan.pair.info.spki_sha256
             ):
-                # mox has the key of a hold that was waiting out its TTLs: the run that
-                # installed it died before it remembered the deletes
+                # mox has the key of a hold that was waiting out its TTLs (the run that installed
+                # it died before it remembered the deletes), or of an install not checked
+                checked = bool(plan.targets) and outcome.status in ("installed", "restarted")
+                served = plan.served.sha256 if plan.served is not None else None
+                if not checked and served != plan.pair.info.fingerprint and command:
+                    held[plan.name] = before
+                    continue
                 found = before.get("deletes")
                 lines = [
                     line
@@ -246,6 +259,17 @@ class Sync:
                 ]
             if self.config.dane_publish_command:
                 deletes += [line for line in lines if line not in deletes]
+        held_keys = [entry.get("spki") for entry in held.values() if isinstance(entry, dict)]
+        keep = {key for key in held_keys if isinstance(key, str)}
+        for plan in plans:  # the keys of mox's files and what it serves after this run; Caddy's
+            if plan.pair is not None:
+                keep.add(plan.pair.info.spki_sha256)
+            if plan.targets and outcomes[plan.name].status in ("installed", "restarted"):
+                continue  # (the check saw the new key served)
+            for info in (plan.current and plan.current.info, plan.served and plan.served.info):
+                if info:
+                    keep.add(info.spki_sha256)
+        deletes = dane.lines(deletes, keep)
         if deletes and self.config.dane_publish_command:
             failure = run_publish(self.config, deletes)
             told = "; ".join(deletes)

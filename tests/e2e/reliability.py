@@ -31,6 +31,7 @@ TEST_FILES = (
     "tests/unit/test_records.py",
     "tests/unit/test_rules.py",
     "tests/unit/test_plan.py",
+    "tests/unit/test_tlsa.py",
 )
 
 
@@ -430,6 +431,59 @@ ROWS: tuple[Row, ...] = (
         (
             "test_a_name_without_tlsa_records_is_installed_as_before",
             "test_no_tlsa_records_means_no_dane_and_an_install",
+        ),
+    ),
+    Row(
+        "DANE: the resolver answers no TLSA records (a stale cache, a split view, a forged"
+        " answer) while a zone server has them; an NS target at 0.0.0.0 or a multicast address",
+        "every authoritative server is asked directly: a record anywhere holds; so does the"
+        " address (an error)",
+        (
+            "test_a_resolver_without_records_is_checked_at_the_servers",
+            "test_an_unspecified_or_multicast_server_address_is_an_error",
+        ),
+    ),
+    Row(
+        "DANE: the TTL lowered together with the new record; the deadline comes during the two"
+        " TTLs; times in `dane.json` out of range",
+        "waits two of the largest TTLs seen since the hold began (7 days at most); at the"
+        " deadline installed with an alert that says the TTLs had not passed; a time outside"
+        " [1, now] starts that count anew",
+        (
+            "test_a_ttl_lowered_during_the_hold_does_not_shorten_the_wait",
+            "test_the_deadline_cutting_the_ttl_wait_short_is_told",
+            "test_times_in_the_record_outside_one_to_now_start_anew",
+        ),
+    ),
+    Row(
+        "DANE: mox's files were written by the `mox` user with Caddy's new key while mox"
+        " serves the old one; mox's files missing and nothing to probe",
+        "the key mox serves decides: held for DANE; the key not known: held",
+        (
+            "test_files_certsync_did_not_install_are_judged_by_the_key_mox_serves",
+            "test_a_key_change_with_records_is_held_when_the_key_mox_has_is_not_known",
+        ),
+    ),
+    Row(
+        "DANE deletes: a pending delete pins the key mox serves, names another name or port,"
+        " is malformed; `certsync_dane: off`; the install could not be checked (no listener)",
+        "never sent (dropped); nothing sent while off; the old record is deleted only once a"
+        " check saw mox serve the new key",
+        (
+            "test_pending_deletes_never_delete_a_key_in_use_nor_anything_but_a_configured_record",
+            "test_pending_deletes_wait_while_dane_is_off",
+            "test_a_pending_delete_of_the_key_mox_serves_is_dropped_whatever_its_files_hold",
+            "test_the_old_record_is_deleted_only_once_a_check_saw_the_new_key_served",
+        ),
+    ),
+    Row(
+        "DANE: the publish command hangs (and leaves helpers running), prints bytes that are"
+        " not UTF-8",
+        "killed with its whole session after 60 s: `timed out after 60 s`, without the command"
+        " line; its output's end, decoded with replacement, in the reason",
+        (
+            "test_the_publish_command_is_killed_whole_at_the_timeout_and_not_quoted",
+            "test_the_publish_commands_output_is_bytes_and_only_its_end_is_kept",
         ),
     ),
 )

@@ -6,14 +6,17 @@ looks nothing up; the publish command adds once and deletes the old record after
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from certsync import preview
 from certsync.host import alert, dane
 from certsync.host.cli import run_sync
 from certsync.host.output import Log
@@ -37,6 +40,7 @@ class FakeDns:
         self.lagging: set[str] = set()  # servers that still answer without the last record
         self.error: str | None = None
         self.asked: list[str] = []
+        self.ttl = TTL
 
     def lookup(self, owner: str, deadline: float) -> TlsaLookup:
         self.asked.append(owner)
@@ -47,7 +51,7 @@ class FakeDns:
             exists=bool(found),
             resolver_records=list(found),
             servers=servers,
-            ttl=TTL,
+            ttl=self.ttl,
             error=self.error,
         )
 
@@ -67,7 +71,7 @@ class Host:
     """mox serving an old certificate (issued 40 days ago, key A), Caddy holding a renewal."""
 
     def __init__(self, ca, fake_mox: MakeFakeMox, mox_ids, tmp_path: Path, **settings: Any):
-        self.mox, self.config = fake_mox(dane="auto", **settings)
+        self.mox, self.config = fake_mox(**{"dane": "auto", **settings})
         self.tmp_path = tmp_path
         self.mox_ids = mox_ids
         self.old = ca.issue([NAME], key=key_of("ec256", 50), not_before=NOW - 40 * DAY)
@@ -173,6 +177,58 @@ def test_the_wait_starts_again_when_the_record_disappears(host, dns):
     assert outcome.status == "held for DANE" and h.memory()["held"][NAME]["seen"] >= seen
 
 
+def test_a_ttl_lowered_during_the_hold_does_not_shorten_the_wait(host, dns):
+    h = host()
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    dns.ttl = 86400  # what resolvers may have cached the old RRset for
+    assert h.sync().status == "held for DANE"
+    # the new record published, and the TTL lowered with it
+    dns.records[OWNER].append(r311(new.spki_sha256))
+    dns.ttl = 5
+    assert h.sync().status == "held for DANE"
+    remembered = h.memory()["held"][NAME]
+    h.write_memory({"held": {NAME: {**remembered, "seen": remembered["seen"] - 10}}})
+    planned = h.plan()
+    assert h.sync().status == "held for DANE" and h.mox.served(NAME) == h.old.sha256
+    assert planned["dane"]["until"] == _stamp(remembered["seen"] - 10 + 2 * 86400)
+    # a TTL beyond 7 days counts as 7 days
+    dns.ttl = 2**31 - 1
+    h.sync()
+    assert h.memory()["held"][NAME]["ttl"] == 7 * 86400
+
+
+def test_times_in_the_record_outside_one_to_now_start_anew(host, dns):
+    h = host()
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    for since, seen in ((10**18, -5), (True, 0), ("1", 10**18)):
+        h.write_memory({"held": {NAME: {"spki": new.spki_sha256, "since": since, "seen": seen}}})
+        assert h.plan()["action"] == "held for DANE"
+        assert h.sync().status == "held for DANE" and h.mox.served(NAME) == h.old.sha256
+        assert 1 <= h.memory()["held"][NAME]["since"] <= h.memory()["held"][NAME]["seen"]
+
+
+def _stamp(seconds: int) -> str:
+    return dane._stamp(seconds) or ""
+
+
+def test_files_certsync_did_not_install_are_judged_by_the_key_mox_serves(host, dns):
+    """The mox user writes a certificate of the new key into the files: mox still serves the
+    old key, which is what the TLSA records pin."""
+    h = host()
+    new = h.caddy_renews()
+    planted = h.ca.issue([NAME], key=new.key, not_before=NOW - 2 * DAY)
+    write_mox_files(
+        h.tmp_path / "mox" / "certs", NAME, planted.cert_pem, planted.key_pem, h.mox_ids
+    )
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    assert h.plan()["action"] == "held for DANE"
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and h.mox.served(NAME) == h.old.sha256
+    assert f"publish {OWNER} IN TLSA {r311(new.spki_sha256)}" in outcome.detail
+
+
 def test_every_dane_port_must_have_the_record(host, dns):
     h = host(dane_ports=[25, 465])
     new = h.caddy_renews()
@@ -222,6 +278,37 @@ def test_the_deadline_installs_anyway_with_an_alert_naming_the_record(host, dns,
     record = f"{OWNER} IN TLSA {r311(new.spki_sha256)}"
     assert "installed without waiting for DANE" in outcome.detail and record in outcome.detail
     assert record in (tmp_path / "alert").read_text()
+
+
+def test_the_preview_at_the_deadline_with_dns_failing_asks_for_the_record(host, dns):
+    h = host(dane_deadline_days=7)
+    h.old = h.ca.issue(
+        [NAME], key=key_of("ec256", 50), not_before=NOW - 80 * DAY, not_after=NOW + 6 * DAY
+    )
+    write_mox_files(h.tmp_path / "mox" / "certs", NAME, h.old.cert_pem, h.old.key_pem, h.mox_ids)
+    remember_installed(h.config, NAME, h.old.cert_pem)
+    new = h.caddy_renews()
+    dns.error = "timed out"
+    planned = h.plan()
+    lines = preview.name_lines(NAME, planned, dt.datetime.now(dt.timezone.utc))
+    assert planned["action"] == "install" and planned["dane"]["published"] is False
+    assert not any("published everywhere" in line for line in lines)
+    assert any(f"publish _25._tcp.{NAME}. IN TLSA 3 1 1 {new.spki_sha256}" in x for x in lines)
+
+
+def test_the_deadline_cutting_the_ttl_wait_short_is_told(host, dns):
+    h = host(dane_deadline_days=7)
+    h.old = h.ca.issue(
+        [NAME], key=key_of("ec256", 50), not_before=NOW - 80 * DAY, not_after=NOW + 6 * DAY
+    )
+    write_mox_files(h.tmp_path / "mox" / "certs", NAME, h.old.cert_pem, h.old.key_pem, h.mox_ids)
+    remember_installed(h.config, NAME, h.old.cert_pem)
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    dns.ttl = 3600
+    outcome = h.sync()
+    assert outcome.status == "installed" and outcome.notify is True
+    assert "installed before two TTLs (7200 s)" in outcome.detail
 
 
 def test_a_renewal_that_keeps_the_key_and_an_in_sync_run_look_nothing_up(host, dns):
@@ -376,3 +463,124 @@ def test_a_hold_is_told_once_and_a_day_later_and_not_while_it_waits_out_the_ttls
     ttl = Outcome(NAME, "held for DANE", "waiting two TTLs", notify=False)
     assert alert.due(record, [ttl], 5000) == [] and record == {}
     assert waits.exit_status == 0 and not waits.ok and waits.fine
+
+
+def test_the_publish_command_is_killed_whole_at_the_timeout_and_not_quoted(
+    host, tmp_path, monkeypatch
+):
+    helper = tmp_path / "helper.pid"
+    script = tmp_path / "publish"
+    script.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {helper}\ncat > /dev/null\nsleep 60\n")
+    script.chmod(0o755)
+    h = host(dane_publish_command=f"{script} --secret hmac-sha256:c2VjcmV0")
+    monkeypatch.setattr(dane, "PUBLISH_TIMEOUT", 1)
+    failure = dane.run_publish(h.config, [f"add {OWNER} TLSA {r311('ab' * 32)}"])
+    assert failure == "the DANE publish command timed out after 1 s"
+    pid = int(helper.read_text())
+    for _ in range(50):  # reaped by pytest's process? gone once killed: wait for it, bounded
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the command's helper {pid} still runs")
+
+
+def test_the_publish_commands_output_is_bytes_and_only_its_end_is_kept(host, tmp_path):
+    script = tmp_path / "publish"
+    script.write_text(
+        "#!/bin/sh\ncat > /dev/null\nhead -c 100000 /dev/zero | tr '\\0' x\n"
+        "printf 'refused \\377\\n'\nexit 3\n"
+    )
+    script.chmod(0o755)
+    h = host(dane_publish_command=str(script))
+    failure = dane.run_publish(h.config, [f"add {OWNER} TLSA {r311('ab' * 32)}"])
+    assert failure is not None and failure.startswith("the DANE publish command failed (exit 3)")
+    assert failure.endswith("refused \ufffd") and len(failure) < 400
+
+
+def test_pending_deletes_never_delete_a_key_in_use_nor_anything_but_a_configured_record(
+    host, dns, tmp_path
+):
+    h = host(dane_publish_command=publish_script(tmp_path))
+    assert h.caddy_renews(new_key=False) and h.sync().status == "installed"
+    other = "cd" * 32
+    h.write_memory(
+        {
+            "held": {},
+            "delete": [
+                f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}",  # the key mox serves now
+                f"add evil.example. TLSA 3 1 1 {other}\ndelete {OWNER} TLSA 3 1 1 {other}",
+                f"delete _25._tcp.other.example. TLSA 3 1 1 {other}",  # not a configured name
+                f"delete _26._tcp.{NAME}. TLSA 3 1 1 {other}",  # not a DANE port
+                f"delete {OWNER} TLSA 3 0 1 {other}",
+                f"delete {OWNER} TLSA 3 1 1 {other}",
+            ],
+        }
+    )
+    assert h.sync().status == "in sync"
+    assert calls(tmp_path) == [[f"delete {OWNER} TLSA 3 1 1 {other}"]]
+    assert h.memory()["delete"] == []
+
+
+def test_pending_deletes_wait_while_dane_is_off(host, dns, tmp_path):
+    h = host(dane_publish_command=publish_script(tmp_path), dane="off")
+    assert h.caddy_renews(new_key=False) and h.sync().status == "installed"
+    h.write_memory({"held": {}, "delete": [f"delete {OWNER} TLSA 3 1 1 {'cd' * 32}"]})
+    assert h.sync().status == "in sync"
+    assert calls(tmp_path) == []
+
+
+def test_the_old_record_is_deleted_only_once_a_check_saw_the_new_key_served(host, dns, tmp_path):
+    h = host(dane_publish_command=publish_script(tmp_path), verify_ports=[1])  # no listener
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256), r311(new.spki_sha256)]
+    h.write_memory({"held": {NAME: {"spki": new.spki_sha256, "seen": 1, "since": 1}}})
+    outcome = h.sync()
+    assert outcome.status == "installed" and "not checked" in outcome.detail
+    assert calls(tmp_path) == []
+    assert h.sync().status == "in sync" and calls(tmp_path) == []  # still nothing checks
+    h.config.__dict__["values"]["verify_ports"] = [h.mox.port]
+    assert h.sync().status == "in sync"
+    assert calls(tmp_path) == [[f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"]]
+    assert h.memory() == {"held": {}, "delete": []}
+
+
+def test_a_pending_delete_of_the_key_mox_serves_is_dropped_whatever_its_files_hold(
+    host, dns, tmp_path
+):
+    """The `mox` user wrote other files; mox still serves the old key; a key change is held."""
+    h = host(dane_publish_command=publish_script(tmp_path))
+    new = h.caddy_renews()
+    planted = h.ca.issue([NAME], key=key_of("ec256", 52), not_before=NOW - 2 * DAY)
+    write_mox_files(
+        h.tmp_path / "mox" / "certs", NAME, planted.cert_pem, planted.key_pem, h.mox_ids
+    )
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    served = f"delete {OWNER} TLSA {r311(h.old.spki_sha256)}"
+    h.write_memory({"held": {}, "delete": [served]})
+    assert h.sync().status == "held for DANE"
+    assert calls(tmp_path) == [[f"add {OWNER} TLSA {r311(new.spki_sha256)}"]]
+    assert h.memory()["delete"] == []
+
+
+def test_a_key_change_with_records_is_held_when_the_key_mox_has_is_not_known(host, dns, tmp_path):
+    h = host(verify_ports=[1])  # nothing to probe
+    for suffix in (".crt", ".key"):
+        (h.tmp_path / "mox" / "certs" / f"{NAME}{suffix}").unlink()
+    h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+    outcome = h.sync()
+    assert outcome.status == "held for DANE" and "the key mox has is not known" in outcome.detail
+
+
+def test_a_delete_of_a_record_an_add_of_the_run_sent_is_dropped(host):
+    h = host()
+    run = dane.DaneRun(h.config, dt.datetime.now(dt.timezone.utc))
+    again, other = f"{OWNER} TLSA 3 1 1 {'cd' * 32}", f"{OWNER} TLSA 3 1 1 {'ef' * 32}"
+    assert run.lines([f"add {again}"], set()) == [f"add {again}"]
+    run.added.add(f"add {again}")
+    assert run.lines([f"delete {again}", f"delete {other}"], set()) == [f"delete {other}"]

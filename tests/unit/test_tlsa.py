@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from certsync.host import dns, tlsa
-from tests.unit.fakedns import FakeDns, Handler, Zone, framed, reply, soa_rdata, tlsa_rdata
+from tests.unit.fakedns import FakeDns, Handler, Zone, framed, reply, rr, soa_rdata, tlsa_rdata
 
 OWNER = "_25._tcp.mail.example.test."
 OLD, NEW = "aa" * 32, "bb" * 32
@@ -89,7 +89,25 @@ def lookup(conf: str, timeout: float = 3.0) -> tlsa.TlsaLookup:
 def test_absent_name(tmp_path: Path) -> None:
     with servers(zone([])):
         found = lookup(resolv_conf(tmp_path, "127.0.0.1"))
-    assert found == tlsa.TlsaLookup(owner=OWNER, exists=False)
+    assert found == tlsa.TlsaLookup(owner=OWNER, exists=False, servers={"127.0.0.1": []})
+
+
+def test_a_resolver_without_records_is_checked_at_the_servers(tmp_path: Path) -> None:
+    """The resolver (127.0.0.2: a split view, a stale cache, a forged answer) says NXDOMAIN;
+    the zone's server, asked directly, has the record: the name uses DANE."""
+
+    def split_view(query: bytes, transport: str) -> bytes:
+        if dns.read_name(query, 12)[0] == OWNER:
+            soa = rr("example.test.", dns.SOA, soa_rdata())
+            return reply(query, [], [soa], rcode=dns.NXDOMAIN, aa=False)
+        return authoritative(query, transport)
+
+    authoritative = zone([OLD])
+    with servers(authoritative, split_view):
+        found = lookup(resolv_conf(tmp_path, "127.0.0.2"))
+    assert found.error is None and found.exists
+    assert found.resolver_records == [] and found.servers == {"127.0.0.1": [OLD_TEXT]}
+    assert not tlsa.published_everywhere(found, OLD_TEXT)
 
 
 def test_published_at_both_servers(tmp_path: Path) -> None:
@@ -173,3 +191,14 @@ def test_no_ns_found(tmp_path: Path) -> None:
     with servers(nameless):
         found = lookup(resolv_conf(tmp_path, "127.0.0.1"))
     assert found.error == f"no NS records found for {OWNER}"
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "224.0.0.1"])
+def test_an_unspecified_or_multicast_server_address_is_an_error(
+    tmp_path: Path, address: str
+) -> None:
+    """0.0.0.0 reaches this host's own servers; a multicast address may answer from anyone."""
+    with servers(zone([OLD], ("127.0.0.1", address))):
+        found = lookup(resolv_conf(tmp_path, "127.0.0.1"))
+    assert found.error == f"authoritative server ns2.example.test. has the address {address}"
+    assert not tlsa.published_everywhere(found, OLD_TEXT)
