@@ -155,16 +155,39 @@ def test_each_alert_fires_on_the_series_the_host_program_writes_and_only_then(se
         {"series": selector(run_ok, series[run_ok]), "values": steady(1)},
         {"series": selector(DANE_HELD, series[DANE_HELD]), "values": steady(0)},
     ]
+    # a name that fails at every run and never synced
     failing = [
         {"series": selector(expiry, series[expiry]), "values": steady(10 * DAYS)},
         {"series": selector(success, series[success]), "values": steady(0)},
         {"series": selector(run_ok, series[run_ok]), "values": steady(0)},
+        {"series": selector(DANE_HELD, series[DANE_HELD]), "values": steady(0)},
+    ]
+    # a key change held for DANE since the first run, as the host program reports it: the run
+    # is ok (nothing is broken), no success yet (mox keeps its certificate), held 1
+    held = [
+        {"series": selector(expiry, series[expiry]), "values": steady(80 * DAYS)},
+        {"series": selector(success, series[success]), "values": steady(0)},
+        {"series": selector(run_ok, series[run_ok]), "values": steady(1)},
         {"series": selector(DANE_HELD, series[DANE_HELD]), "values": steady(1)},
     ]
     # reported for a day, then the textfile stopped (the cron job, or the host, is gone)
     day = DAYS // 300
     stopped = [
         {"series": item["series"], "values": f"{item['values'].split('x')[0]}x{day}"}
+        for item in healthy
+    ]
+    # a scrape gap of 10 minutes after a day (two samples missing), then reported again
+    resumed = day * 300 + 3 * 300
+    gap = [
+        {
+            "series": item["series"],
+            "values": f"{item['values'].split('x')[0]}x{day} _x2 "
+            + (
+                f"{resumed}+300x{day}"
+                if item["series"].startswith(success)
+                else f"{item['values'].split('+')[0]}+0x{day}"
+            ),
+        }
         for item in healthy
     ]
     tests = [
@@ -180,6 +203,16 @@ def test_each_alert_fires_on_the_series_the_host_program_writes_and_only_then(se
                 ("CertsyncRunFailed", labels_of(run_ok, "warning")),
                 ("CertsyncNoSuccess", labels_of(success, "warning")),
                 ("CertsyncCertificateExpiresSoon", labels_of(expiry, "critical")),
+                at="2d12h",
+                names=ALL,
+            ),
+        },
+        {
+            "interval": "5m",
+            "input_series": held,
+            # the hold alerts once it lasted a day; no success for two days is no alert then
+            "alert_rule_test": alerts(at="12h", names=ALL)
+            + alerts(
                 ("CertsyncDaneChangeHeld", labels_of(DANE_HELD, "warning")),
                 at="2d12h",
                 names=ALL,
@@ -197,6 +230,13 @@ def test_each_alert_fires_on_the_series_the_host_program_writes_and_only_then(se
                 at="2d12h",
                 names=ALL,
             ),
+        },
+        {
+            "interval": "5m",
+            "input_series": gap,
+            # 10 minutes without samples: the series are absent, not for 15 minutes
+            "alert_rule_test": alerts(at=f"{day * 300 + 600}s", names=ALL)
+            + alerts(at="2d", names=ALL),
         },
         {
             "interval": "5m",
