@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = argparse.ArgumentParser(
         prog="certsync status",
         description="Per host and name: Caddy's certificate, mox's files, mox.conf, what mox"
-        " serves, the cron job. Hosts, data and config are read as `pyinfra INVENTORY DEPLOY`"
+        " serves, the cron job, and DANE (each TLSA RRset has the record of the key mox serves)."
+        " Hosts, data and config are read as `pyinfra INVENTORY DEPLOY`"
         " reads them, from the working folder; nothing of the deploy runs. Exit 0 all hold,"
         " 1 a check fails, 2 usage error or a host that could not be checked.",
     )

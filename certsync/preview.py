@@ -61,9 +61,10 @@ def key_change_lines(name: str, plan: dict[str, Any]) -> list[str]:
     old = (plan.get("mox") or {}).get("cert")
     current = f" (3 1 1 {short(old['spki_sha256'])}…)" if old else ""
     return [
-        f"{name}: the private key changes: publish {tlsa_record(name, new['spki_sha256'])}",
-        f"{name}: next to the record of the current key{current} before this sync, or senders"
-        " that check DANE cannot deliver; remove the old record once mox serves the new key",
+        f"{name}: the private key changes; if it has TLSA records (DANE), publish"
+        f" {tlsa_record(name, new['spki_sha256'])}",
+        f"{name}: next to the record of the current key{current} before this sync, and remove"
+        " the old record once mox serves the new key",
     ]
 
 

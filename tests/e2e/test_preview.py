@@ -58,7 +58,7 @@ def test_preview_shows_changes_side_by_side_and_names_in_sync_in_one_line(fleet,
     assert re.search(r"issuer\s+CN=Pebble Intermediate CA \w+\s+CN=Pebble", lines[6])
     assert re.search(r"private key\s+CHANGES$", lines[7])
     assert lines[8] == (
-        f"{name}: the private key changes: publish"
+        f"{name}: the private key changes; if it has TLSA records (DANE), publish"
         f" _25._tcp.{name}. IN TLSA 3 1 1 {spki_sha256(new_cert)}"
     )
     for other in fleet.hosts[1:]:  # in sync: one line each, no warning

@@ -71,3 +71,15 @@ def test_one_name_of_the_wrong_shape_leaves_the_others_shown() -> None:
         "'int' object is not subscriptable)"
     )
     assert "mail.example.com: held for DANE: publish the record" in lines
+
+
+def test_a_key_change_without_a_dane_decision_is_not_told_that_senders_cannot_deliver() -> None:
+    """No DANE decision (no TLSA records, `certsync_dane: off`, a wildcard, `--force`): the
+    record is advice for a name that uses DANE, not a warning that mail will bounce."""
+    plan = {**held(None), "action": "install"}
+    lines = preview.key_change_lines("mail.example.com", plan)
+    assert lines[0] == (
+        "mail.example.com: the private key changes; if it has TLSA records (DANE), publish"
+        f" _25._tcp.mail.example.com. IN TLSA 3 1 1 {'cd' * 32}"
+    )
+    assert not any("cannot deliver" in line for line in lines)
