@@ -229,9 +229,11 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "The cron job stops, a host stops reporting, the served certificate nears its expiry, a"
-        " DANE change is held",
+        " DANE change is held; a scrape gap of 10 minutes",
         "the shipped alerting rules (`certsync/files/certsync.rules.yml`) fire, also when a"
-        " host's series go absent; checked by `promtool test rules`",
+        " host's series go absent for 15 minutes (a gap fires nothing); a DANE hold fires its own"
+        " alert once it lasts a day, never \"no success\"; checked by `promtool test rules` on"
+        " the series the host writes",
         ("test_each_alert_fires_on_the_series_the_host_program_writes_and_only_then",),
     ),
     Row(
@@ -457,10 +459,14 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "DANE: mox's files were written by the `mox` user with Caddy's new key while mox"
-        " serves the old one; mox's files missing and nothing to probe",
-        "the key mox serves decides: held for DANE; the key not known: held",
+        " serves the old one; a first sync from `mox quickstart` (no files of certsync's, mox"
+        " serves its own key, which the TLSA records pin); mox's files missing and nothing to"
+        " probe",
+        "the key mox serves decides: held for DANE (installed at the deadline of the served"
+        " certificate); the key not known: held",
         (
             "test_files_certsync_did_not_install_are_judged_by_the_key_mox_serves",
+            "test_a_first_sync_from_mox_quickstart_is_judged_by_the_key_mox_serves",
             "test_a_key_change_with_records_is_held_when_the_key_mox_has_is_not_known",
         ),
     ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from certsync import preview
 from certsync.host import alert, dane
 from certsync.host.cli import run_sync
 from certsync.host.output import Log
+from certsync.host.plan import INSTALLED
 from certsync.host.state import read_state
 from certsync.host.tlsa import TlsaLookup
 from tests.unit.certs import DAY, LETSENCRYPT, NOW, key_of, remember_installed, write_caddy
@@ -575,6 +577,33 @@ def test_a_key_change_with_records_is_held_when_the_key_mox_has_is_not_known(hos
     dns.records[OWNER] = [r311(h.old.spki_sha256)]
     outcome = h.sync()
     assert outcome.status == "held for DANE" and "the key mox has is not known" in outcome.detail
+
+
+def test_a_first_sync_from_mox_quickstart_is_judged_by_the_key_mox_serves(host, dns, tmp_path):
+    """Plain `mox quickstart`: mox serves its own certificate (ACME, its host key, which the
+    TLSA records pin) and certsync never wrote its files. The key mox serves decides: the key
+    change waits for DANE until that certificate comes within the deadline."""
+    h = host()
+    shutil.rmtree(tmp_path / "mox" / "certs")
+    (Path(h.config.lock_file).parent / INSTALLED).unlink()
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+
+    planned, outcome = h.plan(), h.sync()
+
+    assert planned["action"] == outcome.status == "held for DANE", outcome.detail
+    assert f"publish {OWNER} IN TLSA {r311(new.spki_sha256)}" in outcome.detail
+    assert h.mox.restarts == 0 and h.mox.served(NAME) == h.old.sha256
+    assert not (tmp_path / "mox" / "certs" / f"{NAME}.crt").exists()
+
+    expires = f"{h.old.cert.not_valid_after_utc:%Y-%m-%d}"  # in 60 days
+    h.config.__dict__["values"]["dane_deadline_days"] = 61
+    outcome = h.sync()
+    assert outcome.status == "installed" and h.mox.served(NAME) == new.sha256
+    assert (
+        f"installed without waiting for DANE (mox's certificate expires {expires}, within 61"
+        f" days): publish {OWNER} IN TLSA {r311(new.spki_sha256)}"
+    ) in outcome.detail
 
 
 def test_a_delete_of_a_record_an_add_of_the_run_sent_is_dropped(host):
