@@ -333,13 +333,15 @@ SETTINGS: tuple[Setting, ...] = (
         "alert_email",
         "",
         emails,
-        "mail a failed sync to these addresses, comma-separated (empty: no mail)",
+        "mail a failed sync to these addresses, comma-separated (empty, the default: no mail)",
     ),
     Setting(
         "alert_smtp",
         "localhost:25",
         host_port,
-        "the SMTP server (`host:port`) that takes the alert mail; mox on the host by default",
+        "the SMTP server (`host:port`) that takes the alert mail; the default works only when a"
+        " listener of mox's has SMTP on loopback (`mox quickstart`'s has not): set mox's public"
+        " address, or a relay on another machine",
     ),
     Setting(
         "alert_from",
