@@ -232,7 +232,7 @@ ROWS: tuple[Row, ...] = (
         " DANE change is held; a scrape gap of 10 minutes",
         "the shipped alerting rules (`certsync/files/certsync.rules.yml`) fire, also when a"
         " host's series go absent for 15 minutes (a gap fires nothing); a DANE hold fires its own"
-        " alert once it lasts a day, never \"no success\"; checked by `promtool test rules` on"
+        ' alert once it lasts a day, never "no success"; checked by `promtool test rules` on'
         " the series the host writes",
         ("test_each_alert_fires_on_the_series_the_host_program_writes_and_only_then",),
     ),
