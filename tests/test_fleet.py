@@ -27,8 +27,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_caddy_obtained_certificates_from_pebble(pki: Pki) -> None:
     root = x509.load_pem_x509_certificate(pki.issuing_root_pem())
-    # (wildcards come from Caddy's own CA: tests/fleet/pki.py)
-    for name in (name for name in pki.names if not name.startswith("*.")):
+    # (wildcards come from Caddy's own CA: tests/fleet/pki.py; a name Caddy >= 2.10 serves with
+    # its wildcard's certificate has none of its own: tests/e2e/test_caddy.py)
+    for name in pki.names:
+        if name.startswith("*.") or not pki.gets_own_certificate(name):
+            continue
         chain = x509.load_pem_x509_certificates(pki.cert_path(name).read_bytes())
         leaf, intermediate = chain[0], chain[1]
         assert leaf.extensions.get_extension_for_class(
