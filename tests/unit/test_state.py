@@ -27,6 +27,7 @@ from tests.unit.certs import (
     write_caddy,
 )
 from tests.unit.fakemox import write_mox_files
+from tests.unit.realstate import schema_checked
 
 NAME = "mail.example.com"
 
@@ -38,7 +39,7 @@ def state_command(config: Config, capsys: pytest.CaptureFixture[str], *args: str
     assert cli.main(["state", "--settings", settings, *args]) == 0
     out = capsys.readouterr().out
     assert out.endswith("}\n") and out.count("\n") == 1
-    return json.loads(out)
+    return schema_checked(json.loads(out))
 
 
 @pytest.fixture

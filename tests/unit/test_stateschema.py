@@ -9,11 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from certsync import preview
 from certsync.stateschema import SchemaError, checked_state
 from tests.unit.certs import DAY, NOW, key_of
 from tests.unit.fakemox import write_mox_files
 from tests.unit.test_state import NAME, caddys, state_command  # noqa: F401 (fixture)
 
+HELD = {
+    "held": True,
+    "detail": "publish the record",
+    "operator": True,
+    "published": False,
+    "since": "2026-12-01T00:00:00Z",
+    "until": None,
+    "added": None,
+    "publish": ["_25._tcp.mail.example.com. IN TLSA 3 1 1 " + "ab" * 32],
+}
 ESCAPES = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[1A\x1b[2K"
 
 
@@ -54,6 +65,22 @@ def _poisoned(state, path, value):
         (("files",), [], "files: not an object"),
         (("openssl",), "yes", "openssl: not bool"),
         (("names",), {"x" + ESCAPES: {}}, "not a host name"),
+        # what the preview and the status report read, and the invariants they rely on
+        (("names", NAME, "dane"), "x", "dane: not an object"),
+        (("names", NAME, "dane"), {}, "dane: no held"),
+        (("names", NAME, "dane"), {**HELD, "since": "yesterday"}, "since: not a time"),
+        (("names", NAME, "dane"), {**HELD, "publish": 5}, "publish: not a list"),
+        (("names", NAME, "dane_served"), 5, "dane_served: not an object"),
+        (("names", NAME, "dane_served"), {"ok": True}, "dane_served: no detail"),
+        (("names", NAME, "action"), "held for DANE", "held for DANE without its dane decision"),
+        (("names", NAME, "mox", "crt"), {"kind": "file"}, "crt: exists without its user"),
+        (("names", NAME, "mox", "generation"), 5, "generation: not str"),
+        (("files",), {"/x": {"kind": "file", "user": "root"}}, "exists without its user"),
+        (
+            ("names", NAME, "served_all"),
+            [{"target": "127.0.0.1:993", "port": 993, "error": None}],
+            r"served_all\[0\]: neither an error nor a certificate",
+        ),
     ],
 )
 def test_a_poisoned_state_fails_saying_where(real_state, path, value, where):
@@ -85,3 +112,26 @@ def test_a_state_that_says_why_it_cannot_be_read_keeps_only_that():
 def test_not_a_state_at_all(answer):
     with pytest.raises(SchemaError, match="not certsync's state"):
         checked_state(answer)
+
+
+def test_files_equal_needs_caddys_certificate(real_state):
+    state = _poisoned(real_state, ("names", NAME, "files_equal"), True)
+    state["names"][NAME]["caddy"]["cert"] = None
+    with pytest.raises(SchemaError, match="files_equal without Caddy's certificate"):
+        checked_state(state)
+
+
+def test_a_state_without_its_last_runs_is_refused(real_state):
+    state = copy.deepcopy(real_state)
+    del state["last_runs"]
+    with pytest.raises(SchemaError, match="state: no last_runs"):
+        checked_state(state)
+
+
+def test_a_held_key_change_of_the_right_shape_passes_and_is_shown(real_state):
+    state = _poisoned(real_state, ("names", NAME, "dane"), HELD)
+    state["names"][NAME]["action"] = "held for DANE"
+    checked = checked_state(copy.deepcopy(state))
+    assert checked == state
+    lines = preview.host_lines(checked, now=NOW)
+    assert f"{NAME}: held for DANE since 2026-12-01T00:00:00Z;" in "\n".join(lines)
