@@ -196,9 +196,11 @@ FILE_META = _all(
     ),
     # what exists has an owner and a mode (plan.file_meta_json), unless it could not be read
     _given(
-        lambda meta: meta["kind"] == "missing"
-        or "error" in meta
-        or all(meta.get(key) is not None for key in ("user", "group", "mode")),
+        lambda meta: (
+            meta["kind"] == "missing"
+            or "error" in meta
+            or all(meta.get(key) is not None for key in ("user", "group", "mode"))
+        ),
         "exists without its user, group and mode",
     ),
 )
@@ -215,8 +217,10 @@ SERVED = _all(
         optional=("sha256", "spki_sha256", "not_after"),
     ),
     _given(
-        lambda entry: entry["error"] is not None
-        or all(key in entry for key in ("sha256", "spki_sha256", "not_after")),
+        lambda entry: (
+            entry["error"] is not None
+            or all(key in entry for key in ("sha256", "spki_sha256", "not_after"))
+        ),
         "neither an error nor a certificate (sha256, spki_sha256, not_after)",
     ),
 )
