@@ -223,7 +223,13 @@ def synced(
     assert isinstance(state, dict)
     # Shown once: in the preview, or as the run goes when the preview was skipped (--yes).
     if not host.state.is_executing or not host.state.check_for_changes:
-        for line in host_lines(state, verbose=host.state.print_noop_info):
+        try:
+            lines = host_lines(state, verbose=host.state.print_noop_info)
+        except Exception as error:  # a state the schema let through yet no view foresaw
+            lines = [
+                printable(f"error: its state cannot be shown ({type(error).__name__}: {error})")
+            ]
+        for line in lines:
             host.log(line)
     # All files' commands first: pyinfra's preview stops at an operation's first command, and
     # --diff shows each file's diff while its commands are made.

@@ -6,10 +6,13 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from certsync import preview
+from certsync import preview, status
+from certsync.host.settings import SETTINGS
+from certsync.hostdata import HostSettings
 from certsync.stateschema import SchemaError, checked_state
 from tests.unit.certs import DAY, NOW, key_of
 from tests.unit.fakemox import write_mox_files
@@ -135,3 +138,36 @@ def test_a_held_key_change_of_the_right_shape_passes_and_is_shown(real_state):
     assert checked == state
     lines = preview.host_lines(checked, now=NOW)
     assert f"{NAME}: held for DANE since 2026-12-01T00:00:00Z;" in "\n".join(lines)
+
+
+def _settings() -> HostSettings:
+    values = {setting.name: setting.default for setting in SETTINGS}
+    return HostSettings("mail-1", {**values, "names": [NAME]}, [NAME])
+
+
+def test_the_status_of_a_real_state_reports_every_check(real_state):
+    state = checked_state(copy.deepcopy(real_state))
+    report = status.fleet_report({"mail-1": _settings()}, {"mail-1": state}, NOW)
+    assert report["hosts"]["mail-1"]["error"] is None
+    assert len(report["hosts"]["mail-1"]["names"][NAME]["checks"]) == len(status.CHECKS)
+
+
+def test_a_host_whose_state_cannot_be_reported_is_that_hosts_line(real_state):
+    """What no schema case foresaw (here: a plan without its fields) is the host's UNKNOWN line,
+    printable, and the other hosts are reported."""
+    bad = checked_state(copy.deepcopy(real_state))
+    bad["names"][NAME] = {"action": f"install{ESCAPES}"}
+    good = checked_state(copy.deepcopy(real_state))
+    states: dict[str, dict[str, Any] | str] = {"bad-1": bad, "mail-1": good}
+    report = status.fleet_report({"bad-1": _settings(), "mail-1": _settings()}, states, NOW)
+    assert report["hosts"]["bad-1"] == {
+        "ok": False,
+        "error": "its state cannot be reported (KeyError: 'caddy')",
+        "names": {},
+    }
+    assert report["hosts"]["mail-1"]["error"] is None
+    assert status.exit_status(report) == status.EXIT_UNKNOWN
+    table = status.as_table(report, states, NOW)
+    rows = [line.split() for line in table.splitlines()]
+    assert rows[1][:5] == ["bad-1", "-", "-", "UNKNOWN", "its"]
+    assert rows[2][:2] == ["mail-1", NAME] and "\x1b" not in table
