@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyinfra.api.exceptions import FactProcessError
 
 from certsync import preview, status
+from certsync.facts import MAX_STATE_CHARS, CertsyncState
 from certsync.host.settings import SETTINGS
 from certsync.hostdata import HostSettings
 from certsync.stateschema import SchemaError, checked_state
@@ -171,3 +173,17 @@ def test_a_host_whose_state_cannot_be_reported_is_that_hosts_line(real_state):
     rows = [line.split() for line in table.splitlines()]
     assert rows[1][:5] == ["bad-1", "-", "-", "UNKNOWN", "its"]
     assert rows[2][:2] == ["mail-1", NAME] and "\x1b" not in table
+
+
+@pytest.mark.parametrize(
+    ("output", "why"),
+    [
+        (["[" * 100_000], "not JSON that can be read \\(RecursionError\\)"),
+        (['{"certsync_state": 1, "x": "' + "a" * MAX_STATE_CHARS + '"}'], "larger than 4 MB"),
+        (["{"], "not JSON"),
+    ],
+    ids=["nested past the stack", "too large", "cut short"],
+)
+def test_an_answer_that_cannot_be_read_is_the_hosts_error(output, why):
+    with pytest.raises(FactProcessError, match=f"certsync state (is|:) {why}"):
+        CertsyncState().process(output)
