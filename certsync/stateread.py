@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from paramiko import SSHException
+from pyinfra import logger
 from pyinfra.api import Host, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.exceptions import FactProcessError
@@ -61,12 +62,13 @@ def run_quiet(
 
 def _run(host: Host, command: StringCommand, arguments: dict[str, Any]) -> tuple[bool, Any]:
     state = host.state
-    return host.run_shell_command(
-        command,
-        print_output=state.print_fact_output,
-        print_input=state.print_fact_input,
-        **arguments,
+    ok, output = host.run_shell_command(
+        command, print_output=False, print_input=state.print_fact_input, **arguments
     )
+    if state.print_fact_output:  # pyinfra's -vv..., made printable (pyinfra prints it raw)
+        for line in output:
+            logger.info(f"{host.print_prefix}{_printable(line.line)}")
+    return ok, output
 
 
 def _silent_failure(host: Host, python: str, arguments: dict[str, Any]) -> str:
