@@ -168,8 +168,9 @@ _WRITE_FILES_LINES = (
     "  os.fchown(fd,0,0);os.fchmod(fd,int(mode,8));os.fsync(fd);os.close(fd)",
     "  os.rename(temp,path)",
 )
-MAX_DIFF_ERROR_LINES = 4
 WRITE_FILES = f"exec({json.dumps(chr(10).join(_WRITE_FILES_LINES))})"
+
+MAX_DIFF_ERROR_LINES = 4  # of a failed read of the file --diff compares with
 
 
 def _show_diff(state: dict[str, Any], path: str, content: bytes, arguments: dict[str, Any]) -> None:
