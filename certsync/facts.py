@@ -20,6 +20,9 @@ from certsync import program
 from certsync.hostdata import HostSettings, SettingsError, settings_from_data
 from certsync.stateschema import SchemaError, checked_state
 
+# characters of the state's JSON: a real one is a few kB per name
+MAX_STATE_CHARS = 4_000_000
+
 
 class CertsyncState(FactBase[dict[str, Any] | None]):
     """What a certsync sync would do on the host, per name, and why (JSON). Without arguments
@@ -67,10 +70,20 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:  # type: ignore[override]
+        text = "\n".join(output)
+        if len(text) > MAX_STATE_CHARS:
+            raise FactProcessError(
+                f"certsync state is larger than {MAX_STATE_CHARS // 1_000_000} MB"
+                f" ({len(text)} characters): not read"
+            )
         try:
-            state = json.loads("\n".join(output))
+            state = json.loads(text)
         except ValueError as error:
             raise FactProcessError(f"certsync state is not JSON ({error})") from None
+        except (RecursionError, MemoryError) as error:  # '[' * 100000: nested past the stack
+            raise FactProcessError(
+                f"certsync state is not JSON that can be read ({type(error).__name__})"
+            ) from None
         try:
             return checked_state(state)
         except SchemaError as error:

@@ -19,7 +19,6 @@ from pyinfra.api import (
     StringCommand,
     operation,
 )
-from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
 from certsync import program
@@ -27,7 +26,7 @@ from certsync.host.errors import printable
 from certsync.host.plan import IN_SYNC
 from certsync.hostdata import HostSettings
 from certsync.preview import host_lines
-from certsync.stateread import read_state
+from certsync.stateread import connector_arguments, read_state, run_quiet
 
 # The state read at change detection (or why it failed), reused when the operation runs (the
 # host program decides again under its lock): an in-sync host costs one command, with or without
@@ -82,6 +81,19 @@ def sync_command(
 def _fail_host(state: State, host: Host, message: str) -> bool:
     host.log_styled(message, fg="red", log_func=logger.error)
     return False  # fails this host, with the message, without running anything on it
+
+
+def _run_logged(
+    state: State, host: Host, command: StringCommand, arguments: dict[str, Any], what: str
+) -> bool:
+    """Run a command of the operation (`what`: the sync, the file writes): its output, a line at
+    a time and made printable, shown when it fails (or with pyinfra's -vvv), never raw; its
+    status fails the host."""
+    ok, lines = run_quiet(host, command, arguments, what)
+    if not ok or state.print_output:
+        for line in lines:
+            (logger.info if ok else logger.error)(f"{host.print_prefix}{line}")
+    return ok
 
 
 def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | str:
@@ -158,8 +170,10 @@ _WRITE_FILES_LINES = (
 )
 WRITE_FILES = f"exec({json.dumps(chr(10).join(_WRITE_FILES_LINES))})"
 
+MAX_DIFF_ERROR_LINES = 4  # of a failed read of the file --diff compares with
 
-def _show_diff(state: dict[str, Any], path: str, content: bytes) -> None:
+
+def _show_diff(state: dict[str, Any], path: str, content: bytes, arguments: dict[str, Any]) -> None:
     """What --diff shows for one file, as pyinfra's files.put does: the zipapp by its sha256, a
     text file's diff against what the host holds (root's regular file: host_problem)."""
     if path.endswith(".pyz"):
@@ -167,26 +181,40 @@ def _show_diff(state: dict[str, Any], path: str, content: bytes) -> None:
         host.log(f"Will install {path}: the certsync host program, sha256 {digest}")
         return
     exists = state["files"].get(path, {}).get("kind") == "file"
-    current = host.get_fact(FileContents, path=path) if exists else None
+    current: list[str] = []
+    if exists:  # read as the state is: a failure is a line, never raw output or a failed fact
+        ok, current = run_quiet(host, StringCommand("cat", QuoteString(path)), arguments, path)
+        if not ok:
+            shown = "; ".join(current[-MAX_DIFF_ERROR_LINES:]) or "no output"
+            host.log(f"cannot read {path} to show its diff: {shown}", logger.warning)
+            return
     host.log(f"Will {'modify' if exists else 'create'} {path}", logger.info)
-    old = [printable(line) + "\n" for line in current or []]
+    old = [line + "\n" for line in current]
     for line in generate_color_diff(old, content.decode().splitlines(keepends=True)):
         logger.info("  %s", line)
     logger.info("")
 
 
-def _install(settings: HostSettings, state: dict[str, Any], files: dict[str, tuple[bytes, int]]):
+def _install(
+    settings: HostSettings,
+    state: dict[str, Any],
+    files: dict[str, tuple[bytes, int]],
+    arguments: dict[str, Any],
+):
     """Write the files that differ, root's with their modes, in one command that carries their
     contents on its stdin (WRITE_FILES); with --diff, each text file's diff first."""
     if host.state.config.DIFF:
         for path, (content, _) in files.items():
-            _show_diff(state, path, content)
+            _show_diff(state, path, content, arguments)
     lines = [
         f"{path} {mode:o} {base64.b64encode(content).decode()}"
         for path, (content, mode) in files.items()
     ]
-    yield StringCommand(
-        QuoteString(settings.python), "-I", "-S", "-c", QuoteString(WRITE_FILES), _stdin=lines
+    command = StringCommand(
+        QuoteString(settings.python), "-I", "-S", "-c", QuoteString(WRITE_FILES)
+    )
+    yield FunctionCommand(
+        _run_logged, (command, {**arguments, "_stdin": lines}, "writing certsync's files"), {}
     )
 
 
@@ -223,12 +251,19 @@ def synced(
     assert isinstance(state, dict)
     # Shown once: in the preview, or as the run goes when the preview was skipped (--yes).
     if not host.state.is_executing or not host.state.check_for_changes:
-        for line in host_lines(state, verbose=host.state.print_noop_info):
+        try:
+            lines = host_lines(state, verbose=host.state.print_noop_info)
+        except Exception as error:  # a state the schema let through yet no view foresaw
+            lines = [
+                printable(f"error: its state cannot be shown ({type(error).__name__}: {error})")
+            ]
+        for line in lines:
             host.log(line)
     # All files' commands first: pyinfra's preview stops at an operation's first command, and
     # --diff shows each file's diff while its commands are made.
     differ = files_to_install(state, files)
-    yield from list(_install(settings, state, differ)) if differ else []
+    arguments = connector_arguments(host)
+    yield from list(_install(settings, state, differ, arguments)) if differ else []
     pending = [name for name, plan in state["names"].items() if plan["action"] != IN_SYNC]
     if settings.force:
         pending = list(settings.names)
@@ -239,4 +274,5 @@ def synced(
     if not pending:
         host.noop(f"mox's certificates equal Caddy's for {', '.join(settings.names)}")
         return
-    yield sync_command(settings, pending, settings.force)
+    command = sync_command(settings, pending, settings.force)
+    yield FunctionCommand(_run_logged, (command, arguments, "the sync"), {})

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from paramiko import SSHException
+from pyinfra import logger
 from pyinfra.api import Host, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.exceptions import FactProcessError
@@ -35,21 +36,39 @@ def _printable(line: str) -> str:
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
 
 
-def _connector_arguments(host: Host) -> dict[str, Any]:
+def connector_arguments(host: Host) -> dict[str, Any]:
     """`_sudo`, `_sudo_user`, `_timeout`... of the current operation, as pyinfra gives a fact."""
     current = dict(host.current_op_global_arguments or {})
     arguments, _ = pop_global_arguments(host.state, host, current)
     return {key: value for key, value in arguments.items() if key in CONNECTOR_ARGUMENT_KEYS}
 
 
+def run_quiet(
+    host: Host, command: StringCommand, arguments: dict[str, Any], what: str
+) -> tuple[bool, list[str]]:
+    """Run `command` on the host with `arguments` (connector_arguments, `_stdin`...), none of
+    its output printed as it comes: whether it succeeded, and its output lines made printable.
+    pyinfra prints a failing command's output raw (a compromised host's escapes on the
+    operator's terminal); a dropped connection is a line here, not a traceback."""
+    state = host.state
+    try:
+        ok, output = host.run_shell_command(
+            command, print_output=False, print_input=state.print_input, **arguments
+        )
+    except CONNECTION_ERRORS as error:
+        return False, [_printable(f"{what}: {type(error).__name__}: {error}")]
+    return ok, [printable(line.line) for line in output]
+
+
 def _run(host: Host, command: StringCommand, arguments: dict[str, Any]) -> tuple[bool, Any]:
     state = host.state
-    return host.run_shell_command(
-        command,
-        print_output=state.print_fact_output,
-        print_input=state.print_fact_input,
-        **arguments,
+    ok, output = host.run_shell_command(
+        command, print_output=False, print_input=state.print_fact_input, **arguments
     )
+    if state.print_fact_output:  # pyinfra's -vv..., made printable (pyinfra prints it raw)
+        for line in output:
+            logger.info(f"{host.print_prefix}{_printable(line.line)}")
+    return ok, output
 
 
 def _silent_failure(host: Host, python: str, arguments: dict[str, Any]) -> str:
@@ -71,7 +90,7 @@ def read_state(
     serves (the status report)."""
     fact = CertsyncState()
     command = fact.command(settings=settings, files=files, force=force, all_ports=all_ports)
-    arguments = _connector_arguments(host)
+    arguments = connector_arguments(host)
     # a deadline the host cannot stretch: the controller stops waiting (the host's `timeout`
     # ends the command a little before)
     arguments["_timeout"] = settings.state_timeout_seconds + STATE_TIMEOUT_MARGIN

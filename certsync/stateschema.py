@@ -14,6 +14,7 @@ from typing import Any
 from certsync.host.errors import printable
 from certsync.host.names import is_host_name
 from certsync.host.output import parse_utc
+from certsync.host.plan import HOLD
 
 MAX_STRING = 4000  # characters of one string (a refusal names a few paths and reasons)
 MAX_DEPTH = 12
@@ -133,6 +134,25 @@ def _mapping(key: Check, item: Check) -> Check:
     return check
 
 
+def _all(*checks: Check) -> Check:
+    def check(value: Any, where: str) -> None:
+        for each in checks:
+            each(value, where)
+
+    return check
+
+
+def _given(test: Callable[[dict[str, Any]], bool], why: str) -> Check:
+    """An invariant of an object whose fields are already checked (a renderer relies on it);
+    None passes (a nullable object)."""
+
+    def check(value: Any, where: str) -> None:
+        if value is not None and not test(value):
+            raise _fail(where, why)
+
+    return check
+
+
 def _port(value: Any, where: str) -> None:
     INT(value, where)
     if not 0 < value < 65536:
@@ -160,31 +180,66 @@ CERT = _dict(
     },
     nullable=True,
 )
-FILE_META = _dict(
-    {
-        "kind": _one_of(FILE_KINDS),
-        "target": OPT_STR,
-        "user": OPT_STR,
-        "group": OPT_STR,
-        "mode": _match(MODE_RE, "a mode in octal", optional=True),
-        "sha256": OPT_HEX64,
-        "error": STR,
-        "writable_by": _list(STR),
-    },
-    optional=("target", "user", "group", "mode", "sha256", "error", "writable_by"),
+FILE_META = _all(
+    _dict(
+        {
+            "kind": _one_of(FILE_KINDS),
+            "target": OPT_STR,
+            "user": OPT_STR,
+            "group": OPT_STR,
+            "mode": _match(MODE_RE, "a mode in octal", optional=True),
+            "sha256": OPT_HEX64,
+            "error": STR,
+            "writable_by": _list(STR),
+        },
+        optional=("target", "user", "group", "mode", "sha256", "error", "writable_by"),
+    ),
+    # what exists has an owner and a mode (plan.file_meta_json), unless it could not be read
+    _given(
+        lambda meta: (
+            meta["kind"] == "missing"
+            or "error" in meta
+            or all(meta.get(key) is not None for key in ("user", "group", "mode"))
+        ),
+        "exists without its user, group and mode",
+    ),
 )
-SERVED = _dict(
-    {
-        "target": STR,
-        "port": _port,
-        "error": OPT_STR,
-        "sha256": HEX64,
-        "spki_sha256": HEX64,
-        "not_after": _time(),
-    },
-    optional=("sha256", "spki_sha256", "not_after"),
+SERVED = _all(
+    _dict(
+        {
+            "target": STR,
+            "port": _port,
+            "error": OPT_STR,
+            "sha256": HEX64,
+            "spki_sha256": HEX64,
+            "not_after": _time(),
+        },
+        optional=("sha256", "spki_sha256", "not_after"),
+    ),
+    _given(
+        lambda entry: (
+            entry["error"] is not None
+            or all(key in entry for key in ("sha256", "spki_sha256", "not_after"))
+        ),
+        "neither an error nor a certificate (sha256, spki_sha256, not_after)",
+    ),
 )
-PLAN = _dict(
+# dane.Dane.to_json: a key change's DANE decision
+DANE = _dict(
+    {
+        "held": BOOL,
+        "detail": STR,
+        "operator": BOOL,
+        "published": BOOL,
+        "since": _time(optional=True),
+        "until": _time(optional=True),
+        "added": _time(optional=True),
+        "publish": _list(STR),
+    },
+    optional=("since", "until", "added"),
+    nullable=True,
+)
+PLAN_FIELDS = _dict(
     {
         "action": _match(ACTION_RE, "an action (words)"),
         "detail": STR,
@@ -205,8 +260,9 @@ PLAN = _dict(
                 "cert": CERT,
                 "unprotected": OPT_STR,
                 "replaces": STR,
+                "generation": OPT_STR,
             },
-            optional=("unprotected",),
+            optional=("unprotected", "generation"),
             nullable=True,
         ),
         "key_changes": BOOL,
@@ -216,8 +272,30 @@ PLAN = _dict(
         "mox_conf": _dict({"names_files": OPT_BOOL, "detail": STR}, nullable=True),
         "files_equal": OPT_BOOL,
         "served_all": _list(SERVED),
+        "dane": DANE,
+        "dane_served": _dict({"ok": BOOL, "detail": STR}),
     },
-    optional=("targets", "served", "warnings", "mox_conf", "files_equal", "served_all"),
+    optional=(
+        "targets",
+        "served",
+        "warnings",
+        "mox_conf",
+        "files_equal",
+        "served_all",
+        "dane",
+        "dane_served",
+    ),
+)
+PLAN = _all(
+    PLAN_FIELDS,
+    _given(
+        lambda plan: not plan.get("files_equal") or plan["caddy"]["cert"] is not None,
+        "files_equal without Caddy's certificate",
+    ),
+    _given(
+        lambda plan: plan["action"] != HOLD or plan.get("dane") is not None,
+        f"{HOLD} without its dane decision",
+    ),
 )
 LAST_RUN = _dict({"time": STR, "status": STR, "detail": STR, "ok": BOOL})
 STATE = _dict(
@@ -233,7 +311,7 @@ STATE = _dict(
         "last_runs": _mapping(STR, LAST_RUN),
         "watcher": BOOL,
     },
-    optional=("host", "python", "mox_dir", "last_runs", "watcher"),
+    optional=("host", "python", "mox_dir", "watcher"),
 )
 
 

@@ -214,9 +214,16 @@ def host_report(
     if isinstance(state, str) or state["error"] is not None:
         error = state if isinstance(state, str) else state["error"]
         return {"ok": False, "error": error, "names": {}}
-    cron = cron_problem(settings, state)
-    names = {name: name_report(settings, state, name, now, cron) for name in state["names"]}
+    try:
+        cron = cron_problem(settings, state)
+        names = {name: name_report(settings, state, name, now, cron) for name in state["names"]}
+    except Exception as error:  # a state the schema let through yet no check foresaw: this host's
+        return {"ok": False, "error": unreportable(error), "names": {}}
     return {"ok": all(n["ok"] for n in names.values()), "error": None, "names": names}
+
+
+def unreportable(error: Exception) -> str:
+    return printable(f"its state cannot be reported ({type(error).__name__}: {error})")
 
 
 def fleet_report(
@@ -249,6 +256,18 @@ def served_keys(plan: dict[str, Any]) -> list[str]:
     return sorted({e["spki_sha256"] for e in plan.get("served_all") or [] if e["error"] is None})
 
 
+def _host_rows(
+    host: str, result: dict[str, Any], state: dict[str, Any], now: dt.datetime
+) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]]]:
+    rows, records = [], []
+    for name, checks in result["names"].items():
+        plan = state["names"][name]
+        cert = plan["caddy"]["cert"]
+        rows.append((host, name, expiry(cert, now) if cert else "-", _verdict(checks)))
+        records += [(host, tlsa_record(name, key)) for key in served_keys(plan)]
+    return rows, records
+
+
 def as_table(
     report: dict[str, Any], states: dict[str, dict[str, Any] | str], now: dt.datetime
 ) -> str:
@@ -261,11 +280,13 @@ def as_table(
         if result["error"] is not None or isinstance(state, str):
             rows.append((host, "-", "-", f"UNKNOWN {result['error']}"))
             continue
-        for name, checks in result["names"].items():
-            plan = state["names"][name]
-            cert = plan["caddy"]["cert"]
-            rows.append((host, name, expiry(cert, now) if cert else "-", _verdict(checks)))
-            records += [(host, tlsa_record(name, key)) for key in served_keys(plan)]
+        try:
+            found = _host_rows(host, result, state, now)
+        except Exception as error:  # as in host_report: this host's line, never a traceback
+            rows.append((host, "-", "-", f"UNKNOWN {unreportable(error)}"))
+            continue
+        rows += found[0]
+        records += found[1]
     # escaped: a link's target or a certificate's names are what the mox user wrote
     rows = [(printable(a), printable(b), printable(c), printable(d)) for a, b, c, d in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]

@@ -26,8 +26,13 @@ def step(name: str) -> None:
         return
     _seen[name] = _seen.get(name, 0) + 1
     if _TRACE:
-        with open(_TRACE, "a", encoding="utf-8") as trace:
-            trace.write(f"{name}#{_seen[name]}\n")
+        # as root: never through a link, never readable by others
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(_TRACE, flags, 0o600)
+        try:
+            os.write(fd, f"{name}#{_seen[name]}\n".encode())
+        finally:
+            os.close(fd)
     if _SPEC is None:
         return
     for item in _SPEC.split(","):

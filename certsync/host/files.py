@@ -265,6 +265,32 @@ def writable_by_others(path: str) -> list[str]:
     return found
 
 
+def nearest_existing(path: str) -> str:
+    """`path`, or the nearest folder above it that exists (where it would be made)."""
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def creatable_by_others(path: str) -> list[str]:
+    """Who else than root could decide what root makes at `path`, or in the folders it would
+    make for it: writable_by_others of the nearest existing folder, where a sticky folder open to
+    others (as /tmp) counts too: another user can take a new name in it first."""
+    folder = nearest_existing(path)
+    found = writable_by_others(folder)
+    try:
+        info = os.stat(folder, follow_symlinks=False)
+    except OSError:
+        return found
+    open_to_others = info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != 0)
+    if stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX and open_to_others:
+        found.append(
+            f"{folder} is writable by other users (sticky, yet another user can take a new name"
+            " in it first)"
+        )
+    return found
+
+
 def _user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name

@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 import os
 
-from .files import FILE, FileState, open_dir, put_entries, read_file, writable_by_others
+from .files import (
+    FILE,
+    FileState,
+    creatable_by_others,
+    open_dir,
+    put_entries,
+    read_file,
+    writable_by_others,
+)
 from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
@@ -50,14 +58,16 @@ def state_folder(config: Config) -> str:
 
 def unsafe_folders(config: Config) -> str | None:
     """Why certsync's own folders (the lock's and records', the backups') are not safe to use:
-    another user than root can write them or a folder above them."""
+    another user than root can write them or a folder above them, or, for one not made yet,
+    the folder it would be made in (the sync makes them)."""
     for folder in (state_folder(config), config.backup_dir):
-        if not os.path.lexists(folder):
-            continue
-        found = writable_by_others(folder)
+        exists = os.path.lexists(folder)
+        found = writable_by_others(folder) if exists else creatable_by_others(folder)
         if found:
+            made = "" if exists else " (to be made)"
             return (
-                f"certsync's state folder {folder} is not root's alone ({'; '.join(found)}):"
+                f"certsync's state folder {folder}{made} is not root's alone"
+                f" ({'; '.join(found)}):"
                 " its lock, records and backups decide what certsync does; refusing"
             )
     return None

@@ -12,7 +12,15 @@ import sys
 from . import records, watch
 from .dane import DaneRun
 from .errors import reason
-from .files import FILE, open_dir, read_file, trust_warning, writable_by_others
+from .files import (
+    FILE,
+    creatable_by_others,
+    nearest_existing,
+    open_dir,
+    read_file,
+    trust_warning,
+    writable_by_others,
+)
 from .outcome import HELD, OK_STATUSES
 from .output import emit
 from .plan import (
@@ -43,13 +51,10 @@ def on_path(command: str) -> bool:
 def file_meta(path: str) -> dict[str, Any]:
     """sha256 (of a regular file), kind, owner and mode of one of certsync's own files, and who
     else than root could replace it (root runs it, or what it says, from the cron job)."""
-    return {**_file_meta(path), "writable_by": writable_by_others(_nearest_existing(path))}
-
-
-def _nearest_existing(path: str) -> str:
-    while not os.path.lexists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
+    found = writable_by_others(nearest_existing(path))
+    # the deploy writes it through a new name beside it, making the folders above it
+    found += [f for f in creatable_by_others(os.path.dirname(path)) if f not in found]
+    return {**_file_meta(path), "writable_by": found}
 
 
 def _file_meta(path: str) -> dict[str, Any]:

@@ -32,6 +32,8 @@ TEST_FILES = (
     "tests/unit/test_rules.py",
     "tests/unit/test_plan.py",
     "tests/unit/test_tlsa.py",
+    "tests/unit/test_stateschema.py",
+    "tests/unit/test_state.py",
 )
 
 
@@ -214,7 +216,8 @@ ROWS: tuple[Row, ...] = (
         ("test_a_check_that_fails_at_every_run_restarts_mox_once_per_back_off_step",),
     ),
     Row(
-        "certsync's state folder (`/var/lib/certsync`) writable by another user (mox), the lock"
+        "certsync's state folder (`/var/lib/certsync`) writable by another user (mox), or the"
+        " backup folder not made yet in a folder another user can write (sticky too), the lock"
         " file replaced, `alerts.json` or another record with wrong contents of any shape",
         "every name refused, naming the folder and who can write it; a replaced lock refused;"
         " records read as empty with a warning, never a traceback; records updated under the"
@@ -222,6 +225,7 @@ ROWS: tuple[Row, ...] = (
         (
             "test_certsyncs_state_folder_of_another_user_is_refused",
             "test_a_state_folder_another_user_can_write_refuses_every_name",
+            "test_a_backup_folder_to_be_made_where_another_user_can_write_refuses_every_name",
             "test_a_replaced_lock_file_is_refused",
             "test_alerts_json_of_a_wrong_shape_reads_as_empty_with_a_warning",
             "test_a_run_that_cannot_take_the_lock_still_writes_the_metrics",
@@ -245,10 +249,14 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "A link, or another user's file, at certsync's own paths (host program, `config.json`,"
-        " cron file), or a folder above them that another user than root can write",
+        " cron file), or a folder above them that another user than root can write (the folder"
+        " they are written in, or made in, even when sticky as `/tmp`)",
         "the host fails, naming the path and who else can write it; nothing is written there, and"
         " `--diff` never shows what a link points to",
-        ("test_certsyncs_own_files_must_be_roots_alone",),
+        (
+            "test_certsyncs_own_files_must_be_roots_alone",
+            "test_a_file_of_roots_in_a_folder_others_can_write_is_reported_even_when_sticky",
+        ),
     ),
     Row(
         "The alert mail's relay (`certsync_alert_smtp`) is down or refuses the mail",
@@ -330,11 +338,27 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "A compromised host answers the state read with terminal escapes (`ESC]52`, `ESC[1A"
-        " ESC[2K`), a malformed date or wrong types",
-        "the state is checked against its schema on the controller and every string made"
-        " printable there: a state that does not fit is that host's error; the preview and"
-        " `certsync status` (table and `--json`) show the others, without a control character",
-        ("test_a_host_answering_a_poisoned_state_fails_alone_and_nothing_reaches_the_terminal",),
+        " ESC[2K`), a malformed date, wrong types, fields missing or of another shape than the"
+        " preview and status read (a DANE decision, a served port without its certificate, a"
+        " file without its owner), JSON nested past Python's stack or larger than 4 MB",
+        "the state is checked against its schema on the controller (every field the preview and"
+        " `certsync status` read, with the invariants they rely on) and every string made"
+        " printable there: a state that does not fit, or that no check foresaw, is that host's"
+        " error; the preview and `certsync status` (table and `--json`) show the others, without"
+        " a control character or a traceback",
+        (
+            "test_a_host_answering_a_poisoned_state_fails_alone_and_nothing_reaches_the_terminal",
+            "test_a_host_whose_state_cannot_be_reported_is_that_hosts_line",
+            "test_an_answer_that_cannot_be_read_is_the_hosts_error",
+        ),
+    ),
+    Row(
+        "A compromised host's sync (or the writing of certsync's files) fails printing terminal"
+        " escapes; `--diff` cannot read a file the state says is there",
+        "its output is shown when it fails, a line at a time, made printable (never pyinfra's raw"
+        " output), and that host fails alone; `--diff` says it cannot read the file, the others"
+        " sync",
+        ("test_a_failing_sync_is_shown_printable_and_fails_its_host_alone",),
     ),
     Row(
         "A host's state read never ends",

@@ -150,6 +150,54 @@ def test_a_host_answering_a_poisoned_state_fails_alone_and_nothing_reaches_the_t
     assert "\x1b" not in json.dumps(report, ensure_ascii=False)
 
 
+SYNC_FAILS_SAYING = (
+    "#!/bin/sh\n"
+    'case " $* " in *" sync --config "*)\n'
+    "  printf 'sync says \\033]52;c;cHduZWQ=\\007\\033[2K\\n'\n"
+    "  printf 'sync fails \\033[1A\\n' >&2\n"
+    "  exit 1;;\n"
+    "esac\n"
+)
+
+
+def test_a_failing_sync_is_shown_printable_and_fails_its_host_alone(fleet, pki, tmp_path):
+    """mail-2 answers a state that plans an install and says its config file is root's (so
+    --diff reads it, and it is not there), and its sync fails printing escapes on stdout and
+    stderr: the deploy shows each line made printable, fails mail-2, and syncs the others."""
+    bad = fleet["mail-2"]
+    state = poisoned_state(bad.cert_names[0], "2031-01-01T00:00:00Z", True)
+    config = "/etc/certsync/config.json"
+    state["files"] = {
+        config: {
+            "kind": "file",
+            "user": "root",
+            "group": "root",
+            "mode": "0644",
+            "sha256": "00" * 32,
+            "writable_by": [],
+        }
+    }
+    put_script(bad, f"{SYNC_FAILS_SAYING}cat <<'EOF'\n{json.dumps(state)}\nEOF\n")
+    poisoned = fleet.write_inventory(
+        tmp_path / "poisoned.py",
+        extra_host_data={bad.name: {"certsync_python": POISONED_PYTHON}},
+        groups={"canary": ["mail-1"], "mail": [host.name for host in fleet]},
+    )
+
+    run = deploy(poisoned, "--diff")
+
+    assert not CONTROL_RE.search(run.output), CONTROL_RE.findall(run.output)
+    assert "Traceback" not in run.output, run.output
+    assert run.returncode != 0, run.output
+    assert re.search(r"\[mail-2\] sync says \\x1b\]52;c;cHduZWQ=\\x07", run.output), run.output
+    assert re.search(r"\[mail-2\] sync fails \\x1b\[1A", run.output), run.output
+    assert f"[mail-2] cannot read {config} to show its diff: " in run.output, run.output
+    for host in fleet:
+        if host is not bad:
+            for name in host.cert_names:
+                assert_serves_caddys(host, pki, name)
+
+
 def test_a_host_whose_state_read_never_ends_fails_alone_within_its_deadline(
     fleet, inventory, tmp_path
 ):

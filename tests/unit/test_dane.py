@@ -22,11 +22,11 @@ from certsync.host import alert, dane
 from certsync.host.cli import run_sync
 from certsync.host.output import Log
 from certsync.host.plan import INSTALLED
-from certsync.host.state import read_state
 from certsync.host.tlsa import TlsaLookup
 from tests.unit.certs import DAY, LETSENCRYPT, NOW, key_of, remember_installed, write_caddy
 from tests.unit.conftest import MakeFakeMox
 from tests.unit.fakemox import write_mox_files
+from tests.unit.realstate import real_state
 
 NAME = "mail.example.com"
 OWNER = f"_25._tcp.{NAME}."
@@ -92,7 +92,7 @@ class Host:
         return issued
 
     def plan(self) -> dict[str, Any]:
-        return read_state(self.config, [], False, False)["names"][NAME]
+        return real_state(self.config, all_ports=False)["names"][NAME]
 
     def sync(self):
         (outcome,) = run_sync(

@@ -265,3 +265,23 @@ def test_a_record_nested_too_deep_to_read_is_no_record(make_config, tmp_path):
     with open(os.path.join(folder, "installed.json"), "w") as file:
         file.write("[" * 100_000 + "]" * 100_000)
     assert records.load(config, "installed.json") == {}
+
+
+def test_the_test_trace_is_root_s_alone_and_never_written_through_a_link(tmp_path, monkeypatch):
+    from certsync.host import crashpoint
+
+    trace = tmp_path / "trace"
+    monkeypatch.setattr(crashpoint, "_TRACE", str(trace))
+    monkeypatch.setattr(crashpoint, "_seen", {})
+    crashpoint.step("backup")
+    crashpoint.step("backup")
+    assert trace.read_text() == "backup#1\nbackup#2\n"
+    assert stat.S_IMODE(trace.stat().st_mode) == 0o600
+    target = tmp_path / "elsewhere"
+    target.write_text("kept")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    monkeypatch.setattr(crashpoint, "_TRACE", str(link))
+    with pytest.raises(OSError):
+        crashpoint.step("install")
+    assert target.read_text() == "kept"

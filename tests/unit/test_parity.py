@@ -14,7 +14,6 @@ import pytest
 
 from certsync.host.cli import run_sync
 from certsync.host.output import Log
-from certsync.host.state import read_state
 from tests.fleet.x509util import self_signed
 from tests.unit.certs import (
     DAY,
@@ -32,6 +31,7 @@ from tests.unit.certs import (
 )
 from tests.unit.conftest import MakeFakeMox
 from tests.unit.fakemox import write_mox_files
+from tests.unit.realstate import real_state
 
 NAME = "mail.example.com"
 OUTCOME_OF_ACTION = {
@@ -226,7 +226,7 @@ def test_sync_does_what_state_planned(
     mox.start()
     served_before = mox.served(NAME)
 
-    planned = read_state(config, [], False, False)["names"][NAME]
+    planned = real_state(config)["names"][NAME]
     (outcome,) = run_sync(config, [NAME], False, Log(config.host, config.log_file))
 
     assert planned["action"] == action, planned["detail"]
@@ -237,7 +237,7 @@ def test_sync_does_what_state_planned(
         assert outcome.detail == planned["detail"]
         assert mox.restarts == 0 and mox.served(NAME) == served_before
     if outcome.ok:
-        after = read_state(config, [], False, False)["names"][NAME]
+        after = real_state(config)["names"][NAME]
         assert after["action"] == "in sync", after["detail"]
 
 
@@ -252,13 +252,13 @@ def test_mox_serving_another_certificate_than_its_files_is_restarted(
     mox.start()
     write_mox_files(tmp_path / "mox" / "certs", NAME, caddys.cert_pem, caddys.key_pem, mox_ids)
 
-    planned = read_state(config, [], False, False)["names"][NAME]
+    planned = real_state(config)["names"][NAME]
     (outcome,) = run_sync(config, [NAME], False, Log(config.host, config.log_file))
 
     assert planned["action"] == "restart"
     assert (outcome.status, outcome.detail) == ("restarted", planned["detail"])
     assert mox.restarts == 1 and mox.served(NAME) == caddys.sha256
-    assert read_state(config, [], False, False)["names"][NAME]["action"] == "in sync"
+    assert real_state(config)["names"][NAME]["action"] == "in sync"
 
 
 @pytest.mark.parametrize("published", [False, True], ids=["record missing", "waiting two TTLs"])
@@ -279,7 +279,7 @@ def test_a_key_change_held_for_dane_is_planned_as_the_sync_holds_it(
     dns.records[OWNER] = [r311(old.spki_sha256)] + ([r311(caddys.spki_sha256)] * published)
     mox.start()
 
-    planned = read_state(config, [], False, False)["names"][NAME]
+    planned = real_state(config)["names"][NAME]
     (outcome,) = run_sync(config, [NAME], False, Log(config.host, config.log_file))
 
     assert planned["action"] == "held for DANE"

@@ -74,6 +74,28 @@ def test_a_state_folder_another_user_can_write_refuses_every_name(config, tmp_pa
     assert not (tmp_path / "mox").exists()  # nothing done for mox
 
 
+@pytest.mark.parametrize("how", ["owned by mox", "sticky and world-writable"])
+def test_a_backup_folder_to_be_made_where_another_user_can_write_refuses_every_name(
+    make_config, tmp_path, mox_ids, how
+):
+    """The sync makes a missing backup folder, then puts mox's keys in it: the folder it would
+    be made in counts (sticky too: another user could make the backup folder first)."""
+    (tmp_path / "run").mkdir(mode=0o700)
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    if how == "owned by mox":
+        os.chown(parent, *mox_ids)
+    else:
+        parent.chmod(0o1777)
+    config = make_config(backup_dir=str(parent / "backups"))
+    outcomes = run_sync(config, [NAME], False, Log(config.host, config.log_file))
+    assert [o.status for o in outcomes] == ["refused"]
+    assert outcomes[0].detail.startswith(
+        f"certsync's state folder {parent}/backups (to be made) is not root's alone ({parent} is"
+    )
+    assert not (parent / "backups").exists() and not (tmp_path / "mox").exists()
+
+
 def test_a_replaced_lock_file_is_refused(config, tmp_path, mox_ids):
     lock = tmp_path / "run" / "certsync.lock"
     lock.write_text("")

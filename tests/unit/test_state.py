@@ -27,6 +27,7 @@ from tests.unit.certs import (
     write_caddy,
 )
 from tests.unit.fakemox import write_mox_files
+from tests.unit.realstate import schema_checked
 
 NAME = "mail.example.com"
 
@@ -38,7 +39,7 @@ def state_command(config: Config, capsys: pytest.CaptureFixture[str], *args: str
     assert cli.main(["state", "--settings", settings, *args]) == 0
     out = capsys.readouterr().out
     assert out.endswith("}\n") and out.count("\n") == 1
-    return json.loads(out)
+    return schema_checked(json.loads(out))
 
 
 @pytest.fixture
@@ -128,6 +129,22 @@ def test_state_reports_installed_files_without_their_contents(
         "writable_by": [],
     }
     assert "PK program" not in json.dumps(state)
+
+
+def test_a_file_of_roots_in_a_folder_others_can_write_is_reported_even_when_sticky(
+    make_config, tmp_path, capsys
+):
+    """The deploy writes certsync's files through a new name beside them, making the folders
+    above: in a sticky world-writable folder (as /tmp) another user can take those names first."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    there, below = shared / "certsync.pyz", shared / "certsync" / "certsync.pyz"
+    there.write_bytes(b"PK program")
+    state = state_command(make_config(), capsys, "--file", str(there), "--file", str(below))
+    why = f"{shared} is writable by other users (sticky, yet another user can take a new name"
+    for path in (there, below):
+        assert [w[: len(why)] for w in state["files"][str(path)]["writable_by"]] == [why]
 
 
 def test_a_mox_binary_others_can_replace_is_warned_about(make_config, mox_ids, tmp_path):

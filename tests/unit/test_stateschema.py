@@ -6,14 +6,30 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pyinfra.api.exceptions import FactProcessError
 
+from certsync import preview, status
+from certsync.facts import MAX_STATE_CHARS, CertsyncState
+from certsync.host.settings import SETTINGS
+from certsync.hostdata import HostSettings
 from certsync.stateschema import SchemaError, checked_state
 from tests.unit.certs import DAY, NOW, key_of
 from tests.unit.fakemox import write_mox_files
 from tests.unit.test_state import NAME, caddys, state_command  # noqa: F401 (fixture)
 
+HELD = {
+    "held": True,
+    "detail": "publish the record",
+    "operator": True,
+    "published": False,
+    "since": "2026-12-01T00:00:00Z",
+    "until": None,
+    "added": None,
+    "publish": ["_25._tcp.mail.example.com. IN TLSA 3 1 1 " + "ab" * 32],
+}
 ESCAPES = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[1A\x1b[2K"
 
 
@@ -54,6 +70,22 @@ def _poisoned(state, path, value):
         (("files",), [], "files: not an object"),
         (("openssl",), "yes", "openssl: not bool"),
         (("names",), {"x" + ESCAPES: {}}, "not a host name"),
+        # what the preview and the status report read, and the invariants they rely on
+        (("names", NAME, "dane"), "x", "dane: not an object"),
+        (("names", NAME, "dane"), {}, "dane: no held"),
+        (("names", NAME, "dane"), {**HELD, "since": "yesterday"}, "since: not a time"),
+        (("names", NAME, "dane"), {**HELD, "publish": 5}, "publish: not a list"),
+        (("names", NAME, "dane_served"), 5, "dane_served: not an object"),
+        (("names", NAME, "dane_served"), {"ok": True}, "dane_served: no detail"),
+        (("names", NAME, "action"), "held for DANE", "held for DANE without its dane decision"),
+        (("names", NAME, "mox", "crt"), {"kind": "file"}, "crt: exists without its user"),
+        (("names", NAME, "mox", "generation"), 5, "generation: not str"),
+        (("files",), {"/x": {"kind": "file", "user": "root"}}, "exists without its user"),
+        (
+            ("names", NAME, "served_all"),
+            [{"target": "127.0.0.1:993", "port": 993, "error": None}],
+            r"served_all\[0\]: neither an error nor a certificate",
+        ),
     ],
 )
 def test_a_poisoned_state_fails_saying_where(real_state, path, value, where):
@@ -85,3 +117,73 @@ def test_a_state_that_says_why_it_cannot_be_read_keeps_only_that():
 def test_not_a_state_at_all(answer):
     with pytest.raises(SchemaError, match="not certsync's state"):
         checked_state(answer)
+
+
+def test_files_equal_needs_caddys_certificate(real_state):
+    state = _poisoned(real_state, ("names", NAME, "files_equal"), True)
+    state["names"][NAME]["caddy"]["cert"] = None
+    with pytest.raises(SchemaError, match="files_equal without Caddy's certificate"):
+        checked_state(state)
+
+
+def test_a_state_without_its_last_runs_is_refused(real_state):
+    state = copy.deepcopy(real_state)
+    del state["last_runs"]
+    with pytest.raises(SchemaError, match="state: no last_runs"):
+        checked_state(state)
+
+
+def test_a_held_key_change_of_the_right_shape_passes_and_is_shown(real_state):
+    state = _poisoned(real_state, ("names", NAME, "dane"), HELD)
+    state["names"][NAME]["action"] = "held for DANE"
+    checked = checked_state(copy.deepcopy(state))
+    assert checked == state
+    lines = preview.host_lines(checked, now=NOW)
+    assert f"{NAME}: held for DANE since 2026-12-01T00:00:00Z;" in "\n".join(lines)
+
+
+def _settings() -> HostSettings:
+    values = {setting.name: setting.default for setting in SETTINGS}
+    return HostSettings("mail-1", {**values, "names": [NAME]}, [NAME])
+
+
+def test_the_status_of_a_real_state_reports_every_check(real_state):
+    state = checked_state(copy.deepcopy(real_state))
+    report = status.fleet_report({"mail-1": _settings()}, {"mail-1": state}, NOW)
+    assert report["hosts"]["mail-1"]["error"] is None
+    assert len(report["hosts"]["mail-1"]["names"][NAME]["checks"]) == len(status.CHECKS)
+
+
+def test_a_host_whose_state_cannot_be_reported_is_that_hosts_line(real_state):
+    """What no schema case foresaw (here: a plan without its fields) is the host's UNKNOWN line,
+    printable, and the other hosts are reported."""
+    bad = checked_state(copy.deepcopy(real_state))
+    bad["names"][NAME] = {"action": f"install{ESCAPES}"}
+    good = checked_state(copy.deepcopy(real_state))
+    states: dict[str, dict[str, Any] | str] = {"bad-1": bad, "mail-1": good}
+    report = status.fleet_report({"bad-1": _settings(), "mail-1": _settings()}, states, NOW)
+    assert report["hosts"]["bad-1"] == {
+        "ok": False,
+        "error": "its state cannot be reported (KeyError: 'caddy')",
+        "names": {},
+    }
+    assert report["hosts"]["mail-1"]["error"] is None
+    assert status.exit_status(report) == status.EXIT_UNKNOWN
+    table = status.as_table(report, states, NOW)
+    rows = [line.split() for line in table.splitlines()]
+    assert rows[1][:5] == ["bad-1", "-", "-", "UNKNOWN", "its"]
+    assert rows[2][:2] == ["mail-1", NAME] and "\x1b" not in table
+
+
+@pytest.mark.parametrize(
+    ("output", "why"),
+    [
+        (["[" * 100_000], "not JSON that can be read \\(RecursionError\\)"),
+        (['{"certsync_state": 1, "x": "' + "a" * MAX_STATE_CHARS + '"}'], "larger than 4 MB"),
+        (["{"], "not JSON"),
+    ],
+    ids=["nested past the stack", "too large", "cut short"],
+)
+def test_an_answer_that_cannot_be_read_is_the_hosts_error(output, why):
+    with pytest.raises(FactProcessError, match=f"certsync state (is|:) {why}"):
+        CertsyncState().process(output)
