@@ -10,10 +10,14 @@ Exit status of `sync` (the last line printed says it too when it is not 0):
   4  an install failed and restoring mox's previous files (or serving them again) failed too:
      look at the host now; the previous files are in the newest backup
 
-A dropped SSH session, or a shutdown, does not stop a sync half-way: SIGHUP and SIGTERM are
-noted and the sync goes on, and output to a closed stdout is dropped, so the transaction ends as
-it would have (installed, or rolled back) within its bounds (the commands' and the check's
-timeouts). What SIGKILL or a power loss leaves, the next run repairs (layout.py).
+A dropped SSH session does not stop a sync half-way: SIGHUP is noted and the sync goes on, and
+output to a closed stdout is dropped, so the transaction ends as it would have (installed, or
+rolled back) within its bounds (the commands' and the check's timeouts). SIGTERM (a shutdown) and
+SIGINT stop it at a safe point: waiting for the lock or before the switch, nothing changes;
+after the switch and before the restart, the previous pair is switched back (one rename); after
+the restart, the sync ends as it would have. An interrupted run is not a failed try (no
+back-off) and starts no watcher. What SIGKILL or a power loss leaves, the next run repairs
+(layout.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Sequence
 
 from .errors import reason
 from .names import is_host_name
-from .output import LockTimeout, Log, emit, flush_all, locked
+from .output import STOP, LockTimeout, Log, emit, flush_all, locked, stopping
 from .settings import Config
 
 TYPE_CHECKING = False
@@ -47,7 +51,7 @@ def run_sync(config: Config, names: list[str], force: bool, log: Log, cron: bool
     writes the metrics and alerts, recording nothing."""
     from .files import open_dir
     from .outcome import Outcome
-    from .records import state_folder, unsafe_folders
+    from .records import clean_staged, state_folder, unsafe_folders
     from .transaction import Sync
 
     def refuse_all(detail: str) -> list[Outcome]:
@@ -73,6 +77,7 @@ def run_sync(config: Config, names: list[str], force: bool, log: Log, cron: bool
                 on_wait=lambda: log.line(f"waiting for {config.lock_file}: another sync holds it"),
             )
             with lock:
+                clean_staged(config)
                 sync = Sync(config, force, log, cron)
                 try:
                     outcomes = sync.run(names)
@@ -127,11 +132,21 @@ def _noted(signum: int, _frame: object) -> None:
     """A signal that must not stop a sync half-way: the sync finishes, then the program exits."""
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """SIGTERM (a shutdown) or SIGINT: the sync stops at its next safe point (transaction.py):
+    before the switch nothing changes, after it and before the restart the previous pair is
+    switched back, after the restart the sync ends as it would have."""
+    if not STOP:
+        STOP.append(f"interrupted by {signal.Signals(signum).name}")
+
+
 def sync_command(args: dict[str, Any]) -> int:
-    # A dropped SSH session (SIGHUP) or a shutdown (SIGTERM) must not stop a sync half-way. A
-    # handler, not SIG_IGN: the commands the sync runs (the restart) get the default back.
-    for signum in (signal.SIGHUP, signal.SIGTERM):
-        signal.signal(signum, _noted)
+    # A dropped SSH session (SIGHUP) must not stop a sync half-way; a shutdown (SIGTERM) or ^C
+    # stops it where nothing is left half-done. Handlers, not SIG_IGN: the commands the sync
+    # runs (the restart) get the default back.
+    signal.signal(signal.SIGHUP, _noted)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     try:
         config = Config.load(args["config"])
     except (OSError, ValueError) as error:
@@ -160,9 +175,10 @@ def sync_command(args: dict[str, Any]) -> int:
     status = max((o.exit_status for o in outcomes), default=0)
     if status:
         log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
-    from . import watch
+    if not stopping():  # (a shutdown: the watcher is not started)
+        from . import watch
 
-    watch.start(config, args["config"])
+        watch.start(config, args["config"])
     flush_all()
     return status
 

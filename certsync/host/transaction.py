@@ -30,8 +30,8 @@ from .files import (
 )
 from .moxconf import Target
 from .names import server_name, storage_name
-from .outcome import HELD, Outcome
-from .output import Log
+from .outcome import HELD, INTERRUPTED, Outcome
+from .output import Log, stopping
 from .plan import (
     CERT_MODE,
     DIR_MODE,
@@ -87,6 +87,7 @@ class Sync:
         self.log = log
         self.cron = cron
         self.uid, self.gid = mox_ids(config)
+        self.switching: set[str] = set()  # names whose new pair an install began to switch in
 
     def run(self, names: Sequence[str]) -> list[Outcome]:
         """Sync `names`; every failure becomes an Outcome with its reason, never an exception."""
@@ -174,6 +175,8 @@ class Sync:
         if installs or restarts:
             outcomes.update(self._change(dir_fd, installs, restarts))
         tried = {p.name: p.pair.info.fingerprint for p in installs + restarts if p.pair}
+        if stopping():  # (a shutdown is not a failed try of Caddy's certificate)
+            tried = {}
         try:
             backoff.note(self.config, tried, outcomes, dt.datetime.now(dt.timezone.utc))
         except (OSError, ValueError) as error:
@@ -344,8 +347,11 @@ class Sync:
         for plan in installs:
             assert plan.current is not None
             stored, old = storage_name(plan.name), (plan.current.crt, plan.current.key)
-            befores[plan.name] = layout.prepare(dir_fd, stored, old, self.uid, self.gid)
-            layout.switch_to(dir_fd, stored, self._new_pair(plan))
+            before = layout.prepare(dir_fd, stored, old, self.uid, self.gid)
+            befores[plan.name] = before
+            layout.switch_to(
+                dir_fd, stored, self._new_pair(plan), lambda _, n=plan.name: self.switching.add(n)
+            )
 
     def _change(
         self, dir_fd: int, installs: list[NamePlan], restarts: list[NamePlan]
@@ -355,6 +361,8 @@ class Sync:
             assert plan.current is not None
             stored = storage_name(plan.name)
             olds[stored + ".crt"], olds[stored + ".key"] = plan.current.crt, plan.current.key
+        if stopping():
+            return self._interrupted(installs + restarts, "nothing changed")
         backup = note = ""
         if installs:
             try:
@@ -388,6 +396,8 @@ class Sync:
                 detail = f"{error}; mox not restarted, its files unchanged"
                 return {p.name: Outcome(p.name, "failed", detail) for p in restarts}
             argv = shlex.split(self.config.restart_command)
+            if stopping():  # before the restart: the previous pairs switched back
+                return self._stop_before_restart(dir_fd, olds, befores, installs, restarts)
             restarted = True  # from here on mox may be down, or serving the new files
             step("restart")
             run_command("restart", argv)
@@ -417,6 +427,32 @@ class Sync:
                 outcomes[plan.name] = Outcome(plan.name, "installed", detail)
             else:
                 outcomes[plan.name] = Outcome(plan.name, "restarted", f"{plan.detail}{checked}")
+        return outcomes
+
+    def _interrupted(self, plans: list[NamePlan], detail: str) -> dict[str, Outcome]:
+        why = stopping() or "interrupted"
+        return {
+            p.name: Outcome(p.name, INTERRUPTED, f"{why}; {detail}", notify=False) for p in plans
+        }
+
+    def _stop_before_restart(
+        self,
+        dir_fd: int,
+        olds: dict[str, FileState],
+        befores: dict[str, str | None],
+        installs: list[NamePlan],
+        restarts: list[NamePlan],
+    ) -> dict[str, Outcome]:
+        """Stopped after the switch, before the restart: each name's previous pair switched back
+        (mox, not restarted, still serves it): nothing changed."""
+        why = stopping() or "interrupted"
+        outcomes = self._roll_back(dir_fd, why, olds, befores, installs, [], False)
+        outcomes.update(self._interrupted(restarts, "nothing changed"))
+        for name, outcome in list(outcomes.items()):
+            if outcome.status in ("rolled back", "failed"):
+                outcomes[name] = self._interrupted(
+                    [p for p in installs if p.name == name], "switched back: nothing changed"
+                )[name]
         return outcomes
 
     def _config_test(self) -> None:
@@ -450,6 +486,12 @@ class Sync:
         outcomes = {
             p.name: Outcome(p.name, "failed", f"{why}; mox's files unchanged") for p in restarts
         }
+        for plan in installs:
+            if plan.name not in self.switching and self._unchanged(
+                dir_fd, {e: s for e, s in olds.items() if e[:-4] == storage_name(plan.name)}
+            ):  # (a failure before its switch: its files were never touched)
+                outcomes[plan.name] = Outcome(plan.name, "failed", f"{why}; its files unchanged")
+        installs = [p for p in installs if p.name not in outcomes]
         if not installs:
             return outcomes
         ok, how, kept_new = self._restore(dir_fd, olds, befores, installs, restarted)

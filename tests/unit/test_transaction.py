@@ -506,3 +506,135 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
     else:
         assert outcome.status == "installed", outcome.detail
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (*mox_ids, 0o700)
+
+
+# --- SIGTERM / SIGINT (a shutdown): stop where nothing is half-done -----------------------------
+
+
+@pytest.fixture
+def stop_at(monkeypatch):
+    """stop_at(step): the run gets SIGTERM (its handler's flag) when it reaches `step`
+    ("start": before anything)."""
+    from certsync.host import output
+
+    monkeypatch.setattr(output, "STOP", [])
+    real = transaction.step
+
+    def arm(at: str) -> None:
+        def step(name: str) -> None:
+            if name == at:
+                output.STOP.append("interrupted by SIGTERM")
+            real(name)
+
+        monkeypatch.setattr(transaction, "step", step)
+        if at == "start":
+            output.STOP.append("interrupted by SIGTERM")
+
+    return arm
+
+
+def backoff_record(host: Host) -> dict:
+    from certsync.host import backoff, records
+
+    return records.load(host.config, backoff.BACKOFF_FILE)
+
+
+def cron_sync(host: Host) -> list[Outcome]:
+    log = Log(host.config.host, host.config.log_file)
+    return run_sync(host.config, list(host.config.names), False, log, cron=True)
+
+
+def test_sigterm_before_the_switch_changes_nothing_and_backs_nothing_off(host, stop_at):
+    before = host.entries()
+    stop_at("start")
+
+    (outcome,) = cron_sync(host)
+
+    assert (outcome.status, outcome.exit_status) == ("interrupted", 1), outcome.detail
+    assert outcome.detail == "interrupted by SIGTERM; nothing changed"
+    assert host.entries() == before and host.mox.restarts == 0
+    assert backoff_record(host) == {}
+
+
+def test_sigterm_after_the_switch_before_the_restart_switches_back(host, stop_at):
+    before = host.entries()
+    stop_at("config-tested")
+
+    (outcome,) = cron_sync(host)
+
+    assert (outcome.status, outcome.exit_status) == ("interrupted", 1), outcome.detail
+    assert "switched back: nothing changed" in outcome.detail
+    assert host.entries() == before and host.mox.restarts == 0
+    assert host.mox.served(NAME) == host.old.sha256
+    assert backoff_record(host) == {}
+
+
+def test_sigterm_after_the_restart_lets_the_sync_finish(host, stop_at):
+    stop_at("restarted")
+    assert cron_sync(host)[0].status == "installed"
+    assert host.mox.served(NAME) == host.new.sha256
+
+
+def test_sigterm_after_a_restart_that_fails_records_no_back_off(host, stop_at):
+    host.mox.failing_restarts = 1
+    stop_at("restart")
+
+    (outcome,) = cron_sync(host)
+
+    assert outcome.status == "rolled back", outcome.detail
+    assert backoff_record(host) == {}
+
+
+def test_sigterm_while_waiting_for_the_lock_gives_up_at_once(host, stop_at):
+    import fcntl
+
+    os.makedirs(os.path.dirname(host.config.lock_file), mode=0o700, exist_ok=True)
+    fd = os.open(host.config.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        stop_at("start")
+        started = time.monotonic()
+        (outcome,) = host.sync()
+    finally:
+        os.close(fd)
+    assert time.monotonic() - started < 5
+    assert outcome.status == "refused"
+    assert outcome.detail.startswith("interrupted by SIGTERM while waiting for")
+    assert host.mox.restarts == 0
+
+
+# --- a failure before a name's switch leaves that name's files as they were ----------------------
+
+OTHER = "mta-sts.example.com"
+
+
+def test_a_failed_install_of_a_second_name_says_its_files_are_unchanged(
+    ca, fake_mox, mox_ids, tmp_path, monkeypatch
+):
+    mox, config = fake_mox((NAME, OTHER))
+    olds = {}
+    for name in (NAME, OTHER):
+        olds[name] = ca.issue([name], not_before=NOW - 40 * DAY)
+        write_mox_files(
+            tmp_path / "mox" / "certs", name, olds[name].cert_pem, olds[name].key_pem, mox_ids
+        )
+        new = ca.issue([name], not_before=NOW - DAY)
+        write_caddy(tmp_path / "caddy", LETSENCRYPT, name, new.cert_pem, new.key_pem)
+    mox.start()
+    real = layout.make_generation
+
+    def full_for_the_second(dir_fd, stored, crt, key):  # type: ignore[no-untyped-def]
+        if stored == OTHER:
+            raise OSError(28, "No space left on device")
+        return real(dir_fd, stored, crt, key)
+
+    monkeypatch.setattr(layout, "make_generation", full_for_the_second)
+
+    outcomes = run_sync(config, [NAME, OTHER], False, Log(config.host, config.log_file))
+
+    assert [(o.name, o.status) for o in outcomes] == [(NAME, "rolled back"), (OTHER, "failed")]
+    assert outcomes[1].detail.endswith("its files unchanged"), outcomes[1].detail
+    assert max(o.exit_status for o in outcomes) == 3
+    for name in (NAME, OTHER):
+        assert (tmp_path / "mox" / "certs" / f"{name}.crt").read_bytes() == olds[name].cert_pem
+    assert mox.restarts == 0
