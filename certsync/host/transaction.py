@@ -366,7 +366,9 @@ class Sync:
         backup = note = ""
         if installs:
             try:
-                backup, note = take_backup(self.config.backup_dir, olds, self.config.backups_keep)
+                backup, note = take_backup(
+                    self.config.backup_dir, olds, self.config.backups_keep, self._restore_failed()
+                )
             except OSError as error:
                 detail = (
                     f"backup failed ({reason(error)}); mox's files unchanged, mox not restarted"
@@ -431,9 +433,7 @@ class Sync:
 
     def _interrupted(self, plans: list[NamePlan], detail: str) -> dict[str, Outcome]:
         why = stopping() or "interrupted"
-        return {
-            p.name: Outcome(p.name, INTERRUPTED, f"{why}; {detail}", notify=False) for p in plans
-        }
+        return {p.name: Outcome(p.name, INTERRUPTED, f"{why}; {detail}") for p in plans}
 
     def _stop_before_restart(
         self,
@@ -454,6 +454,18 @@ class Sync:
                     [p for p in installs if p.name == name], "switched back: nothing changed"
                 )[name]
         return outcomes
+
+    def _restore_failed(self) -> str:
+        """Why old backups must stay: a "restore failed" not yet resolved (alerts.json holds the
+        last failure of each name until a run succeeds), whose files are in a backup."""
+        from .alert import ALERTS_FILE
+
+        failed = sorted(
+            name
+            for name, entry in records.load(self.config, ALERTS_FILE).items()
+            if entry.get("status") == "restore failed"
+        )
+        return f"a restore failed for {', '.join(failed)}" if failed else ""
 
     def _config_test(self) -> None:
         """`mox config test`, as root. What it prints is neither shown nor logged: run as root,
