@@ -171,6 +171,11 @@ def sync_command(args: dict[str, Any]) -> int:
     # when certsync could not tell them itself.
     log = Log(config.host, config.log_file, failures_to_stderr="cron" not in args)
     os.umask(0o077)
+    if "boot" in args:
+        from .boot import BOOT_WAIT_SECONDS, wait_for_mox
+
+        if not wait_for_mox(config, names):
+            log.line(f"mox answers on none of its checked ports {BOOT_WAIT_SECONDS} s after boot")
     outcomes = run_sync(config, names, "force" in args, log, cron="cron" in args)
     status = max((o.exit_status for o in outcomes), default=0)
     if status:
@@ -198,10 +203,11 @@ def watch_command(args: dict[str, Any]) -> int:
 
 
 USAGE = """usage: certsync.pyz COMMAND [OPTIONS]
-  sync  [--config FILE] [--name NAME]... [--force] [--cron]
+  sync  [--config FILE] [--name NAME]... [--force] [--cron] [--boot]
         sync mox's files with Caddy's (the deploy and the cron job run this); --name: only this
         name; --force: install and restart even when equal; --cron: failures to stderr (cron's
-        mail) only when they could not be mailed
+        mail) only when they could not be mailed; --boot: first wait (60 s at most) for mox to
+        answer (the cron job's @reboot line)
   state --settings JSON [--file PATH]... [--force] [--all-ports]
         print what a sync would do, as JSON, changing nothing (the deploy reads this); --settings
         as config.json holds them; --file: also report that file's sha256 and mode; --force: plan
@@ -213,7 +219,7 @@ FILE defaults to /etc/certsync/config.json."""
 # command: (options with a value, of which the ones that repeat), flags; argparse is not used:
 # its import costs more than the rest of what a run that finds nothing to do imports.
 COMMANDS = {
-    "sync": ({"--config": False, "--name": True}, {"--force", "--cron"}),
+    "sync": ({"--config": False, "--name": True}, {"--force", "--cron", "--boot"}),
     "state": ({"--settings": False, "--file": True}, {"--force", "--all-ports"}),
     "watch": ({"--config": False}, set()),
 }
