@@ -95,6 +95,17 @@ def read_pair(dir_fd: int, stored: str) -> tuple[FileState, FileState, str | Non
     return found[0], found[1], gen if whole else None
 
 
+def read_generation(dir_fd: int, stored: str, gen: str) -> tuple[FileState, FileState] | None:
+    """The pair in generation folder `gen` (None when there is no such folder)."""
+    gen_fd = _open_generation(dir_fd, gen)
+    if gen_fd is None:
+        return None
+    try:
+        return read_file(gen_fd, stored + ".crt"), read_file(gen_fd, stored + ".key")
+    finally:
+        os.close(gen_fd)
+
+
 def make_generation(dir_fd: int, stored: str, crt: FileState, key: FileState) -> str:
     """A new generation folder holding `crt` and `key` (files, each with its owner and mode),
     both fsynced, owned like them; its name."""

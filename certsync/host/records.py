@@ -26,6 +26,9 @@ SHAPES: dict[str, Any] = {
     "alerts.json": {"status": str, "told": int},
     "runs.json": {"ok": bool, "time": int, "last_success": int, "held": bool},
     "backoff.json": {"sha256": str, "failures": int, "tried": int, "status": str},
+    # name -> the generation an install switched away from and the certificate it switched
+    # in, written before the switch, kept until a run ends with that name synced or switched back
+    "previous.json": {"generation": str, "sha256": str},
     "dane.json": None,  # not a value per name: dane.py checks each field of its own record
 }
 # record -> {field: default}: fields an earlier version did not write (read with the default)

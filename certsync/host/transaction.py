@@ -47,12 +47,20 @@ from .plan import (
     foreign_folder,
     mox_ids,
     plan_or_refusal,
+    probe,
+    verify_targets,
 )
 from .probe import PROBE_ERRORS, served_fingerprint
 from .settings import Config
 from .validity import describe
+from .x509 import check_key_matches, parse_chain
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 COMMAND_TIMEOUT = 120
+PREVIOUS = "previous.json"  # records.py
 PROBE_SECONDS = 5.0  # one check of one port, at most (and never past the verify timeout)
 
 
@@ -112,7 +120,9 @@ class Sync:
                 refusal = f"cannot set owner and mode of {folder} ({reason(error)})"
             if refusal is not None:
                 return [Outcome(name, "refused", refusal) for name in names]
-            self._clean(dir_fd, names)
+            previous = records.load(self.config, PREVIOUS)
+            self._clean(dir_fd, names, previous)
+            self._switch_back_unrestarted(dir_fd, names, previous)
             dane = DaneRun(self.config, now)
             plans = [
                 plan_or_refusal(self.config, n, dir_fd, now, self.force, dane=dane) for n in names
@@ -120,7 +130,7 @@ class Sync:
             self._publish(dane, plans)
             outcomes = self._carry_out(dir_fd, plans)
             self._after_installs(dane, plans, outcomes)
-            self._clean(dir_fd, names)
+            self._clean(dir_fd, names, self._forget_previous(dir_fd, outcomes))
             for plan in plans:
                 if not outcomes[plan.name].ok and plan.current is not None:
                     outcomes[plan.name].kept = plan.current.describe()
@@ -128,15 +138,85 @@ class Sync:
             os.close(dir_fd)
         return [outcomes[name] for name in names]
 
-    def _clean(self, dir_fd: int, names: Sequence[str]) -> None:
-        """What a crash or an earlier run left in mox's folder: staged files, old generations."""
+    def _clean(self, dir_fd: int, names: Sequence[str], previous: dict[str, Any]) -> None:
+        """What a crash or an earlier run left in mox's folder: staged files, old generations
+        (not the one an install switched away from while it is `previous`)."""
         for name in names:
+            entry = previous.get(name)
+            keep = (entry["generation"],) if entry else ()
             try:
-                problems = layout.clean(dir_fd, storage_name(name))
+                problems = layout.clean(dir_fd, storage_name(name), keep)
             except OSError as error:
                 problems = [reason(error)]
             for problem in problems:
                 self.log.line(f"warning: {name}: left in {self.config.mox_cert_dir}: {problem}")
+
+    def _switch_back_unrestarted(
+        self, dir_fd: int, names: Sequence[str], previous: dict[str, Any]
+    ) -> None:
+        """A run that died between its switch and mox's restart left mox serving the previous
+        pair from the generation it switched away from: switch back to it (one rename; mox,
+        not restarted, serves it) so that this run installs anew, with a rollback to it."""
+        for name in names:
+            entry, stored = previous.get(name), storage_name(name)
+            if entry is None:
+                continue
+            try:
+                crt, _, gen = layout.read_pair(dir_fd, stored)
+                if gen is None or gen == entry["generation"] or crt.data is None:
+                    continue
+                if parse_chain(crt.data)[0].fingerprint != entry["sha256"]:
+                    continue  # (not what that run switched in: someone else's change)
+                before = layout.read_generation(dir_fd, stored, entry["generation"])
+                if before is None or before[0].data is None or before[1].data is None:
+                    continue
+                check_key_matches(before[0].data, before[1].data)
+                targets = verify_targets(self.config, name)[0]
+                served = probe(targets, name)
+                if served is None or served.sha256 in (None, entry["sha256"]):
+                    continue  # restarted since (or not known): what its files hold stays
+                layout.switch(dir_fd, stored, entry["generation"], self.uid, self.gid)
+            except (OSError, ValueError) as error:
+                self.log.line(f"warning: {name}: previous generation not checked: {reason(error)}")
+                continue
+            self.log.line(
+                f"{name}: a sync died between its switch and mox's restart: switched back to"
+                f" the pair mox serves ({entry['generation']}), installing anew"
+            )
+
+    def _forget_previous(self, dir_fd: int, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+        """Drop the previous generation of the names synced, or switched back to it; the
+        record that stays."""
+        previous = records.load(self.config, PREVIOUS)
+        kept = {
+            name: entry
+            for name, entry in previous.items()
+            if not (name in outcomes and outcomes[name].ok)
+            and not self._is_current(dir_fd, name, entry["generation"])
+        }
+        if kept != previous:
+            try:
+                records.save(self.config, PREVIOUS, kept)
+            except (OSError, ValueError) as error:
+                self.log.line(f"warning: {PREVIOUS} not written: {reason(error)}")
+                return previous
+        return kept
+
+    def _is_current(self, dir_fd: int, name: str, gen: str) -> bool:
+        try:
+            return layout.generation(dir_fd, storage_name(name)) == gen
+        except OSError:
+            return False
+
+    def _remember_previous(self, name: str, before: str | None, sha256: str) -> None:
+        """Before the switch: the generation switched away from (raises OSError, ValueError)."""
+        previous = records.load(self.config, PREVIOUS)
+        if before is None:
+            if previous.pop(name, None) is not None:
+                records.save(self.config, PREVIOUS, previous)
+            return
+        previous[name] = {"generation": before, "sha256": sha256}
+        records.save(self.config, PREVIOUS, previous)
 
     def _carry_out(self, dir_fd: int, plans: list[NamePlan]) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
@@ -349,9 +429,18 @@ class Sync:
             stored, old = storage_name(plan.name), (plan.current.crt, plan.current.key)
             before = layout.prepare(dir_fd, stored, old, self.uid, self.gid)
             befores[plan.name] = before
-            layout.switch_to(
-                dir_fd, stored, self._new_pair(plan), lambda _, n=plan.name: self.switching.add(n)
-            )
+            assert plan.pair is not None
+
+            def switching(
+                _: str,
+                name: str = plan.name,
+                before: str | None = before,
+                sha256: str = plan.pair.info.fingerprint,
+            ) -> None:
+                self._remember_previous(name, before, sha256)
+                self.switching.add(name)
+
+            layout.switch_to(dir_fd, stored, self._new_pair(plan), switching)
 
     def _change(
         self, dir_fd: int, installs: list[NamePlan], restarts: list[NamePlan]

@@ -638,3 +638,44 @@ def test_a_failed_install_of_a_second_name_says_its_files_are_unchanged(
     for name in (NAME, OTHER):
         assert (tmp_path / "mox" / "certs" / f"{name}.crt").read_bytes() == olds[name].cert_pem
     assert mox.restarts == 0
+
+
+# --- a crash between the switch and the restart ---------------------------------------------------
+
+
+class Killed(BaseException):
+    """SIGKILL at a step: nothing after it runs (no handler, no rollback)."""
+
+
+def test_a_crash_between_switch_and_restart_keeps_the_previous_pair_to_roll_back_to(
+    host, monkeypatch
+):
+    before = host.entries()
+    real = transaction.step
+
+    def killed_at_the_restart(name: str) -> None:
+        if name == "restart":
+            raise Killed
+        real(name)
+
+    monkeypatch.setattr(transaction, "step", killed_at_the_restart)
+    with pytest.raises(Killed):
+        host.sync()
+    monkeypatch.setattr(transaction, "step", real)
+    assert host.pair() == (host.new.cert_pem, host.new.key_pem)  # switched, not restarted
+    assert host.mox.served(NAME) == host.old.sha256
+    host.mox.config_test(exit_status=1, output=b"bad\n")  # the next run's change fails
+
+    (outcome,) = host.sync()
+
+    # the pair mox served is still there to go back to: the next run rolls back to it
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
+    assert host.pair() == (host.old.cert_pem, host.old.key_pem)
+    assert host.entries() == before
+    assert host.mox.served(NAME) == host.old.sha256
+
+    host.mox.config_test(exit_status=0)
+    assert host.sync()[0].status == "installed"
+    assert host.mox.served(NAME) == host.new.sha256
+    gens = [e for e in os.listdir(host.cert_dir) if layout.is_generation(NAME, e)]
+    assert len(gens) == 1  # the previous generation, no longer needed, is gone
