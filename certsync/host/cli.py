@@ -3,8 +3,9 @@
 Exit status of `sync` (the last line printed says it too when it is not 0):
   0  every name is in sync, installed, repaired or restarted, or held for DANE (a key change
      waiting for its TLSA record: nothing is broken yet)
-  1  some names were refused (no valid pair in Caddy, a symlinked folder...): nothing changed for
-     them; the other names were synced
+  1  some names were refused (no valid pair in Caddy, a symlinked folder...), or the run was
+     interrupted (SIGTERM, SIGINT) before mox's restart: nothing changed for them; the other
+     names were synced
   2  usage or settings error: nothing was done
   3  an install, repair or restart failed; mox's previous files were kept or restored
   4  an install failed and restoring mox's previous files (or serving them again) failed too:
