@@ -207,6 +207,7 @@ ROWS: tuple[Row, ...] = (
             "test_sigterm_after_the_restart_lets_the_sync_finish",
             "test_sigterm_after_a_restart_that_fails_records_no_back_off",
             "test_sigterm_while_waiting_for_the_lock_gives_up_at_once",
+            "test_an_interrupted_sync_starts_no_watcher_and_exits_1",
             "test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_converges",
         ),
     ),

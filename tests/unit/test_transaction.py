@@ -679,3 +679,25 @@ def test_a_crash_between_switch_and_restart_keeps_the_previous_pair_to_roll_back
     assert host.mox.served(NAME) == host.new.sha256
     gens = [e for e in os.listdir(host.cert_dir) if layout.is_generation(NAME, e)]
     assert len(gens) == 1  # the previous generation, no longer needed, is gone
+
+
+def test_an_interrupted_sync_starts_no_watcher_and_exits_1(host, stop_at, monkeypatch, tmp_path):
+    import signal
+
+    from certsync.host import cli, watch
+    from tests.unit.hostrun import write_config
+
+    started: list[str] = []
+    monkeypatch.setattr(watch, "start", lambda config, path: started.append(path))
+    path = str(write_config(host.config, tmp_path / "config.json"))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert cli.sync_command({"config": path}) == 0  # (a run not interrupted)
+        assert started == [path]
+        del started[:]
+        stop_at("start")
+        assert cli.sync_command({"config": path, "force": True}) == 1
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert started == []
