@@ -468,6 +468,8 @@ class Sync:
         restarted = False
         befores: dict[str, str | None] = {}
         step("backup")
+        if stopping():  # (the backup taken: kept, as any backup)
+            return self._interrupted(installs + restarts, "nothing changed")
         try:
             if installs:
                 try:

@@ -203,6 +203,7 @@ ROWS: tuple[Row, ...] = (
         " back. Exit 1, no back-off try counted, no alert, no watcher started",
         (
             "test_sigterm_before_the_switch_changes_nothing_and_backs_nothing_off",
+            "test_sigterm_during_the_backup_changes_nothing",
             "test_sigterm_after_the_switch_before_the_restart_switches_back",
             "test_sigterm_after_the_restart_lets_the_sync_finish",
             "test_sigterm_after_a_restart_that_fails_records_no_back_off",

@@ -135,12 +135,10 @@ def test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_c
         status, output = sync(host, f"CERTSYNC_TEST_STEPS={shlex.quote(spec)}")
         assert_pair_loads(host, name, why)
         if signal == "TERM" and before_restart:
-            # SIGTERM (a shutdown) before the restart: the previous pair switched back
+            # SIGTERM (a shutdown) before the restart: nothing changed, or the previous pair
+            # switched back
             assert status == 1, (why, output)
-            assert f"{name}: interrupted: interrupted by SIGTERM; switched back" in output, (
-                why,
-                output,
-            )
+            assert f"{name}: interrupted: interrupted by SIGTERM; " in output, (why, output)
             assert placeholder(host, name) == first, why
         elif signal == "TERM":
             # after the restart, the transaction ends installed, or rolled back

@@ -556,6 +556,16 @@ def test_sigterm_before_the_switch_changes_nothing_and_backs_nothing_off(host, s
     assert backoff_record(host) == {}
 
 
+def test_sigterm_during_the_backup_changes_nothing(host, stop_at):
+    before = host.entries()
+    stop_at("backup")
+
+    (outcome,) = cron_sync(host)
+
+    assert outcome.detail == "interrupted by SIGTERM; nothing changed"
+    assert host.entries() == before and host.mox.restarts == 0 and host.mox.config_test_calls == []
+
+
 def test_sigterm_after_the_switch_before_the_restart_switches_back(host, stop_at):
     before = host.entries()
     stop_at("config-tested")
