@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from . import records, wire
 from .errors import printable, reason
-from .outcome import HELD
+from .outcome import HELD, INTERRUPTED
 from .output import Log, emit, utc_stamp
 from .settings import Config
 
@@ -144,9 +144,11 @@ def due(record: dict[str, Any], outcomes: list[Outcome], now: int) -> list[Outco
     """The failures to tell about now; `record` (name -> status, told) is updated. A failed
     install at once; a refusal once the next run refuses it again (a pair caught mid-renewal is
     synced by the next run); the same failure again a day after it was told. A name synced
-    leaves the record."""
+    leaves the record; an interrupted run (a shutdown) changes nothing."""
     found = []
     for outcome in outcomes:
+        if outcome.status == INTERRUPTED:
+            continue  # (a shutdown: nothing to tell, and what was told still stands)
         if not (not outcome.ok if outcome.notify is None else outcome.notify):
             record.pop(outcome.name, None)
             continue

@@ -3,17 +3,22 @@
 Exit status of `sync` (the last line printed says it too when it is not 0):
   0  every name is in sync, installed, repaired or restarted, or held for DANE (a key change
      waiting for its TLSA record: nothing is broken yet)
-  1  some names were refused (no valid pair in Caddy, a symlinked folder...): nothing changed for
-     them; the other names were synced
+  1  some names were refused (no valid pair in Caddy, a symlinked folder...), or the run was
+     interrupted (SIGTERM, SIGINT) before mox's restart: nothing changed for them; the other
+     names were synced
   2  usage or settings error: nothing was done
   3  an install, repair or restart failed; mox's previous files were kept or restored
   4  an install failed and restoring mox's previous files (or serving them again) failed too:
      look at the host now; the previous files are in the newest backup
 
-A dropped SSH session, or a shutdown, does not stop a sync half-way: SIGHUP and SIGTERM are
-noted and the sync goes on, and output to a closed stdout is dropped, so the transaction ends as
-it would have (installed, or rolled back) within its bounds (the commands' and the check's
-timeouts). What SIGKILL or a power loss leaves, the next run repairs (layout.py).
+A dropped SSH session does not stop a sync half-way: SIGHUP is noted and the sync goes on, and
+output to a closed stdout is dropped, so the transaction ends as it would have (installed, or
+rolled back) within its bounds (the commands' and the check's timeouts). SIGTERM (a shutdown) and
+SIGINT stop it at a safe point: waiting for the lock or before the switch, nothing changes;
+after the switch and before the restart, the previous pair is switched back (one rename); after
+the restart, the sync ends as it would have. An interrupted run is not a failed try (no
+back-off) and starts no watcher. What SIGKILL or a power loss leaves, the next run repairs
+(layout.py).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 
 from .errors import reason
 from .names import is_host_name
-from .output import LockTimeout, Log, emit, flush_all, locked
+from .output import STOP, LockTimeout, Log, emit, flush_all, locked, stopping
 from .settings import Config
 
 TYPE_CHECKING = False
@@ -47,7 +52,7 @@ def run_sync(config: Config, names: list[str], force: bool, log: Log, cron: bool
     writes the metrics and alerts, recording nothing."""
     from .files import open_dir
     from .outcome import Outcome
-    from .records import state_folder, unsafe_folders
+    from .records import clean_staged, state_folder, unsafe_folders
     from .transaction import Sync
 
     def refuse_all(detail: str) -> list[Outcome]:
@@ -73,6 +78,7 @@ def run_sync(config: Config, names: list[str], force: bool, log: Log, cron: bool
                 on_wait=lambda: log.line(f"waiting for {config.lock_file}: another sync holds it"),
             )
             with lock:
+                clean_staged(config)
                 sync = Sync(config, force, log, cron)
                 try:
                     outcomes = sync.run(names)
@@ -127,11 +133,21 @@ def _noted(signum: int, _frame: object) -> None:
     """A signal that must not stop a sync half-way: the sync finishes, then the program exits."""
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """SIGTERM (a shutdown) or SIGINT: the sync stops at its next safe point (transaction.py):
+    before the switch nothing changes, after it and before the restart the previous pair is
+    switched back, after the restart the sync ends as it would have."""
+    if not STOP:
+        STOP.append(f"interrupted by {signal.Signals(signum).name}")
+
+
 def sync_command(args: dict[str, Any]) -> int:
-    # A dropped SSH session (SIGHUP) or a shutdown (SIGTERM) must not stop a sync half-way. A
-    # handler, not SIG_IGN: the commands the sync runs (the restart) get the default back.
-    for signum in (signal.SIGHUP, signal.SIGTERM):
-        signal.signal(signum, _noted)
+    # A dropped SSH session (SIGHUP) must not stop a sync half-way; a shutdown (SIGTERM) or ^C
+    # stops it where nothing is left half-done. Handlers, not SIG_IGN: the commands the sync
+    # runs (the restart) get the default back.
+    signal.signal(signal.SIGHUP, _noted)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     try:
         config = Config.load(args["config"])
     except (OSError, ValueError) as error:
@@ -156,13 +172,19 @@ def sync_command(args: dict[str, Any]) -> int:
     # when certsync could not tell them itself.
     log = Log(config.host, config.log_file, failures_to_stderr="cron" not in args)
     os.umask(0o077)
+    if "boot" in args:
+        from .boot import BOOT_WAIT_SECONDS, wait_for_mox
+
+        if not wait_for_mox(config, names):
+            log.line(f"mox answers on none of its checked ports {BOOT_WAIT_SECONDS} s after boot")
     outcomes = run_sync(config, names, "force" in args, log, cron="cron" in args)
     status = max((o.exit_status for o in outcomes), default=0)
     if status:
         log.line(f"exit {status}: {EXIT_MEANINGS[status]}", failed=True, log_file=False)
-    from . import watch
+    if not stopping():  # (a shutdown: the watcher is not started)
+        from . import watch
 
-    watch.start(config, args["config"])
+        watch.start(config, args["config"])
     flush_all()
     return status
 
@@ -182,10 +204,11 @@ def watch_command(args: dict[str, Any]) -> int:
 
 
 USAGE = """usage: certsync.pyz COMMAND [OPTIONS]
-  sync  [--config FILE] [--name NAME]... [--force] [--cron]
+  sync  [--config FILE] [--name NAME]... [--force] [--cron] [--boot]
         sync mox's files with Caddy's (the deploy and the cron job run this); --name: only this
         name; --force: install and restart even when equal; --cron: failures to stderr (cron's
-        mail) only when they could not be mailed
+        mail) only when they could not be mailed; --boot: first wait (60 s at most) for mox to
+        answer (the cron job's @reboot line)
   state --settings JSON [--file PATH]... [--force] [--all-ports]
         print what a sync would do, as JSON, changing nothing (the deploy reads this); --settings
         as config.json holds them; --file: also report that file's sha256 and mode; --force: plan
@@ -197,7 +220,7 @@ FILE defaults to /etc/certsync/config.json."""
 # command: (options with a value, of which the ones that repeat), flags; argparse is not used:
 # its import costs more than the rest of what a run that finds nothing to do imports.
 COMMANDS = {
-    "sync": ({"--config": False, "--name": True}, {"--force", "--cron"}),
+    "sync": ({"--config": False, "--name": True}, {"--force", "--cron", "--boot"}),
     "state": ({"--settings": False, "--file": True}, {"--force", "--all-ports"}),
     "watch": ({"--config": False}, set()),
 }

@@ -23,6 +23,10 @@ import stat
 from .crashpoint import step
 from .files import FILE, LINK, FileState, is_temp_name, put_entries, read_file
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 SUFFIXES = (".crt", ".key")
 GENERATION_DIGITS = 16
 
@@ -91,6 +95,17 @@ def read_pair(dir_fd: int, stored: str) -> tuple[FileState, FileState, str | Non
     return found[0], found[1], gen if whole else None
 
 
+def read_generation(dir_fd: int, stored: str, gen: str) -> tuple[FileState, FileState] | None:
+    """The pair in generation folder `gen` (None when there is no such folder)."""
+    gen_fd = _open_generation(dir_fd, gen)
+    if gen_fd is None:
+        return None
+    try:
+        return read_file(gen_fd, stored + ".crt"), read_file(gen_fd, stored + ".key")
+    finally:
+        os.close(gen_fd)
+
+
 def make_generation(dir_fd: int, stored: str, crt: FileState, key: FileState) -> str:
     """A new generation folder holding `crt` and `key` (files, each with its owner and mode),
     both fsynced, owned like them; its name."""
@@ -101,8 +116,10 @@ def make_generation(dir_fd: int, stored: str, crt: FileState, key: FileState) ->
         info = os.fstat(gen_fd)
         if info.st_uid != os.geteuid() or os.listdir(gen_fd):
             raise OSError(errno.EEXIST, "not the folder certsync just made", name)
-        put_entries(gen_fd, {stored + ".crt": crt, stored + ".key": key})
+        # owned like its files first: a crash while filling it never leaves a folder mox
+        # cannot read
         os.fchown(gen_fd, crt.uid, crt.gid)
+        put_entries(gen_fd, {stored + ".crt": crt, stored + ".key": key})
     finally:
         os.close(gen_fd)
     step(f"generation:{stored}")
@@ -148,10 +165,15 @@ def prepare(
     return before
 
 
-def switch_to(dir_fd: int, stored: str, new: tuple[FileState, FileState]) -> str:
+def switch_to(
+    dir_fd: int, stored: str, new: tuple[FileState, FileState], before_switch: Any = None
+) -> str:
     """Make `new` mox's pair for `stored`: a new generation, switched in by one rename (and the
-    links made when mox's pair was not files); the generation."""
+    links made when mox's pair was not files); the generation. `before_switch(gen)`: called once
+    the generation is made, before the rename."""
     gen = make_generation(dir_fd, stored, *new)
+    if before_switch is not None:
+        before_switch(gen)
     switch(dir_fd, stored, gen, new[0].uid, new[0].gid)
     make_links(dir_fd, stored, new[0].uid, new[0].gid)
     return gen

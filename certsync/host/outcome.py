@@ -6,9 +6,11 @@ from .record import Record
 
 OK_STATUSES = ("in sync", "installed", "repaired", "restarted")
 HELD = "held for DANE"  # a key change waits for its TLSA record: mox keeps its files; exit 0
+INTERRUPTED = "interrupted"  # SIGTERM or SIGINT before the restart: nothing changed; exit 1
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_ROLLED_BACK, EXIT_RESTORE_FAILED = 0, 1, 2, 3, 4
 EXIT_OF_STATUS = {
     "refused": EXIT_REFUSED,
+    INTERRUPTED: EXIT_REFUSED,
     "failed": EXIT_ROLLED_BACK,
     "rolled back": EXIT_ROLLED_BACK,
     "restore failed": EXIT_RESTORE_FAILED,
@@ -18,7 +20,7 @@ EXIT_OF_STATUS = {
 class Outcome(Record):
     name: str
     # in sync | installed | repaired | restarted (exit 0) | refused (1) | failed | rolled back (3)
-    # | restore failed (4) | held for DANE (0: nothing is broken yet)
+    # | restore failed (4) | held for DANE (0: nothing is broken yet) | interrupted (1)
     status: str
     detail: str = ""
     kept: str = ""  # what mox's files hold after a failure, when known

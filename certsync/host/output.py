@@ -96,44 +96,72 @@ class LockTimeout(Exception):
     pass
 
 
+STOP: list[str] = []  # why the run must stop, set by the SIGTERM and SIGINT handler (cli.py)
+
+
+def stopping() -> str | None:
+    """Why this run was asked to stop (a signal), or None."""
+    return STOP[0] if STOP else None
+
+
 @contextlib.contextmanager
 def locked(path: str, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
     """Hold an exclusive lock so that a cron run and a deploy never interleave.
 
     Calls `on_wait` once if another sync holds the lock; raises LockTimeout after
     LOCK_WAIT_SECONDS, and OSError (SymlinkedFolder...) when the lock cannot be opened."""
-    dir_fd = open_dir(os.path.dirname(path), create_mode=0o700)
-    try:
-        fd = os.open(
-            os.path.basename(path),
-            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=dir_fd,
-        )
-    finally:
-        os.close(dir_fd)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_nlink != 1:
-            raise OSError(
-                errno.EPERM,
-                "is not a file of root's with a single link (someone replaced it); refusing",
-                path,
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        dir_fd = open_dir(os.path.dirname(path), create_mode=0o700)
+        try:
+            fd = os.open(
+                os.path.basename(path),
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dir_fd,
             )
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"another sync holds {path} for over {LOCK_WAIT_SECONDS} s; nothing changed"
-                    ) from None
-                if on_wait is not None:
-                    on_wait()
-                    on_wait = None
-                time.sleep(0.1)
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_nlink != 1:
+                    raise OSError(
+                        errno.EPERM,
+                        "is not a file of root's with a single link (someone replaced it);"
+                        " refusing",
+                        path,
+                    )
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if stopping():
+                            raise LockTimeout(
+                                f"{stopping()} while waiting for {path}; nothing changed"
+                            ) from None
+                        if time.monotonic() >= deadline:
+                            raise LockTimeout(
+                                f"another sync holds {path} for over {LOCK_WAIT_SECONDS} s;"
+                                " nothing changed"
+                            ) from None
+                        if on_wait is not None:
+                            on_wait()
+                            on_wait = None
+                        time.sleep(0.1)
+                # the lock file may have been unlinked or replaced while this run waited: the
+                # lock held is then not the one the next run takes
+                try:
+                    now = os.stat(os.path.basename(path), dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    now = None
+            except BaseException:
+                os.close(fd)
+                raise
+        finally:
+            os.close(dir_fd)
+        if now is not None and (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
+            break
+        os.close(fd)
+    try:
         yield
     finally:
         os.close(fd)

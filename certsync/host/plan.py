@@ -15,7 +15,7 @@ from . import backoff, records
 from .caddy import Choice, Pair, choose_pair
 from .dane import Dane, DaneRun
 from .errors import printable, reason
-from .files import FILE, MISSING, FileState, open_dir
+from .files import FILE, LINK, MISSING, FileState, open_dir
 from .layout import read_pair
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
@@ -335,6 +335,19 @@ def probe_all(targets: list[Target], name: str) -> list[dict[str, Any]]:
     return result
 
 
+def _cannot_wait(current: Current, served: Any, targets: list[Target], name: str) -> str | None:
+    """Why a DANE hold must not keep mox's pair: mox answers on none of its ports, or its pair
+    does not load (mox would not start with it) and mox serves nothing that the hold keeps. While
+    mox still serves the key the records pin, the hold keeps it: should mox stop, the next run
+    (the cron job's at boot) finds it answering on none of its ports and installs."""
+    up = served is not None and (served.sha256 is not None or answers(targets[1:], name))
+    if served is not None and not up:
+        return f"mox answers on none of its checked ports: {served.error}"
+    if not current.pair_loads and LINK not in (current.crt.kind, current.key.kind) and not up:
+        return f"mox's pair does not load: {current.unusable}"
+    return None
+
+
 def plan_or_refusal(config: Config, name: str, *args: Any, **kwargs: Any) -> NamePlan:
     """plan_name; an error that no check foresaw refuses that name alone, nothing changed."""
     try:
@@ -443,6 +456,12 @@ def plan_name(
     if (changes or result.key_changes) and not force:  # --force installs a held key change now
         decision = (dane or DaneRun(config, now)).decide(name, pair.info.spki_sha256, basis)
         result.dane = decision
+        urgent = _cannot_wait(current, served, targets, name)
+        if decision is not None and decision.held and urgent:
+            # holding would keep mox with nothing to serve (at its next start, or now): the
+            # new key now, told with the record still to publish
+            decision.held, decision.alert, decision.memory = False, True, {}
+            decision.detail = f"installed without waiting for DANE ({urgent}): {decision.detail}"
         if decision is not None and decision.held:
             result.action, result.detail = (
                 HOLD,

@@ -7,6 +7,7 @@ warning (WARNINGS, which the sync logs and the state read reports), never a trac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -33,8 +34,13 @@ SHAPES: dict[str, Any] = {
     "alerts.json": {"status": str, "told": int},
     "runs.json": {"ok": bool, "time": int, "last_success": int, "held": bool},
     "backoff.json": {"sha256": str, "failures": int, "tried": int, "status": str},
+    # name -> the generation an install switched away from and the certificate it switched
+    # in, written before the switch, kept until a run ends with that name synced or switched back
+    "previous.json": {"generation": str, "sha256": str},
     "dane.json": None,  # not a value per name: dane.py checks each field of its own record
 }
+# record -> {field: default}: fields an earlier version did not write (read with the default)
+OPTIONAL: dict[str, dict[str, Any]] = {"runs.json": {"held": False}}
 WARNINGS: list[str] = []
 
 
@@ -95,6 +101,11 @@ def load(config: Config, name: str) -> dict[str, Any]:
         except (ValueError, RecursionError):
             record = None
     shape = SHAPES[name]
+    if isinstance(record, dict) and name in OPTIONAL:
+        record = {
+            key: {**OPTIONAL[name], **value} if isinstance(value, dict) else value
+            for key, value in record.items()
+        }
     fits = isinstance(record, dict) and (
         shape is None or all(_fits(value, shape) for value in record.values())
     )
@@ -105,6 +116,24 @@ def load(config: Config, name: str) -> dict[str, Any]:
             WARNINGS.append(warning)
         return {}
     return record
+
+
+def clean_staged(config: Config) -> None:
+    """Remove the records' staged files a crash left (`.<record>.certsync-PID.tmp`); under the
+    lock."""
+    from .files import is_temp_name
+
+    try:
+        dir_fd = open_dir(state_folder(config))
+    except (OSError, ValueError):
+        return
+    try:
+        for entry in os.listdir(dir_fd):
+            if any(is_temp_name(entry, record) for record in SHAPES):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def save(config: Config, name: str, record: dict[str, Any]) -> None:

@@ -30,8 +30,8 @@ from .files import (
 )
 from .moxconf import Target
 from .names import server_name, storage_name
-from .outcome import HELD, Outcome
-from .output import Log
+from .outcome import HELD, INTERRUPTED, Outcome
+from .output import Log, stopping
 from .plan import (
     CERT_MODE,
     DIR_MODE,
@@ -47,12 +47,20 @@ from .plan import (
     foreign_folder,
     mox_ids,
     plan_or_refusal,
+    probe,
+    verify_targets,
 )
 from .probe import PROBE_ERRORS, served_fingerprint
 from .settings import Config
 from .validity import describe
+from .x509 import check_key_matches, parse_chain
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 COMMAND_TIMEOUT = 120
+PREVIOUS = "previous.json"  # records.py
 PROBE_SECONDS = 5.0  # one check of one port, at most (and never past the verify timeout)
 
 
@@ -87,6 +95,7 @@ class Sync:
         self.log = log
         self.cron = cron
         self.uid, self.gid = mox_ids(config)
+        self.switching: set[str] = set()  # names whose new pair an install began to switch in
 
     def run(self, names: Sequence[str]) -> list[Outcome]:
         """Sync `names`; every failure becomes an Outcome with its reason, never an exception."""
@@ -111,7 +120,9 @@ class Sync:
                 refusal = f"cannot set owner and mode of {folder} ({reason(error)})"
             if refusal is not None:
                 return [Outcome(name, "refused", refusal) for name in names]
-            self._clean(dir_fd, names)
+            previous = records.load(self.config, PREVIOUS)
+            self._clean(dir_fd, names, previous)
+            self._switch_back_unrestarted(dir_fd, names, previous)
             dane = DaneRun(self.config, now)
             plans = [
                 plan_or_refusal(self.config, n, dir_fd, now, self.force, dane=dane) for n in names
@@ -119,7 +130,7 @@ class Sync:
             self._publish(dane, plans)
             outcomes = self._carry_out(dir_fd, plans)
             self._after_installs(dane, plans, outcomes)
-            self._clean(dir_fd, names)
+            self._clean(dir_fd, names, self._forget_previous(dir_fd, outcomes))
             for plan in plans:
                 if not outcomes[plan.name].ok and plan.current is not None:
                     outcomes[plan.name].kept = plan.current.describe()
@@ -127,15 +138,85 @@ class Sync:
             os.close(dir_fd)
         return [outcomes[name] for name in names]
 
-    def _clean(self, dir_fd: int, names: Sequence[str]) -> None:
-        """What a crash or an earlier run left in mox's folder: staged files, old generations."""
+    def _clean(self, dir_fd: int, names: Sequence[str], previous: dict[str, Any]) -> None:
+        """What a crash or an earlier run left in mox's folder: staged files, old generations
+        (not the one an install switched away from while it is `previous`)."""
         for name in names:
+            entry = previous.get(name)
+            keep = (entry["generation"],) if entry else ()
             try:
-                problems = layout.clean(dir_fd, storage_name(name))
+                problems = layout.clean(dir_fd, storage_name(name), keep)
             except OSError as error:
                 problems = [reason(error)]
             for problem in problems:
                 self.log.line(f"warning: {name}: left in {self.config.mox_cert_dir}: {problem}")
+
+    def _switch_back_unrestarted(
+        self, dir_fd: int, names: Sequence[str], previous: dict[str, Any]
+    ) -> None:
+        """A run that died between its switch and mox's restart left mox serving the previous
+        pair from the generation it switched away from: switch back to it (one rename; mox,
+        not restarted, serves it) so that this run installs anew, with a rollback to it."""
+        for name in names:
+            entry, stored = previous.get(name), storage_name(name)
+            if entry is None:
+                continue
+            try:
+                crt, _, gen = layout.read_pair(dir_fd, stored)
+                if gen is None or gen == entry["generation"] or crt.data is None:
+                    continue
+                if parse_chain(crt.data)[0].fingerprint != entry["sha256"]:
+                    continue  # (not what that run switched in: someone else's change)
+                before = layout.read_generation(dir_fd, stored, entry["generation"])
+                if before is None or before[0].data is None or before[1].data is None:
+                    continue
+                check_key_matches(before[0].data, before[1].data)
+                targets = verify_targets(self.config, name)[0]
+                served = probe(targets, name)
+                if served is None or served.sha256 in (None, entry["sha256"]):
+                    continue  # restarted since (or not known): what its files hold stays
+                layout.switch(dir_fd, stored, entry["generation"], self.uid, self.gid)
+            except (OSError, ValueError) as error:
+                self.log.line(f"warning: {name}: previous generation not checked: {reason(error)}")
+                continue
+            self.log.line(
+                f"{name}: a sync died between its switch and mox's restart: switched back to"
+                f" the pair mox serves ({entry['generation']}), installing anew"
+            )
+
+    def _forget_previous(self, dir_fd: int, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+        """Drop the previous generation of the names synced, or switched back to it; the
+        record that stays."""
+        previous = records.load(self.config, PREVIOUS)
+        kept = {
+            name: entry
+            for name, entry in previous.items()
+            if not (name in outcomes and outcomes[name].ok)
+            and not self._is_current(dir_fd, name, entry["generation"])
+        }
+        if kept != previous:
+            try:
+                records.save(self.config, PREVIOUS, kept)
+            except (OSError, ValueError) as error:
+                self.log.line(f"warning: {PREVIOUS} not written: {reason(error)}")
+                return previous
+        return kept
+
+    def _is_current(self, dir_fd: int, name: str, gen: str) -> bool:
+        try:
+            return layout.generation(dir_fd, storage_name(name)) == gen
+        except OSError:
+            return False
+
+    def _remember_previous(self, name: str, before: str | None, sha256: str) -> None:
+        """Before the switch: the generation switched away from (raises OSError, ValueError)."""
+        previous = records.load(self.config, PREVIOUS)
+        if before is None:
+            if previous.pop(name, None) is not None:
+                records.save(self.config, PREVIOUS, previous)
+            return
+        previous[name] = {"generation": before, "sha256": sha256}
+        records.save(self.config, PREVIOUS, previous)
 
     def _carry_out(self, dir_fd: int, plans: list[NamePlan]) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
@@ -174,6 +255,8 @@ class Sync:
         if installs or restarts:
             outcomes.update(self._change(dir_fd, installs, restarts))
         tried = {p.name: p.pair.info.fingerprint for p in installs + restarts if p.pair}
+        if stopping():  # (a shutdown is not a failed try of Caddy's certificate)
+            tried = {}
         try:
             backoff.note(self.config, tried, outcomes, dt.datetime.now(dt.timezone.utc))
         except (OSError, ValueError) as error:
@@ -344,8 +427,20 @@ class Sync:
         for plan in installs:
             assert plan.current is not None
             stored, old = storage_name(plan.name), (plan.current.crt, plan.current.key)
-            befores[plan.name] = layout.prepare(dir_fd, stored, old, self.uid, self.gid)
-            layout.switch_to(dir_fd, stored, self._new_pair(plan))
+            before = layout.prepare(dir_fd, stored, old, self.uid, self.gid)
+            befores[plan.name] = before
+            assert plan.pair is not None
+
+            def switching(
+                _: str,
+                name: str = plan.name,
+                before: str | None = before,
+                sha256: str = plan.pair.info.fingerprint,
+            ) -> None:
+                self._remember_previous(name, before, sha256)
+                self.switching.add(name)
+
+            layout.switch_to(dir_fd, stored, self._new_pair(plan), switching)
 
     def _change(
         self, dir_fd: int, installs: list[NamePlan], restarts: list[NamePlan]
@@ -355,10 +450,14 @@ class Sync:
             assert plan.current is not None
             stored = storage_name(plan.name)
             olds[stored + ".crt"], olds[stored + ".key"] = plan.current.crt, plan.current.key
+        if stopping():
+            return self._interrupted(installs + restarts, "nothing changed")
         backup = note = ""
         if installs:
             try:
-                backup, note = take_backup(self.config.backup_dir, olds, self.config.backups_keep)
+                backup, note = take_backup(
+                    self.config.backup_dir, olds, self.config.backups_keep, self._restore_failed()
+                )
             except OSError as error:
                 detail = (
                     f"backup failed ({reason(error)}); mox's files unchanged, mox not restarted"
@@ -369,6 +468,8 @@ class Sync:
         restarted = False
         befores: dict[str, str | None] = {}
         step("backup")
+        if stopping():  # (the backup taken: kept, as any backup)
+            return self._interrupted(installs + restarts, "nothing changed")
         try:
             if installs:
                 try:
@@ -388,6 +489,8 @@ class Sync:
                 detail = f"{error}; mox not restarted, its files unchanged"
                 return {p.name: Outcome(p.name, "failed", detail) for p in restarts}
             argv = shlex.split(self.config.restart_command)
+            if stopping():  # before the restart: the previous pairs switched back
+                return self._stop_before_restart(dir_fd, olds, befores, installs, restarts)
             restarted = True  # from here on mox may be down, or serving the new files
             step("restart")
             run_command("restart", argv)
@@ -418,6 +521,42 @@ class Sync:
             else:
                 outcomes[plan.name] = Outcome(plan.name, "restarted", f"{plan.detail}{checked}")
         return outcomes
+
+    def _interrupted(self, plans: list[NamePlan], detail: str) -> dict[str, Outcome]:
+        why = stopping() or "interrupted"
+        return {p.name: Outcome(p.name, INTERRUPTED, f"{why}; {detail}") for p in plans}
+
+    def _stop_before_restart(
+        self,
+        dir_fd: int,
+        olds: dict[str, FileState],
+        befores: dict[str, str | None],
+        installs: list[NamePlan],
+        restarts: list[NamePlan],
+    ) -> dict[str, Outcome]:
+        """Stopped after the switch, before the restart: each name's previous pair switched back
+        (mox, not restarted, still serves it): nothing changed."""
+        why = stopping() or "interrupted"
+        outcomes = self._roll_back(dir_fd, why, olds, befores, installs, [], False)
+        outcomes.update(self._interrupted(restarts, "nothing changed"))
+        for name, outcome in list(outcomes.items()):
+            if outcome.status in ("rolled back", "failed"):
+                outcomes[name] = self._interrupted(
+                    [p for p in installs if p.name == name], "switched back: nothing changed"
+                )[name]
+        return outcomes
+
+    def _restore_failed(self) -> str:
+        """Why old backups must stay: a "restore failed" not yet resolved (alerts.json holds the
+        last failure of each name until a run succeeds), whose files are in a backup."""
+        from .alert import ALERTS_FILE
+
+        failed = sorted(
+            name
+            for name, entry in records.load(self.config, ALERTS_FILE).items()
+            if entry.get("status") == "restore failed"
+        )
+        return f"a restore failed for {', '.join(failed)}" if failed else ""
 
     def _config_test(self) -> None:
         """`mox config test`, as root. What it prints is neither shown nor logged: run as root,
@@ -450,6 +589,12 @@ class Sync:
         outcomes = {
             p.name: Outcome(p.name, "failed", f"{why}; mox's files unchanged") for p in restarts
         }
+        for plan in installs:
+            if plan.name not in self.switching and self._unchanged(
+                dir_fd, {e: s for e, s in olds.items() if e[:-4] == storage_name(plan.name)}
+            ):  # (a failure before its switch: its files were never touched)
+                outcomes[plan.name] = Outcome(plan.name, "failed", f"{why}; its files unchanged")
+        installs = [p for p in installs if p.name not in outcomes]
         if not installs:
             return outcomes
         ok, how, kept_new = self._restore(dir_fd, olds, befores, installs, restarted)

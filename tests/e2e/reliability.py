@@ -34,6 +34,8 @@ TEST_FILES = (
     "tests/unit/test_tlsa.py",
     "tests/unit/test_stateschema.py",
     "tests/unit/test_state.py",
+    "tests/unit/test_faults.py",
+    "tests/unit/test_boot.py",
 )
 
 
@@ -173,16 +175,59 @@ ROWS: tuple[Row, ...] = (
         "The host program is killed (SIGKILL: the OOM killer, a power loss) at any step of a"
         " sync with a key change: each file staged or renamed, the generation made, the switch,"
         " before or after `mox config test`, the restart or the check, any step of a rollback,"
-        " any step of the first run's move to the layout; or gets SIGTERM (a shutdown) there",
-        "mox's `.crt` and `.key` are links into a generation folder that one rename switches:"
-        " at every instant they hold a pair that loads (`mox config test`, openssl); SIGTERM"
-        " lets the transaction end installed or rolled back; the next run of the cron job (also"
-        " at boot) converges and removes staged files, unused generations and links",
+        " any step of the first run's move to the layout",
+        "mox's `.crt` and `.key` are links into a generation folder (owned by mox before it is"
+        " filled) that one rename switches: at every instant they hold a pair that loads (`mox"
+        " config test`, openssl); the next run of the cron job (also at boot) converges and"
+        " removes staged files (its records' too), unused generations and links",
         (
             "test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_converges",
             "test_regular_files_become_links_and_one_rename_switches_both",
             "test_what_a_crash_leaves_is_removed_and_the_pair_in_use_kept",
             "test_half_migrated_files_are_read_through_the_link_that_is_certsyncs",
+            "test_a_generation_folder_is_owned_like_its_files_before_it_is_filled",
+            "test_staged_records_a_crash_left_are_removed_under_the_lock",
+        ),
+    ),
+    Row(
+        "The host program is killed between the switch and mox's restart (mox still serves the"
+        " previous pair), and the next run's install fails",
+        "the generation switched away from is remembered (`previous.json`, written before the"
+        " switch) and kept until a run ends with the name synced; the next run switches back to"
+        " it, installs anew and rolls back to it: mox's previous pair, served (exit 3)",
+        ("test_a_crash_between_switch_and_restart_keeps_the_previous_pair_to_roll_back_to",),
+    ),
+    Row(
+        "SIGTERM (a shutdown) or SIGINT during a sync, or while it waits for the lock",
+        "waiting for the lock or before the switch: `interrupted by SIGTERM; nothing changed`;"
+        " after the switch and before the restart: each previous pair switched back (one"
+        " rename), `switched back: nothing changed`; after the restart: ends installed or rolled"
+        " back. Exit 1, no back-off try counted, no alert, no watcher started",
+        (
+            "test_sigterm_before_the_switch_changes_nothing_and_backs_nothing_off",
+            "test_sigterm_during_the_backup_changes_nothing",
+            "test_sigterm_after_the_switch_before_the_restart_switches_back",
+            "test_sigterm_after_the_restart_lets_the_sync_finish",
+            "test_sigterm_after_a_restart_that_fails_records_no_back_off",
+            "test_sigterm_while_waiting_for_the_lock_gives_up_at_once",
+            "test_an_interrupted_sync_starts_no_watcher_and_exits_1",
+            "test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_converges",
+        ),
+    ),
+    Row(
+        "The install of one name fails (disk full) before its switch, after another name's",
+        "the other name is rolled back; this one is `failed: ...; its files unchanged` (exit 3),"
+        " never `restore failed`",
+        ("test_a_failed_install_of_a_second_name_says_its_files_are_unchanged",),
+    ),
+    Row(
+        "The host boots: the cron job's `@reboot` run starts while mox is still starting",
+        "`sync --boot` waits (60 s at most) for mox to answer on one of its checked ports before"
+        " reading the state, so a mox still starting is not judged down",
+        (
+            "test_the_boot_run_waits_for_mox_to_answer",
+            "test_the_boot_wait_is_bounded",
+            "test_the_reboot_line_of_the_cron_job_passes_boot",
         ),
     ),
     Row(
@@ -220,14 +265,18 @@ ROWS: tuple[Row, ...] = (
         " backup folder not made yet in a folder another user can write (sticky too), the lock"
         " file replaced, `alerts.json` or another record with wrong contents of any shape",
         "every name refused, naming the folder and who can write it; a replaced lock refused;"
-        " records read as empty with a warning, never a traceback; records updated under the"
-        " lock; a run that cannot take the lock still writes the metrics (`last_run_ok 0`)",
+        " records read as empty with a warning, never a traceback (a field an earlier version"
+        " did not write is read with its default); records updated under the lock, a lock file"
+        " unlinked or replaced while a run waited is taken anew; a run that cannot take the lock"
+        " still writes the metrics (`last_run_ok 0`)",
         (
             "test_certsyncs_state_folder_of_another_user_is_refused",
             "test_a_state_folder_another_user_can_write_refuses_every_name",
             "test_a_backup_folder_to_be_made_where_another_user_can_write_refuses_every_name",
             "test_a_replaced_lock_file_is_refused",
             "test_alerts_json_of_a_wrong_shape_reads_as_empty_with_a_warning",
+            "test_runs_json_of_the_previous_version_without_held_is_read",
+            "test_a_lock_file_replaced_while_a_run_waited_is_not_the_lock_taken",
             "test_a_run_that_cannot_take_the_lock_still_writes_the_metrics",
         ),
     ),
@@ -394,8 +443,14 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "Backups",
-        "never more than `certsync_backups_keep`; the one just taken is never pruned; root, 0700",
-        ("test_backups_are_pruned_to_the_setting_and_the_newest_is_kept",),
+        "never more than `certsync_backups_keep`; the one just taken is never pruned; root, 0700;"
+        " written under a temporary name and renamed once whole (a half-made one never counts"
+        " and is removed); none pruned while a `restore failed` is not resolved",
+        (
+            "test_backups_are_pruned_to_the_setting_and_the_newest_is_kept",
+            "test_a_backup_a_crash_left_half_made_never_counts_and_is_removed",
+            "test_old_backups_are_not_pruned_while_a_restore_failed",
+        ),
     ),
     Row(
         "DANE: Caddy (2.7 and later) renews with a new key, and the name has TLSA records at"
@@ -408,6 +463,18 @@ ROWS: tuple[Row, ...] = (
             "test_held_until_published_with_nsupdate_then_installed_after_two_ttls",
             "test_a_key_change_is_held_until_published_everywhere_then_two_ttls",
             "test_every_dane_port_must_have_the_record",
+        ),
+    ),
+    Row(
+        "DANE: a key change with TLSA records while mox answers on none of its ports, or while"
+        " mox's pair does not load (a file missing, the key not the certificate's)",
+        "not held while mox answers with nothing to keep: installed at once, `installed"
+        " without waiting for DANE (<why>): publish ...`, alerted, naming the record to"
+        " publish; a pair that does not load while mox still serves the pinned key stays held"
+        " until mox stops answering (the cron job's run at boot then installs)",
+        (
+            "test_a_pair_that_does_not_load_is_held_while_mox_serves_and_installed_once_mox_is_down",
+            "test_a_key_change_is_not_held_for_dane_while_mox_answers_on_none_of_its_ports",
         ),
     ),
     Row(

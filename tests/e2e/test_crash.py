@@ -124,7 +124,9 @@ def test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_c
     started = time.monotonic()
     cases = 0
 
-    def kill_at(step: str, signal: str, layout: bool, fail: str = "") -> None:
+    def kill_at(
+        step: str, signal: str, layout: bool, fail: str = "", before_restart: bool = False
+    ) -> None:
         nonlocal cases
         cases += 1
         why = f"{signal} at {step}" + (f" (after {fail})" if fail else "")
@@ -132,8 +134,14 @@ def test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_c
         spec = ",".join(filter(None, [fail, f"{signal}@{step}"]))
         status, output = sync(host, f"CERTSYNC_TEST_STEPS={shlex.quote(spec)}")
         assert_pair_loads(host, name, why)
-        if signal == "TERM":
-            # SIGTERM is noted: the transaction ends installed, or rolled back
+        if signal == "TERM" and before_restart:
+            # SIGTERM (a shutdown) before the restart: nothing changed, or the previous pair
+            # switched back
+            assert status == 1, (why, output)
+            assert f"{name}: interrupted: interrupted by SIGTERM; " in output, (why, output)
+            assert placeholder(host, name) == first, why
+        elif signal == "TERM":
+            # after the restart, the transaction ends installed, or rolled back
             assert status == (3 if fail else 0), (why, output)
             assert f"{name}: {'rolled back' if fail else 'installed'}" in output, (why, output)
         # a rolled-back install is held back from the cron job (backoff.py): a deploy tries it
@@ -156,7 +164,8 @@ def test_a_sync_killed_at_every_step_leaves_a_pair_that_loads_and_the_next_run_c
         kill_at(step, "KILL", layout=True)
     for step in renewal:
         if ":" not in step or step.startswith(("generation:", "rename:..")):
-            kill_at(step, "TERM", layout=True)
+            early = renewal.index(step) < renewal.index("restart#1")
+            kill_at(step, "TERM", layout=True, before_restart=early)
 
     # The first sync after certsync's upgrade: regular files become links into a generation
     # holding a copy of mox's pair, then the renewal's steps: SIGKILL at each step of that.

@@ -23,7 +23,15 @@ from certsync.host.cli import run_sync
 from certsync.host.output import Log
 from certsync.host.plan import INSTALLED
 from certsync.host.tlsa import TlsaLookup
-from tests.unit.certs import DAY, LETSENCRYPT, NOW, key_of, remember_installed, write_caddy
+from tests.unit.certs import (
+    DAY,
+    LETSENCRYPT,
+    NOW,
+    caddy_key_pem,
+    key_of,
+    remember_installed,
+    write_caddy,
+)
 from tests.unit.conftest import MakeFakeMox
 from tests.unit.fakemox import write_mox_files
 from tests.unit.realstate import real_state
@@ -571,8 +579,9 @@ def test_a_pending_delete_of_the_key_mox_serves_is_dropped_whatever_its_files_ho
 
 def test_a_key_change_with_records_is_held_when_the_key_mox_has_is_not_known(host, dns, tmp_path):
     h = host(verify_ports=[1])  # nothing to probe
-    for suffix in (".crt", ".key"):
+    for suffix in (".crt", ".key"):  # links of the mox user's: certsync never follows them
         (h.tmp_path / "mox" / "certs" / f"{NAME}{suffix}").unlink()
+        (h.tmp_path / "mox" / "certs" / f"{NAME}{suffix}").symlink_to(f"/elsewhere/{suffix}")
     h.caddy_renews()
     dns.records[OWNER] = [r311(h.old.spki_sha256)]
     outcome = h.sync()
@@ -604,6 +613,47 @@ def test_a_first_sync_from_mox_quickstart_is_judged_by_the_key_mox_serves(host, 
         f"installed without waiting for DANE (mox's certificate expires {expires}, within 61"
         f" days): publish {OWNER} IN TLSA {r311(new.spki_sha256)}"
     ) in outcome.detail
+
+
+@pytest.mark.parametrize("broken", ["missing", "another key"])
+def test_a_pair_that_does_not_load_is_held_while_mox_serves_and_installed_once_mox_is_down(
+    host, dns, broken
+):
+    # mox still serves the key the records pin: the hold keeps it. Once mox is down (it could
+    # not start again with that pair: a reboot), waiting would keep it down: installed, told
+    h = host()
+    certs = h.tmp_path / "mox" / "certs"
+    if broken == "missing":
+        for suffix in (".crt", ".key"):
+            (certs / f"{NAME}{suffix}").unlink()
+    else:
+        gen = os.readlink(certs / f"..{NAME}.data")
+        (certs / gen / f"{NAME}.key").write_bytes(caddy_key_pem(key_of("ec256", 52)))
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+
+    assert h.plan()["action"] == h.sync().status == "held for DANE"
+    assert h.mox.served(NAME) == h.old.sha256
+
+    h.mox.close()  # (the fake mox cannot be restarted once closed: the plan is what counts)
+    planned = h.plan()
+
+    assert planned["action"] == "install", planned["detail"]
+    assert "mox answers on none of its checked ports" in planned["detail"]
+    assert r311(new.spki_sha256) in planned["detail"]
+
+
+def test_a_key_change_is_not_held_for_dane_while_mox_answers_on_none_of_its_ports(host, dns):
+    h = host()
+    h.mox.close()  # mox is down: a hold would end the run at exit 0 with nothing served
+    new = h.caddy_renews()
+    dns.records[OWNER] = [r311(h.old.spki_sha256)]
+
+    planned = h.plan()
+
+    assert planned["action"] == "install", planned["detail"]
+    assert "mox answers on none of its checked ports" in planned["detail"]
+    assert r311(new.spki_sha256) in planned["detail"]
 
 
 def test_a_delete_of_a_record_an_add_of_the_run_sent_is_dropped(host):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certsync import program
-from certsync.host import cli, records
+from certsync.host import backup, cli, records
 from certsync.host.backup import take_backup
 from certsync.host.caddy import choose_pair
 from certsync.host.files import FILE, FileState
@@ -285,3 +285,43 @@ def test_the_test_trace_is_root_s_alone_and_never_written_through_a_link(tmp_pat
     with pytest.raises(OSError):
         crashpoint.step("install")
     assert target.read_text() == "kept"
+
+
+def test_a_backup_a_crash_left_half_made_never_counts_and_is_removed(tmp_path, monkeypatch):
+    root = tmp_path / "backups"
+    whole = {"a.crt": FileState(FILE, b"cert\n", None, 995, 995, 0o644)}
+    first, _ = take_backup(str(root), whole, keep=2)
+    real = backup.put_entries
+
+    def killed(fd, entries):  # type: ignore[no-untyped-def]
+        real(fd, dict(list(entries.items())[:1]))  # the first file, then SIGKILL
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backup, "put_entries", killed)
+    two = {**whole, "a.key": FileState(FILE, b"key\n", None, 995, 995, 0o600)}
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            take_backup(str(root), two, keep=2)
+    # no half-made backup looks like one: the whole one is there
+    assert [p.name for p in root.iterdir() if backup.STAMP_RE.fullmatch(p.name)] == [
+        os.path.basename(first)
+    ]
+    monkeypatch.setattr(backup, "put_entries", real)
+
+    second, _ = take_backup(str(root), two, keep=2)
+
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [os.path.basename(first), os.path.basename(second)]
+    )
+    assert sorted(os.listdir(second)) == ["a.crt", "a.key"]
+
+
+def test_old_backups_are_not_pruned_while_a_restore_failed(tmp_path):
+    root = tmp_path / "backups"
+    whole = {"a.crt": FileState(FILE, b"cert\n", None, 995, 995, 0o644)}
+    first, _ = take_backup(str(root), whole, keep=1)
+    second, note = take_backup(str(root), whole, keep=1, hold_pruning="a restore failed for a")
+    assert note == " (old backups not pruned: a restore failed for a)"
+    assert os.path.isdir(first) and os.path.isdir(second)
+    third, note = take_backup(str(root), whole, keep=1)
+    assert note == "" and sorted(os.listdir(root)) == [os.path.basename(third)]

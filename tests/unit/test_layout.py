@@ -111,3 +111,27 @@ def test_half_migrated_files_are_read_through_the_link_that_is_certsyncs(tmp_pat
     assert layout.clean(dir_fd, STORED) == []  # the generation is in use: kept
     crt, key, current = read(dir_fd)
     assert (crt.data, key.data, current) == (b"cert old", b"key old", None)
+
+
+def test_a_generation_folder_is_owned_like_its_files_before_it_is_filled(
+    tmp_path, dir_fd, monkeypatch
+):
+    # a crash while the folder is being filled must not leave a folder mox cannot read
+    owners = []
+    real = layout.put_entries
+
+    def put(fd, entries):  # type: ignore[no-untyped-def]
+        info = os.fstat(fd)
+        owners.append((info.st_uid, info.st_gid))
+        return real(fd, entries)
+
+    monkeypatch.setattr(layout, "put_entries", put)
+    crt, key = pair(b"new")
+    other = (UID + 1, GID + 1)
+    layout.make_generation(
+        dir_fd,
+        STORED,
+        crt.replace(uid=other[0], gid=other[1]),
+        key.replace(uid=other[0], gid=other[1]),
+    )
+    assert owners == [other]

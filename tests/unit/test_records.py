@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -117,3 +118,57 @@ def test_a_run_that_cannot_take_the_lock_still_writes_the_metrics(config, tmp_pa
     text = (tmp_path / "metrics" / "certsync.prom").read_text()
     assert f'certsync_last_run_ok{{name="{NAME}"}} 0' in text
     assert not (tmp_path / "run" / "runs.json").exists()  # no record without the lock
+
+
+def test_runs_json_of_the_previous_version_without_held_is_read(config, tmp_path):
+    # the version before DANE holds wrote no "held": an upgrade must not forget last_success
+    entry = {"ok": True, "time": 1700000000, "last_success": 1700000000}
+    (tmp_path / "run" / "runs.json").write_text(json.dumps({NAME: entry}))
+    del records.WARNINGS[:]
+    assert records.load(config, "runs.json") == {NAME: {**entry, "held": False}}
+    assert records.WARNINGS == []
+
+
+def test_a_lock_file_replaced_while_a_run_waited_is_not_the_lock_taken(config, tmp_path):
+    import fcntl
+    import threading
+
+    from certsync.host.output import locked
+
+    lock = tmp_path / "run" / "certsync.lock"
+    lock.write_text("")
+    holder = os.open(lock, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    taken = threading.Event()
+
+    def take() -> None:
+        with locked(str(lock)):
+            taken.set()
+            # while this run holds it, the path's file is the one it locked
+            with open(lock) as other:
+                try:
+                    fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    seen.append("free")
+                except BlockingIOError:
+                    seen.append("held")
+
+    seen: list[str] = []
+    waiter = threading.Thread(target=take)
+    waiter.start()
+    time.sleep(0.3)  # (the waiter is in its wait: its flock fails until release)
+    assert not taken.is_set()
+    # the holder (an old run) removes the file and lets go: the waiter's descriptor is stale
+    lock.unlink()
+    os.close(holder)
+    waiter.join(10)
+    assert taken.is_set() and seen == ["held"]
+
+
+def test_staged_records_a_crash_left_are_removed_under_the_lock(config, tmp_path):
+    (tmp_path / "mox").mkdir()
+    staged = tmp_path / "run" / ".runs.json.certsync-12345.tmp"
+    staged.write_text("{}")
+    other = tmp_path / "run" / ".notes.certsync-12345.tmp"
+    other.write_text("{}")
+    run_sync(config, [NAME], False, Log(config.host, config.log_file))
+    assert not staged.exists() and other.exists()

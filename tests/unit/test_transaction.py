@@ -506,3 +506,208 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
     else:
         assert outcome.status == "installed", outcome.detail
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (*mox_ids, 0o700)
+
+
+# --- SIGTERM / SIGINT (a shutdown): stop where nothing is half-done -----------------------------
+
+
+@pytest.fixture
+def stop_at(monkeypatch):
+    """stop_at(step): the run gets SIGTERM (its handler's flag) when it reaches `step`
+    ("start": before anything)."""
+    from certsync.host import output
+
+    monkeypatch.setattr(output, "STOP", [])
+    real = transaction.step
+
+    def arm(at: str) -> None:
+        def step(name: str) -> None:
+            if name == at:
+                output.STOP.append("interrupted by SIGTERM")
+            real(name)
+
+        monkeypatch.setattr(transaction, "step", step)
+        if at == "start":
+            output.STOP.append("interrupted by SIGTERM")
+
+    return arm
+
+
+def backoff_record(host: Host) -> dict:
+    from certsync.host import backoff, records
+
+    return records.load(host.config, backoff.BACKOFF_FILE)
+
+
+def cron_sync(host: Host) -> list[Outcome]:
+    log = Log(host.config.host, host.config.log_file)
+    return run_sync(host.config, list(host.config.names), False, log, cron=True)
+
+
+def test_sigterm_before_the_switch_changes_nothing_and_backs_nothing_off(host, stop_at):
+    before = host.entries()
+    stop_at("start")
+
+    (outcome,) = cron_sync(host)
+
+    assert (outcome.status, outcome.exit_status) == ("interrupted", 1), outcome.detail
+    assert outcome.detail == "interrupted by SIGTERM; nothing changed"
+    assert host.entries() == before and host.mox.restarts == 0
+    assert backoff_record(host) == {}
+
+
+def test_sigterm_during_the_backup_changes_nothing(host, stop_at):
+    before = host.entries()
+    stop_at("backup")
+
+    (outcome,) = cron_sync(host)
+
+    assert outcome.detail == "interrupted by SIGTERM; nothing changed"
+    assert host.entries() == before and host.mox.restarts == 0 and host.mox.config_test_calls == []
+
+
+def test_sigterm_after_the_switch_before_the_restart_switches_back(host, stop_at):
+    before = host.entries()
+    stop_at("config-tested")
+
+    (outcome,) = cron_sync(host)
+
+    assert (outcome.status, outcome.exit_status) == ("interrupted", 1), outcome.detail
+    assert "switched back: nothing changed" in outcome.detail
+    assert host.entries() == before and host.mox.restarts == 0
+    assert host.mox.served(NAME) == host.old.sha256
+    assert backoff_record(host) == {}
+
+
+def test_sigterm_after_the_restart_lets_the_sync_finish(host, stop_at):
+    stop_at("restarted")
+    assert cron_sync(host)[0].status == "installed"
+    assert host.mox.served(NAME) == host.new.sha256
+
+
+def test_sigterm_after_a_restart_that_fails_records_no_back_off(host, stop_at):
+    host.mox.failing_restarts = 1
+    stop_at("restart")
+
+    (outcome,) = cron_sync(host)
+
+    assert outcome.status == "rolled back", outcome.detail
+    assert backoff_record(host) == {}
+
+
+def test_sigterm_while_waiting_for_the_lock_gives_up_at_once(host, stop_at):
+    import fcntl
+
+    os.makedirs(os.path.dirname(host.config.lock_file), mode=0o700, exist_ok=True)
+    fd = os.open(host.config.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        stop_at("start")
+        started = time.monotonic()
+        (outcome,) = host.sync()
+    finally:
+        os.close(fd)
+    assert time.monotonic() - started < 5
+    assert outcome.status == "refused"
+    assert outcome.detail.startswith("interrupted by SIGTERM while waiting for")
+    assert host.mox.restarts == 0
+
+
+# --- a failure before a name's switch leaves that name's files as they were ----------------------
+
+OTHER = "mta-sts.example.com"
+
+
+def test_a_failed_install_of_a_second_name_says_its_files_are_unchanged(
+    ca, fake_mox, mox_ids, tmp_path, monkeypatch
+):
+    mox, config = fake_mox((NAME, OTHER))
+    olds = {}
+    for name in (NAME, OTHER):
+        olds[name] = ca.issue([name], not_before=NOW - 40 * DAY)
+        write_mox_files(
+            tmp_path / "mox" / "certs", name, olds[name].cert_pem, olds[name].key_pem, mox_ids
+        )
+        new = ca.issue([name], not_before=NOW - DAY)
+        write_caddy(tmp_path / "caddy", LETSENCRYPT, name, new.cert_pem, new.key_pem)
+    mox.start()
+    real = layout.make_generation
+
+    def full_for_the_second(dir_fd, stored, crt, key):  # type: ignore[no-untyped-def]
+        if stored == OTHER:
+            raise OSError(28, "No space left on device")
+        return real(dir_fd, stored, crt, key)
+
+    monkeypatch.setattr(layout, "make_generation", full_for_the_second)
+
+    outcomes = run_sync(config, [NAME, OTHER], False, Log(config.host, config.log_file))
+
+    assert [(o.name, o.status) for o in outcomes] == [(NAME, "rolled back"), (OTHER, "failed")]
+    assert outcomes[1].detail.endswith("its files unchanged"), outcomes[1].detail
+    assert max(o.exit_status for o in outcomes) == 3
+    for name in (NAME, OTHER):
+        assert (tmp_path / "mox" / "certs" / f"{name}.crt").read_bytes() == olds[name].cert_pem
+    assert mox.restarts == 0
+
+
+# --- a crash between the switch and the restart ---------------------------------------------------
+
+
+class Killed(BaseException):
+    """SIGKILL at a step: nothing after it runs (no handler, no rollback)."""
+
+
+def test_a_crash_between_switch_and_restart_keeps_the_previous_pair_to_roll_back_to(
+    host, monkeypatch
+):
+    before = host.entries()
+    real = transaction.step
+
+    def killed_at_the_restart(name: str) -> None:
+        if name == "restart":
+            raise Killed
+        real(name)
+
+    monkeypatch.setattr(transaction, "step", killed_at_the_restart)
+    with pytest.raises(Killed):
+        host.sync()
+    monkeypatch.setattr(transaction, "step", real)
+    assert host.pair() == (host.new.cert_pem, host.new.key_pem)  # switched, not restarted
+    assert host.mox.served(NAME) == host.old.sha256
+    host.mox.config_test(exit_status=1, output=b"bad\n")  # the next run's change fails
+
+    (outcome,) = host.sync()
+
+    # the pair mox served is still there to go back to: the next run rolls back to it
+    assert (outcome.status, outcome.exit_status) == ("rolled back", 3), outcome.detail
+    assert host.pair() == (host.old.cert_pem, host.old.key_pem)
+    assert host.entries() == before
+    assert host.mox.served(NAME) == host.old.sha256
+
+    host.mox.config_test(exit_status=0)
+    assert host.sync()[0].status == "installed"
+    assert host.mox.served(NAME) == host.new.sha256
+    gens = [e for e in os.listdir(host.cert_dir) if layout.is_generation(NAME, e)]
+    assert len(gens) == 1  # the previous generation, no longer needed, is gone
+
+
+def test_an_interrupted_sync_starts_no_watcher_and_exits_1(host, stop_at, monkeypatch, tmp_path):
+    import signal
+
+    from certsync.host import cli, watch
+    from tests.unit.hostrun import write_config
+
+    started: list[str] = []
+    monkeypatch.setattr(watch, "start", lambda config, path: started.append(path))
+    path = str(write_config(host.config, tmp_path / "config.json"))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert cli.sync_command({"config": path}) == 0  # (a run not interrupted)
+        assert started == [path]
+        del started[:]
+        stop_at("start")
+        assert cli.sync_command({"config": path, "force": True}) == 1
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert started == []
