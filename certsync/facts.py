@@ -48,9 +48,14 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             args.append("--force")
         if all_ports:
             args.append("--all-ports")
-        payload = HiddenValue(
-            program.zipapp_base64(), f"<certsync host program, {len(program.zipapp())} bytes>"
+        app, tree, count, *parts = program.bootstrap_arguments(
+            program.unpacked_folder(settings.install_dir)
         )
+        size = len(program.carried())
+        payload = [
+            HiddenValue(part, f"<certsync host program, part {index} of {count}, {size} bytes>")
+            for index, part in enumerate(parts, 1)
+        ]
         return StringCommand(
             # bounded on the host too: the controller's wait (stateread) ends the read for the
             # deploy, this one ends the process (it reads only: killing it leaves nothing)
@@ -63,9 +68,10 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             "-S",
             "-c",
             QuoteString(program.BOOTSTRAP),
-            QuoteString(program.unpacked_folder(settings.install_dir)),
-            QuoteString(payload),  # type: ignore[arg-type]
-            program.tree_sha256(),
+            QuoteString(app),
+            tree,
+            count,
+            *(QuoteString(part) for part in payload),  # type: ignore[arg-type]
             *(QuoteString(str(arg)) for arg in args),
         )
 

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import io
 import zipfile
+import zlib
 from importlib import resources
 
 from certsync.host.appdir import tree_digest
@@ -42,22 +43,25 @@ from {HOST_PACKAGE}.cli import main
 sys.exit(main())
 '''
 
-# python3 -c BOOTSTRAP <the unpacked folder of this version> <the zipapp, base64> <tree digest>
-# <command...>:
-# imports the sources the command carries, from memory, without writing them anywhere; or the
-# unpacked ones when the host has this version and they are usable (appdir.usable).
+# python3 -c BOOTSTRAP <the unpacked folder of this version> <tree digest> <N> <the carried
+# program, base64, in N parts> <command...>:
+# imports the sources the command carries (carried(): a zip, zlib-compressed), from memory,
+# without writing them anywhere; or the unpacked ones when the host has this version and they
+# are usable (appdir.usable). In parts: Linux refuses a single argument past 128 KiB.
 # One line: sudo and the logs quote a command line by line.
 BOOTSTRAP = (
-    "import base64,os,sys;"
+    "import base64,os,sys,zlib;"
+    "n=4+int(sys.argv[3]);"
     "fd=os.memfd_create('certsync');"
-    "os.write(fd,base64.b64decode(sys.argv[2]));"
+    "os.write(fd,zlib.decompress(base64.b64decode(''.join(sys.argv[4:n]))));"
     "carried='/proc/self/fd/%d'%fd;"
     "sys.path.insert(0,carried);"
     f"from {HOST_PACKAGE} import appdir;"
-    "appdir.import_from(sys.argv[1] if appdir.usable(sys.argv[1],sys.argv[3]) else None);"
+    "appdir.import_from(sys.argv[1] if appdir.usable(sys.argv[1],sys.argv[2]) else None);"
     f"from {HOST_PACKAGE}.cli import main;"
-    "sys.exit(main(sys.argv[4:]))"
+    "sys.exit(main(sys.argv[n:]))"
 )
+PART_CHARS = 64 * 1024  # of the carried program's base64, per argument
 
 
 @functools.cache
@@ -104,5 +108,27 @@ def unpacked_folder(install_dir: str) -> str:
 
 
 @functools.cache
-def zipapp_base64() -> str:
-    return base64.b64encode(zipapp()).decode()
+def carried() -> bytes:
+    """What the state read's command carries: the zipapp's members stored uncompressed in a zip
+    compressed whole with zlib (smaller than the zipapp, whose members are compressed apart)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(zipapp())) as source, zipfile.ZipFile(buffer, "w") as archive:
+        for info in source.infolist():
+            stored = zipfile.ZipInfo(info.filename, FIXED_TIME)
+            stored.external_attr = info.external_attr
+            archive.writestr(stored, source.read(info))
+    return zlib.compress(buffer.getvalue(), 9)
+
+
+@functools.cache
+def carried_parts() -> tuple[str, ...]:
+    """carried(), base64, in arguments of PART_CHARS characters at most."""
+    text = base64.b64encode(carried()).decode()
+    return tuple(text[start : start + PART_CHARS] for start in range(0, len(text), PART_CHARS))
+
+
+def bootstrap_arguments(app: str) -> list[str]:
+    """BOOTSTRAP's arguments before the command: the unpacked folder to use when usable, the
+    digest it must have, and the carried program's parts."""
+    parts = carried_parts()
+    return [app, tree_sha256(), str(len(parts)), *parts]

@@ -87,8 +87,8 @@ def test_a_folder_root_does_not_own_is_never_imported_nor_removed(
 
 def bootstrap(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The state read's command: the program carried in it, the unpacked folder named."""
-    command = [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP, str(app)]
-    command += [program.zipapp_base64(), program.tree_sha256(), *args]
+    command = [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP]
+    command += [*program.bootstrap_arguments(str(app)), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -4,10 +4,12 @@ system's python3 isolated, and the `python3 -c` bootstrap that runs `state` from
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -16,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from certsync import program
+from certsync.facts import CertsyncState
 from certsync.host import cli
+from certsync.hostdata import settings_from_data
 from tests.fleet.x509util import self_signed
 from tests.unit.certs import DAY, LETSENCRYPT, NOW, key_of, leaked_secrets, write_caddy
 from tests.unit.fakemox import write_mox_files
@@ -75,8 +79,44 @@ def test_the_zipapp_runs_isolated_with_the_system_python(pyz):
     assert run_host_program(pyz, "frobnicate").returncode == 2
 
 
-def test_the_bootstrap_command_fits_in_one_argument():
-    assert len(program.zipapp_base64()) < MAX_ARG_STRLEN
+def fact_command(all_ports: bool = False) -> list[str]:
+    """The state read's command as the host's shell gets it (the real fact's, unmasked)."""
+    settings = settings_from_data("mail-1", {"certsync_names": [NAME]})
+    raw = CertsyncState().command(settings=settings, all_ports=all_ports).get_raw_value()
+    return shlex.split(raw)
+
+
+def test_the_state_read_command_stays_far_below_the_kernels_limits():
+    """Linux refuses a command with an argument past 128 KiB ("Argument list too long"), or all
+    of them past a quarter of the stack (2 MiB by default)."""
+    command = fact_command(all_ports=True)
+    longest = max(len(arg.encode()) for arg in command)
+    assert longest <= 100 * 1024 < MAX_ARG_STRLEN
+    assert sum(len(arg.encode()) + 1 for arg in command) <= 1024 * 1024
+    assert "".join(program.carried_parts()) in "".join(command)
+
+
+def test_the_bootstrap_runs_the_program_from_its_parts(monkeypatch):
+    """Cut in many parts, the carried program still runs (the unpacked folder is missing)."""
+    monkeypatch.setattr(program, "PART_CHARS", 1000)
+    program.carried_parts.cache_clear()
+    try:
+        command = fact_command()
+    finally:
+        program.carried_parts.cache_clear()
+    count = command.index(program.BOOTSTRAP) + 3
+    program_args = count + 1 + int(command[count])
+    parts = command[count + 1 : program_args]
+    assert len(parts) > 50 and all(len(part) <= 1000 for part in parts)
+    assert base64.b64decode("".join(parts)) == program.carried()
+    assert command[program_args] == "state"
+
+    result = subprocess.run(
+        [*command[:program_args], "--help"], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: certsync.pyz COMMAND [OPTIONS]")
 
 
 TYPE_NAMES = {"int", "str", "bytes", "float", "bool", "list", "dict", "tuple", "set", "Any"}
@@ -143,8 +183,8 @@ def test_the_3_9_check_finds_match_and_runtime_unions():
 def test_state_through_the_bootstrap_prints_json_without_key_bytes(
     ca, fake_mox, mox_ids, pyz, tmp_path
 ):
-    """As the deploy reads a host: `python3 -I -S -c BOOTSTRAP <app> <zipapp> <tree> state ...`,
-    after a sync (run by the zipapp) replaced a placeholder. Neither key shows in what either
+    """As the deploy reads a host: `python3 -I -S -c BOOTSTRAP <app> <tree> <N> <N parts> state
+    ...`, after a sync (run by the zipapp) replaced a placeholder. Neither key shows in what either
     prints, nor in the log."""
     mox, config = fake_mox()
     caddys = ca.issue([NAME], key=key_of("rsa"), not_before=NOW - DAY)
@@ -157,8 +197,8 @@ def test_state_through_the_bootstrap_prints_json_without_key_bytes(
     assert synced.returncode == 0, synced.stderr
 
     read = subprocess.run(
-        [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP, str(tmp_path / "no-app")]
-        + [program.zipapp_base64(), program.tree_sha256()]
+        [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP]
+        + program.bootstrap_arguments(str(tmp_path / "no-app"))
         + ["state", "--settings", json.dumps(config.to_json()), "--all-ports"],
         capture_output=True,
         text=True,
