@@ -16,7 +16,7 @@ from pyinfra.api import State, deploy
 from certsync import statusrun
 from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
-from certsync.pyinfra_compat import current_state, operation_hash
+from certsync.pyinfra_compat import current_state, drop_operation, operation_hash
 from certsync.rollout import (
     canary_gate,
     check_one_canary_group,
@@ -80,7 +80,4 @@ def certsync_deploy(**defaults: Any) -> None:
 def skipped(meta: Any) -> None:
     """The operation stays in this host's operation order (rollout.py) but is not this host's:
     pyinfra says `Skipped` for it, as for an operation the host did not call."""
-    state.ops[host].pop(operation_hash(meta), None)
-    counts = state.get_meta_for_host(host)
-    counts.ops -= 1
-    counts.ops_no_change -= 1
+    drop_operation(state, host, meta)

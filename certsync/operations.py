@@ -26,7 +26,8 @@ from certsync.host.errors import printable
 from certsync.host.plan import IN_SYNC
 from certsync.hostdata import HostSettings
 from certsync.preview import host_lines
-from certsync.stateread import connector_arguments, read_state, run_quiet
+from certsync.pyinfra_compat import connector_arguments
+from certsync.stateread import read_state, run_quiet
 
 # The state read at change detection (or why it failed), reused when the operation runs (the
 # host program decides again under its lock): an in-sync host costs one command, with or without

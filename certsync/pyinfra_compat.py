@@ -1,10 +1,8 @@
 """What certsync needs of pyinfra beyond its public API, in one place, for the pyinfra versions
 certsync supports (pyproject.toml's range; tests/unit/test_pyinfra_compat.py fails on others).
 
-Elsewhere, still (their modules are being reworked): `pyinfra.api.arguments`'
-`pop_global_arguments` and `CONNECTOR_ARGUMENT_KEYS` and `Host.current_op_global_arguments`
-(stateread.py); `pyinfra_cli.cli.cli.make_context` on sys.argv, a cache keyed by `id(state)` and
-`gevent.sleep` inside an operation (rollout.py)."""
+Elsewhere, still: a cache keyed by `id(state)` and `gevent.sleep` inside an operation
+(rollout.py)."""
 
 from __future__ import annotations
 
@@ -59,3 +57,60 @@ def cli_state() -> Any:
     pyinfra's current State), or None when the run stopped before it read the inventory."""
     ran = current_state()
     return ran if ran is not None and getattr(ran, "initialised", False) else None
+
+
+def connector_arguments(host: Any) -> dict[str, Any]:
+    """`_sudo`, `_sudo_user`, `_timeout`... of the host's current operation, as pyinfra gives a
+    fact (pyinfra.api.arguments' pop_global_arguments, whose signature changed within 3.x)."""
+    from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+
+    current = dict(host.current_op_global_arguments or {})
+    arguments, _ = pop_global_arguments(host.state, host, current)
+    return {key: value for key, value in arguments.items() if key in CONNECTOR_ARGUMENT_KEYS}
+
+
+def ignores_errors(state: Any, host: Any, op_hash: str) -> bool:
+    """Whether the host's operation `op_hash` was called with `_ignore_errors`."""
+    return bool(state.get_op_data_for_host(host, op_hash).global_arguments["_ignore_errors"])
+
+
+def drop_operation(state: Any, host: Any, meta: Any) -> None:
+    """Take an operation that changes nothing out of the host's operations: it stays in the
+    operation order, and pyinfra says `Skipped` for it on this host, as for an operation the host
+    did not call."""
+    state.ops[host].pop(operation_hash(meta), None)
+    counts = state.get_meta_for_host(host)
+    counts.ops -= 1
+    counts.ops_no_change -= 1
+
+
+def cli_params(argv: list[str]) -> dict[str, Any]:
+    """The parameters pyinfra's command line parses from `argv` (serial, no_wait...), or {} when
+    it cannot."""
+    try:
+        import click
+        from pyinfra_cli.cli import cli
+    except ImportError:
+        return {}
+    try:
+        return dict(cli.make_context("pyinfra", argv, resilient_parsing=True).params)
+    except click.ClickException:
+        return {}
+
+
+def on_greenlet_error(state: Any, handled: Callable[[Any, BaseException], bool]) -> None:
+    """With --no-wait pyinfra runs each host in a greenlet whose error gevent's hub reports
+    (prints a traceback): `handled(context, error)` sees each error first, and what it handled
+    (True) is not reported. Once per State; a later State's replaces it."""
+    import gevent
+
+    hub = gevent.get_hub()
+    if getattr(hub, "certsync_state", None) is state:
+        return
+    report = getattr(hub, "certsync_report", None) or hub.handle_error
+
+    def handle_error(context: Any, kind: Any, value: Any, traceback: Any) -> None:
+        if not handled(context, value):
+            report(context, kind, value, traceback)
+
+    hub.certsync_state, hub.certsync_report, hub.handle_error = state, report, handle_error

@@ -28,6 +28,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
 
 from certsync.hostdata import SettingsError
+from certsync.pyinfra_compat import cli_params, ignores_errors, on_greenlet_error
 
 WAIT_INTERVAL = 0.1
 
@@ -50,7 +51,7 @@ class CanaryWatch(BaseStateCallback):
     ) -> None:
         self.finished.setdefault(op_hash, set()).add(host.name)
         self.failed.setdefault(op_hash, set()).add(host.name)
-        if not state.get_op_data_for_host(host, op_hash).global_arguments["_ignore_errors"]:
+        if not ignores_errors(state, host, op_hash):
             # --no-wait never marks it (fail_no_wait_hosts): marked here, the run exits 1 (the
             # other modes mark it too, later, the same way)
             state.failed_hosts.add(host)
@@ -73,20 +74,15 @@ def fail_no_wait_hosts(state: State) -> None:
     prints as a traceback. Here such a host is failed (the run exits 1), and pyinfra's own
     "Error in operation ... on host" is not printed again as a traceback: the host's error lines
     said it. Any other error keeps its traceback."""
-    hub = gevent.get_hub()
-    if getattr(hub, "certsync_state", None) is state:
-        return
-    report = getattr(hub, "certsync_report", None) or hub.handle_error
 
-    def handle_error(context: Any, kind: Any, value: Any, traceback: Any) -> None:
+    def handled(context: Any, value: BaseException) -> bool:
         host = next((a for a in getattr(context, "args", ()) if isinstance(a, Host)), None)
         if host is not None and isinstance(value, PyinfraError):
             state.failed_hosts.add(host)
-            if str(value).startswith("Error in operation "):
-                return
-        report(context, kind, value, traceback)
+            return str(value).startswith("Error in operation ")
+        return False
 
-    hub.certsync_state, hub.certsync_report, hub.handle_error = state, report, handle_error
+    on_greenlet_error(state, handled)
 
 
 @functools.cache
@@ -98,15 +94,7 @@ def cli_mode() -> dict[str, Any]:
     program = Path(sys.argv[0])
     if program.name != "pyinfra" and program.parts[-2:] != ("pyinfra", "__main__.py"):
         return {}
-    try:
-        import click
-        from pyinfra_cli.cli import cli
-    except ImportError:
-        return {}
-    try:
-        return dict(cli.make_context("pyinfra", sys.argv[1:], resilient_parsing=True).params)
-    except click.ClickException:
-        return {}
+    return cli_params(sys.argv[1:])
 
 
 def refuse_modes_that_cannot_wait(

@@ -15,12 +15,12 @@ from typing import Any
 from paramiko import SSHException
 from pyinfra import logger
 from pyinfra.api import Host, StringCommand
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.exceptions import FactProcessError
 
 from certsync.facts import CertsyncState
 from certsync.host.errors import printable
 from certsync.hostdata import HostSettings
+from certsync.pyinfra_compat import connector_arguments
 
 MAX_REASON_LINES = 4
 STATE_TIMEOUT_MARGIN = 10  # seconds the controller waits beyond the host's own timeout
@@ -34,13 +34,6 @@ def _printable(line: str) -> str:
     """A line of the host's output, safe for the operator's terminal, cut to MAX_LINE_CHARS."""
     text = printable(SUDO_REFUSAL_RE.sub(r"\1certsync's state command\2", line))
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
-
-
-def connector_arguments(host: Host) -> dict[str, Any]:
-    """`_sudo`, `_sudo_user`, `_timeout`... of the current operation, as pyinfra gives a fact."""
-    current = dict(host.current_op_global_arguments or {})
-    arguments, _ = pop_global_arguments(host.state, host, current)
-    return {key: value for key, value in arguments.items() if key in CONNECTOR_ARGUMENT_KEYS}
 
 
 def run_quiet(

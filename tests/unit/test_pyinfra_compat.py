@@ -11,11 +11,16 @@ from certsync import pyinfra_compat
 from tests.packaging import declared_dependencies
 
 CHECKS = """
+import os
+import subprocess
+import sys
 from importlib.metadata import version
 
-from pyinfra.api import State
-from pyinfra.api.operation import OperationMeta
+import gevent
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.operation import OperationMeta, add_op
 from pyinfra.context import ctx_state
+from pyinfra.operations import server
 
 from certsync import pyinfra_compat as compat
 from certsync.facts import CertsyncState
@@ -27,6 +32,53 @@ assert compat.cli_state() is None  # no command line ran in this process
 with ctx_state.use(State()):
     assert type(compat.current_state()) is State
 assert compat.has_exclude() == (compat.pyinfra_version() >= (3, 10))
+# in a process of its own: pyinfra_cli patches the standard library for gevent when imported
+cli_params = (
+    "from certsync.pyinfra_compat import cli_params;"
+    "print(cli_params(['inventory.py', 'deploy.py', '--serial'])['serial'], end=' ');"
+    "print(cli_params(['inventory.py', 'deploy.py'])['no_wait'])"
+)
+where = os.path.dirname(os.path.dirname(compat.__file__))
+env = {**os.environ, "PYTHONPATH": os.pathsep.join([where, os.environ.get("PYTHONPATH", "")])}
+parsed = subprocess.run(
+    [sys.executable, "-c", cli_params], env=env, capture_output=True, text=True, timeout=60
+)
+assert parsed.stdout.split() == ["True", "False"], (parsed.stdout, parsed.stderr)
+
+inventory = Inventory((["mail-1"], {}))
+state = State(inventory, Config())
+host = inventory.get_host("mail-1")
+host.current_op_global_arguments = {"_sudo": True, "_sudo_user": "mox", "_ignore_errors": True}
+arguments = compat.connector_arguments(host)
+assert arguments["_sudo"] is True and arguments["_sudo_user"] == "mox", arguments
+assert "_ignore_errors" not in arguments and arguments["_timeout"] is None, arguments
+
+state.activate_host(host)
+unchanged = add_op(state, server.shell, [], _ignore_errors=True)[host]
+op_hash = compat.operation_hash(unchanged)
+assert compat.ignores_errors(state, host, op_hash) is True
+counts = state.get_meta_for_host(host)
+assert (counts.ops, counts.ops_no_change, list(state.ops[host])) == (1, 1, [op_hash])
+compat.drop_operation(state, host, unchanged)
+assert (counts.ops, counts.ops_no_change, dict(state.ops[host])) == (0, 0, {})
+assert state.get_op_order() == [op_hash]  # still in the order: `Skipped` on this host
+changing = add_op(state, server.shell, ["true"])[host]
+assert compat.ignores_errors(state, host, compat.operation_hash(changing)) is False
+
+
+class Handled(Exception):
+    pass
+
+
+def fails(tag):
+    raise Handled(tag)
+
+
+seen = []
+compat.on_greenlet_error(state, lambda context, error: seen.append(context.args) or True)
+gevent.spawn(fails, "greenlet of mail-1").join()
+assert seen == [("greenlet of mail-1",)], seen
+
 settings = settings_from_data("mail-1", {"certsync_names": ["mail.example.com"]})
 command = CertsyncState().command(settings=settings, all_ports=True).get_masked_value()
 assert "<certsync host program, " in command and " bytes>" in command, command
