@@ -45,6 +45,7 @@ NSINIT = Path(__file__).resolve().with_name("nsinit.py")
 MOX_PORTS = (25, 465, 587, 993)
 START_TIMEOUT = 20.0
 HOST_RUN_DIR = "/run/certsync-e2e"  # inside a host: its run_dir (moxctl's pid file and mox.log)
+COPY_ATTEMPTS = 5  # of Caddy's storage, which Caddy may change while it is copied
 CROND_PID = Path("/run/crond.pid")  # Debian's cron locks it: each host has its own
 # A host's resolv.conf unless its spec gives one: nothing answers there, so a DNS lookup fails at
 # once instead of leaving the machine.
@@ -374,12 +375,19 @@ class TestHost:
     def copy_caddy_storage(self, pki: Pki) -> None:
         """Make the host's Caddy data dir a byte-identical copy of pki.data_dir (modes kept)."""
         target = self.source_of(self.caddy_data_dir)
-        for entry in target.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        shutil.copytree(pki.data_dir, target, symlinks=True, dirs_exist_ok=True)
+        # Caddy may remove a file (a lock of its storage) while it is copied: copy again
+        for attempt in range(COPY_ATTEMPTS):
+            for entry in target.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            try:
+                shutil.copytree(pki.data_dir, target, symlinks=True, dirs_exist_ok=True)
+                return
+            except (shutil.Error, FileNotFoundError):
+                if attempt == COPY_ATTEMPTS - 1:
+                    raise
 
     # -- whole host ------------------------------------------------------------------------------
     def copy_mox_binary(self, binary: Path) -> None:
