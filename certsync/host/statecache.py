@@ -1,0 +1,275 @@
+"""The state read's record of its last full check of a host where every name was in sync, and
+the cheap answer from it: when nothing that check depends on has changed since, the state read
+answers from the record without loading OpenSSL or connecting to mox.
+
+What the check depends on, by inode, size, mtime and ctime (ctime no user can set back): Caddy's
+storage folder and each issuer folder's files for the name; mox's folder, its links, the
+generation folder they point to and its files (lstat, as layout.py reads them); mox.conf, the
+users and groups, certsync's record of installed certificates, the trusted CA file; the host's
+addresses (which of mox's listeners are local); mox's listening sockets on the checked ports (their
+inodes in /proc/net/tcp*: a restarted or killed mox has other ones or none); the settings and the
+program's version. Time too: the record is used before `until` only, the earliest instant a
+plan could change by time alone (a certificate's not_before, not_after, or not_after minus
+certsync_min_validity_hours) and at most a day after the check.
+
+The record is root's (0600) in certsync's state folder, root's alone (state.folder_refusal
+checks it on every read), replaced whole by rename. Anything unexpected in it: the full read."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+
+from .files import FILE, FileState, open_dir, put_entries, read_file
+from .layout import data_link, generation
+from .names import storage_name
+from .settings import Config
+
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from typing import Any
+
+RECORD = "state-cache.json"
+RECORD_VERSION = 1
+MAX_AGE_SECONDS = 86400
+MAX_RECORD_BYTES = 1 << 20
+INSTALLED = "installed.json"  # plan.INSTALLED (plan.py loads ssl)
+PASSWD_FILES = ("/etc/passwd", "/etc/group")
+ADDRESS_FILES = ("/proc/net/fib_trie", "/proc/net/if_inet6")
+SOCKET_FILES = ("/proc/net/tcp", "/proc/net/tcp6")
+LISTEN = "0A"
+
+
+def _stat(path: str, dir_fd: int | None = None, follow: bool = False) -> list[int]:
+    try:
+        info = os.stat(path, dir_fd=dir_fd, follow_symlinks=follow)
+    except OSError as error:
+        return [-(error.errno or 1)]
+    return [
+        info.st_dev,
+        info.st_ino,
+        info.st_mode,
+        info.st_uid,
+        info.st_gid,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+    ]
+
+
+def _readlink(path: str, dir_fd: int) -> str | None:
+    try:
+        return os.readlink(path, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _mox_files(dir_fd: int, stored: str) -> list[Any]:
+    found: list[Any] = []
+    for entry in (f"{stored}.crt", f"{stored}.key", data_link(stored)):
+        found += [_stat(entry, dir_fd), _readlink(entry, dir_fd)]
+    try:
+        gen = generation(dir_fd, stored)
+    except OSError as error:
+        return [*found, -(error.errno or 1)]
+    if gen is not None:
+        found += [gen, _stat(gen, dir_fd)]
+        found += [_stat(f"{gen}/{stored}{suffix}", dir_fd) for suffix in (".crt", ".key")]
+    return found
+
+
+def _caddy_files(config: Config, stored: str) -> list[Any]:
+    certificates = os.path.join(config.caddy_data_dir, "certificates")
+    found: list[Any] = [_stat(certificates, follow=True)]
+    try:
+        issuers = sorted(os.listdir(certificates))
+    except OSError:
+        return found
+    for issuer in issuers:
+        folder = os.path.join(certificates, issuer, stored)
+        found.append([issuer, _stat(folder, follow=True)])
+        found += [_stat(os.path.join(folder, stored + suffix)) for suffix in (".crt", ".key")]
+    return found
+
+
+def _mox_config(path: str) -> list[Any]:
+    """mox.conf's file, reached as plan.read_mox_config reaches it (no link on the way)."""
+    try:
+        dir_fd = open_dir(os.path.dirname(path))
+    except (OSError, ValueError) as error:
+        return [str(error)]
+    try:
+        return _stat(os.path.basename(path), dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _crc(path: str) -> int:
+    try:
+        with open(path, "rb") as file:
+            return zlib.crc32(file.read())
+    except OSError:
+        return -1
+
+
+def listening(ports: list[int]) -> list[list[Any]]:
+    """The listening TCP sockets on `ports` in this network namespace: address:port and inode."""
+    wanted = {f"{port:04X}" for port in ports}
+    found = []
+    for path in SOCKET_FILES:
+        try:
+            with open(path, "rb") as file:
+                lines = file.read().decode("ascii", "replace").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == LISTEN and fields[1][-4:] in wanted:
+                found.append([fields[1], fields[9]])
+    return sorted(found)
+
+
+def fingerprint(config: Config, dir_fd: int, ports: list[int]) -> list[Any]:
+    """Everything the full check of an in-sync host depends on, but time (module docstring)."""
+    names = {
+        name: [_caddy_files(config, storage_name(name)), _mox_files(dir_fd, storage_name(name))]
+        for name in config.names
+    }
+    state_folder = os.path.dirname(config.lock_file)
+    extra = [config.trusted_ca_file] if config.require_trusted_chain else []
+    return [
+        names,
+        _fstat(dir_fd),
+        _mox_config(config.mox_config),
+        [_stat(path, follow=True) for path in (*PASSWD_FILES, *extra)],
+        _stat(os.path.join(state_folder, INSTALLED)),
+        [_crc(path) for path in ADDRESS_FILES],
+        listening(ports),
+    ]
+
+
+def _fstat(fd: int) -> list[int]:
+    info = os.fstat(fd)
+    return [
+        info.st_dev,
+        info.st_ino,
+        info.st_mode,
+        info.st_uid,
+        info.st_gid,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+    ]
+
+
+def program_version() -> str | None:
+    """The running program's version: its unpacked folder's name (`app-<sha256 of the
+    zipapp>`, whose sources appdir checked), or its sources' digest when run from a folder."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    parent = os.path.basename(os.path.dirname(package))
+    if parent.startswith("app-"):
+        return parent
+    from .appdir import tree_digest
+
+    try:
+        sources = {}
+        for entry in sorted(os.listdir(package)):
+            if entry.endswith(".py"):
+                with open(os.path.join(package, entry), "rb") as file:
+                    sources[entry] = file.read()
+    except OSError:  # imported from the zipapp in memory: no version known, no record
+        return None
+    return tree_digest(sources)
+
+
+def _identity(config: Config) -> list[Any]:
+    return [RECORD_VERSION, program_version(), json.dumps(config.to_json(), sort_keys=True)]
+
+
+def answer(config: Config, dir_fd: int, mox_dir: Any, now: float | None = None) -> Any:
+    """The names' entries of the last full check when nothing it depends on has changed, else
+    None."""
+    now = time.time() if now is None else now
+    try:
+        folder_fd = open_dir(os.path.dirname(config.lock_file))
+    except (OSError, ValueError):
+        return None
+    try:
+        state = read_file(folder_fd, RECORD, MAX_RECORD_BYTES)
+    except OSError:
+        return None
+    finally:
+        os.close(folder_fd)
+    if (state.kind, state.uid, state.mode) != (FILE, 0, 0o600) or state.data is None:
+        return None
+    try:
+        record = json.loads(state.data)
+        if not (
+            record["identity"] == _identity(config)
+            and record["written"] <= now < record["until"]
+            and now - record["written"] < MAX_AGE_SECONDS
+            and record["mox_dir"] == mox_dir
+            and record["fingerprint"] == fingerprint(config, dir_fd, record["ports"])
+            and sorted(record["names"]) == sorted(config.names)
+        ):
+            return None
+        names = record["names"]
+        if not all(entry["action"] == "in sync" for entry in names.values()):
+            return None
+        return names
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def until(names: dict[str, Any], now: float, min_validity_hours: int) -> float:
+    """The earliest instant after `now` when a plan of these entries could change by time alone:
+    a certificate (Caddy's candidates, mox's) becomes valid, expires, or comes within the minimum
+    validity; at most a day away."""
+    import datetime as dt
+
+    from .output import TIME_FORMAT
+
+    instants = [now + MAX_AGE_SECONDS]
+    for entry in names.values():
+        certs = [c["cert"] for c in entry["caddy"]["candidates"]]
+        certs.append((entry.get("mox") or {}).get("cert"))
+        for cert in filter(None, certs):
+            for field, before in (
+                ("not_before", 0),
+                ("not_after", 0),
+                ("not_after", min_validity_hours * 3600),
+            ):
+                when = dt.datetime.strptime(cert[field], TIME_FORMAT)
+                instants.append(when.replace(tzinfo=dt.timezone.utc).timestamp() - before)
+    return min(t for t in instants if t > now)
+
+
+def save(config: Config, record: dict[str, Any]) -> None:
+    """Replace the record (root's, 0600) in certsync's state folder when it exists; a failure
+    leaves the previous one, which the next read checks the same way."""
+    data = json.dumps({**record, "identity": _identity(config)}, sort_keys=True).encode()
+    try:
+        dir_fd = open_dir(os.path.dirname(config.lock_file))
+    except (OSError, ValueError):
+        return
+    try:
+        put_entries(dir_fd, {RECORD: FileState(FILE, data, None, 0, 0, 0o600)})
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def forget(config: Config) -> None:
+    """Remove the record (a full read that found a name not in sync)."""
+    try:
+        dir_fd = open_dir(os.path.dirname(config.lock_file))
+    except (OSError, ValueError):
+        return
+    try:
+        os.unlink(RECORD, dir_fd=dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
