@@ -17,6 +17,7 @@ checks it on every read), replaced whole by rename. Anything unexpected in it: t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -163,6 +164,7 @@ def _fstat(fd: int) -> list[int]:
     ]
 
 
+@functools.lru_cache(maxsize=1)
 def program_version() -> str | None:
     """The running program's version: its unpacked folder's name (`app-<sha256 of the
     zipapp>`, whose sources appdir checked), or its sources' digest when run from a folder."""
@@ -191,6 +193,8 @@ def answer(config: Config, dir_fd: int, mox_dir: Any, now: float | None = None) 
     """The names' entries of the last full check when nothing it depends on has changed, else
     None."""
     now = time.time() if now is None else now
+    if program_version() is None:
+        return None
     try:
         folder_fd = open_dir(os.path.dirname(config.lock_file))
     except (OSError, ValueError):
@@ -248,6 +252,8 @@ def until(names: dict[str, Any], now: float, min_validity_hours: int) -> float:
 def save(config: Config, record: dict[str, Any]) -> None:
     """Replace the record (root's, 0600) in certsync's state folder when it exists; a failure
     leaves the previous one, which the next read checks the same way."""
+    if program_version() is None:
+        return
     data = json.dumps({**record, "identity": _identity(config)}, sort_keys=True).encode()
     try:
         dir_fd = open_dir(os.path.dirname(config.lock_file))
