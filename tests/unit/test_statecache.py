@@ -54,6 +54,17 @@ def full_read(config: Config, now: Any = None) -> dict[str, Any]:
     return read_state(config, [], False, False, now)
 
 
+def comparable(state: dict[str, Any]) -> dict[str, Any]:
+    """The state, but why a mox that serves nothing closed the connection (reset, or EOF: the
+    two reads may see either)."""
+    state = json.loads(json.dumps(state))
+    for entry in state["names"].values():
+        if entry.get("served") and entry["served"]["error"] is not None:
+            entry["served"]["error"] = "no answer"
+        entry["warnings"] = [w.partition(": ")[0] for w in entry["warnings"]]
+    return state
+
+
 def in_sync_world(
     ca: Any, fake_mox: MakeFakeMox, mox_ids: Any, tmp_path: Path
 ) -> tuple[FakeMox, World, dict[str, Any]]:
@@ -180,7 +191,7 @@ def test_a_change_after_the_record_means_the_full_read(
     full = full_read(world.config)
 
     assert answered[1] is cached
-    assert read == full
+    assert comparable(read) == comparable(full)
 
 
 # (case, the time of the read after the check: a function of the world)
@@ -204,7 +215,7 @@ def test_time_passing_a_threshold_means_the_full_read(
     full = full_read(world.config, now)
 
     assert answered[1] is False
-    assert read == full
+    assert comparable(read) == comparable(full)
 
 
 def test_a_threshold_not_reached_keeps_the_record(ca, fake_mox, mox_ids, tmp_path, answered):
@@ -241,7 +252,7 @@ def test_every_starting_state_made_after_the_record_reads_as_the_full_read(
     full = full_read(world.config)
 
     assert True not in answered[1:]  # a refused folder asks nothing
-    assert read == full
+    assert comparable(read) == comparable(full)
     assert read["names"][NAME]["action"] == action, read["names"][NAME]
 
 
