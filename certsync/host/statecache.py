@@ -7,7 +7,8 @@ storage folder and each issuer folder's files for the name; mox's folder, its li
 generation folder they point to and its files (lstat, as layout.py reads them); mox.conf, the
 users and groups, certsync's record of installed certificates, the trusted CA file; the host's
 addresses (which of mox's listeners are local); mox's listening sockets on the checked ports (their
-inodes in /proc/net/tcp*: a restarted or killed mox has other ones or none); the settings and the
+inodes in /proc/net/tcp*: a restarted or killed mox has other ones or none; their queues of
+connections not accepted: a hung mox's holds at least the last full read's probe); the settings and the
 program's version. Time too: the record is used before `until` only, the earliest instant a
 plan could change by time alone (a certificate's not_before, not_after, or not_after minus
 certsync_min_validity_hours) and at most a day after the check.
@@ -116,7 +117,9 @@ def _crc(path: str) -> int:
 
 
 def listening(ports: list[int]) -> list[list[Any]]:
-    """The listening TCP sockets on `ports` in this network namespace: address:port and inode."""
+    """The listening TCP sockets on `ports` in this network namespace: address:port, inode, and
+    the queue of connections not accepted yet (a hung mox's grows, the full read's own probe
+    left in it)."""
     wanted = {f"{port:04X}" for port in ports}
     found = []
     for path in SOCKET_FILES:
@@ -128,7 +131,7 @@ def listening(ports: list[int]) -> list[list[Any]]:
         for line in lines:
             fields = line.split()
             if len(fields) > 9 and fields[3] == LISTEN and fields[1][-4:] in wanted:
-                found.append([fields[1], fields[9]])
+                found.append([fields[1], fields[9], fields[4]])
     return sorted(found)
 
 
