@@ -6,12 +6,14 @@ What the check depends on, by inode, size, mtime and ctime (ctime no user can se
 storage folder and each issuer folder's files for the name; mox's folder, its links, the
 generation folder they point to and its files (lstat, as layout.py reads them); mox.conf, the
 users and groups, certsync's record of installed certificates, the trusted CA file; the host's
-addresses (which of mox's listeners are local); mox's listening sockets on the checked ports (their
-inodes in /proc/net/tcp*: a restarted or killed mox has other ones or none; their queues of
-connections not accepted: a hung mox's holds at least the last full read's probe); the settings and the
-program's version. Time too: the record is used before `until` only, the earliest instant a
-plan could change by time alone (a certificate's not_before, not_after, or not_after minus
-certsync_min_validity_hours) and at most a day after the check.
+addresses (which of mox's listeners are local); mox's listening sockets on the checked ports
+(their inodes in /proc/net/tcp*: a restarted or killed mox has other ones or none; their queues
+of connections not accepted yet); the settings and the program's version. Time too: the record
+is used before `until` only, the earliest instant a plan could change by time alone (a
+certificate's not_before, not_after, or not_after minus certsync_min_validity_hours) and at most
+a day after the check. Not seen: a mox that hangs with its sockets open and no connection
+waiting (the full read would find it not answering); the cron job's sync, which checks what mox
+serves every run, does.
 
 The record is root's (0600) in certsync's state folder, root's alone (state.folder_refusal
 checks it on every read), replaced whole by rename. Anything unexpected in it: the full read."""
