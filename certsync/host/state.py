@@ -234,7 +234,7 @@ def _remember(
         statecache.forget(config)
         return
     checked = {int(t.rpartition(":")[2]) for e in names.values() for t in e["targets"]}
-    listening = {int(found[0][-4:], 16) for found in statecache.listening(sorted(checked))}
+    listening = {found[2] for found in statecache.listening(sorted(checked))}
     if not checked <= listening:  # mox's listeners are not this host's: nothing tells a restart
         statecache.forget(config)
         return
