@@ -127,24 +127,27 @@ def listening(ports: list[int]) -> list[list[Any]]:
     the queue of connections not accepted yet (a hung mox's grows); [] when they cannot be read
     (then no record is written: state._remember). Asked of the kernel by sock_diag netlink, for
     listeners only: reading /proc/net/tcp walks every socket's hash bucket (3 ms each file)."""
-    import socket
+    import _socket  # socket.py's enums cost 5 ms
 
     found = []
     wanted = set(ports)
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
-            sock.settimeout(2)
-            for family in (socket.AF_INET, socket.AF_INET6):
-                request = struct.pack(
-                    "=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN
-                )
-                header = struct.pack(
-                    "=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0
-                )
-                sock.send(header + request)
-                found += _listeners(sock, wanted)
+        sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    except OSError:
+        return []
+    try:
+        sock.settimeout(2)
+        for family in (_socket.AF_INET, _socket.AF_INET6):
+            request = struct.pack("=BBBBI48x", family, _socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN)
+            header = struct.pack(
+                "=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0
+            )
+            sock.send(header + request)
+            found += _listeners(sock, wanted)
     except (OSError, struct.error):
         return []
+    finally:
+        sock.close()
     return sorted(found)
 
 
