@@ -3,6 +3,7 @@ arguments > certsync's defaults), checked before anything connects or runs."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from collections import ChainMap
@@ -95,7 +96,7 @@ def _values(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, A
         if value is None:
             value = defaults.get(setting.name)
         if value is not None:
-            values[setting.name] = value
+            values[setting.name] = copy.copy(value)  # as pyinfra's data.get gives it
     return values
 
 
@@ -119,7 +120,9 @@ def settings_from_data(
     _refuse_unknown(host, sorted(defaults), "")
     _refuse_unknown(host, sorted(k[len(PREFIX) :] for k in keys if k.startswith(PREFIX)), PREFIX)
     try:
-        values = check_settings(host, _values(data, defaults))
+        # pyinfra's data merged once: the same values as data.get(key) for each setting (its
+        # first layer that has the key), without walking the layers for each of 40 settings
+        values = check_settings(host, _values(keys, defaults))
         names = values["names"]
         if configured is not None:
             names = check_settings(host, _values(configured, defaults), (SETTINGS[0],))["names"]
