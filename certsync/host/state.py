@@ -174,11 +174,10 @@ def read_state(
             records.load(config, statecache.INSTALLED)  # its warnings, as the full read's
             state["names"] = cached
         else:
-            ports = sorted(set(config.verify_ports))  # every target's port is one of them
-            before = statecache.fingerprint(config, dir_fd, ports) if dir_fd is not None else None
+            before = statecache.fingerprint(config, dir_fd) if dir_fd is not None else None
             state["names"] = _full_read(config, dir_fd, refusal, now, force, all_ports, dir_right)
             if not force and not all_ports:
-                _remember(config, dir_fd, state, now, ports, before)
+                _remember(config, dir_fd, state, now, before)
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
@@ -223,7 +222,6 @@ def _remember(
     dir_fd: int | None,
     state: dict[str, Any],
     now: dt.datetime,
-    ports: list[int],
     before: list[Any] | None,
 ) -> None:
     """Record the full read of a host where every name is in sync, for the next reads
@@ -233,12 +231,24 @@ def _remember(
     if not in_sync or dir_fd is None or before is None:
         statecache.forget(config)
         return
-    checked = {int(t.rpartition(":")[2]) for e in names.values() for t in e["targets"]}
-    listening = {found[2] for found in statecache.listening(sorted(checked))}
-    if not checked <= listening:  # mox's listeners are not this host's: nothing tells a restart
+    targets = sorted(
+        {
+            (address.strip("[]"), int(port))
+            for e in names.values()
+            for t in e["targets"]
+            for address, _, port in [t.rpartition(":")]
+        }
+    )
+    # mox's sockets after the read: one restarted during it loaded the same files (checked next)
+    sockets = statecache.listening([list(t) for t in targets])
+    served = {(s[1], s[2]) for s in sockets}
+    if any(  # mox's listeners are not this host's (nothing tells a restart), or connections wait
+        not served & {(statecache.ANY_ADDRESS, port), (statecache.packed(address), port)}
+        for address, port in targets
+    ) or any(s[4] for s in sockets):
         statecache.forget(config)
         return
-    after = statecache.fingerprint(config, dir_fd, ports)
+    after = statecache.fingerprint(config, dir_fd)
     if after != before:  # changed during the read
         statecache.forget(config)
         return
@@ -249,7 +259,8 @@ def _remember(
             "written": seconds,
             "until": statecache.until(names, seconds, config.min_validity_hours),
             "mox_dir": state["mox_dir"],
-            "ports": ports,
+            "targets": [list(t) for t in targets],
+            "sockets": sockets,
             "fingerprint": after,
             "names": names,
         },

@@ -48,6 +48,7 @@ SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST_DUMP = 0x1 | 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 TCP_LISTEN = 10
+ANY_ADDRESS = "0" * 32
 
 
 def _stat(path: str, dir_fd: int | None = None, follow: bool = False) -> list[int]:
@@ -122,15 +123,28 @@ def _crc(path: str) -> int:
         return -1
 
 
-def listening(ports: list[int]) -> list[list[Any]]:
-    """The listening TCP sockets on `ports` in this network namespace: address, port, inode, and
-    the queue of connections not accepted yet (a hung mox's grows); [] when they cannot be read
-    (then no record is written: state._remember). Asked of the kernel by sock_diag netlink, for
+def packed(address: str) -> str | None:
+    """An address as sock_diag gives it: 16 bytes in hex (IPv4's 4 first, then zeros)."""
+    import _socket
+
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            return _socket.inet_pton(family, address).hex().ljust(32, "0")
+        except OSError:
+            continue
+    return None
+
+
+def listening(targets: list[list[Any]]) -> list[list[Any]]:
+    """The listening TCP sockets in this network namespace that serve one of `targets` ([address,
+    port]: on that port, on its address or on all): family, address, port, inode, and whether
+    connections wait to be accepted (a hung mox's do); [] when they cannot be read (then no
+    record is written: state._remember). Asked of the kernel by sock_diag netlink, for
     listeners only: reading /proc/net/tcp walks every socket's hash bucket (3 ms each file)."""
     import _socket  # socket.py's enums cost 5 ms
 
+    wanted = {(packed(str(address)), int(port)) for address, port in targets}
     found = []
-    wanted = set(ports)
     try:
         sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     except OSError:
@@ -143,12 +157,14 @@ def listening(ports: list[int]) -> list[list[Any]]:
                 "=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0
             )
             sock.send(header + request)
-            found += _listeners(sock, wanted)
+            found += _listeners(sock, {port for _, port in wanted})
     except (OSError, struct.error):
         return []
     finally:
         sock.close()
-    return sorted(found)
+    return sorted(
+        entry for entry in found if (entry[1], entry[2]) in wanted or entry[1] == ANY_ADDRESS
+    )
 
 
 def _listeners(sock: Any, wanted: set[int]) -> list[list[Any]]:
@@ -169,14 +185,15 @@ def _listeners(sock: Any, wanted: set[int]) -> list[list[Any]]:
             address = data[offset + 24 : offset + 40].hex()
             _, rqueue, _, _, inode = struct.unpack_from("=IIIII", data, offset + 16 + 52)
             if port in wanted:
-                found.append([family, address, port, inode, rqueue])
+                found.append([family, address, port, inode, rqueue > 0])
             offset += (length + 3) & ~3
         if not data:
             raise OSError("sock_diag: no end")
 
 
-def fingerprint(config: Config, dir_fd: int, ports: list[int]) -> list[Any]:
-    """Everything the full check of an in-sync host depends on, but time (module docstring)."""
+def fingerprint(config: Config, dir_fd: int) -> list[Any]:
+    """What the full check of an in-sync host depends on, but time and mox's sockets
+    (listening): the files and the host's addresses (module docstring)."""
     names = {
         name: [_caddy_files(config, storage_name(name)), _mox_files(dir_fd, storage_name(name))]
         for name in config.names
@@ -190,7 +207,6 @@ def fingerprint(config: Config, dir_fd: int, ports: list[int]) -> list[Any]:
         [_stat(path, follow=True) for path in (*PASSWD_FILES, *extra)],
         _stat(os.path.join(state_folder, INSTALLED)),
         [_crc(path) for path in ADDRESS_FILES],
-        listening(ports),
     ]
 
 
@@ -257,7 +273,8 @@ def answer(config: Config, dir_fd: int, mox_dir: Any, now: float | None = None) 
             and record["written"] <= now < record["until"]
             and now - record["written"] < MAX_AGE_SECONDS
             and record["mox_dir"] == mox_dir
-            and record["fingerprint"] == fingerprint(config, dir_fd, record["ports"])
+            and record["fingerprint"] == fingerprint(config, dir_fd)
+            and record["sockets"] == listening(record["targets"])
             and sorted(record["names"]) == sorted(config.names)
         ):
             return None

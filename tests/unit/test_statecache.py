@@ -140,6 +140,13 @@ def _mox_restarted_on_other_files(mox: FakeMox, w: World) -> None:
     write_mox_files(w.cert_dir, NAME, *saved, w.mox_ids)
 
 
+def _other_listener(mox: FakeMox, w: World) -> None:
+    """Another service on another address, on mox's port: not what is checked."""
+    import socket
+
+    mox.other = socket.create_server(("127.0.0.2", mox.port))  # type: ignore[attr-defined]
+
+
 def _mox_config_edited(mox: FakeMox, w: World) -> None:
     with open(mox.mox_config, "a") as file:
         file.write("# edited\n")
@@ -170,6 +177,7 @@ CHANGES: list[tuple[str, bool, Callable[[FakeMox, World], None]]] = [
     ("mox's key's mode", False, _key_mode),
     ("mox restarted", False, lambda mox, w: mox.new_process()),
     ("mox killed", False, lambda mox, w: mox.close()),
+    ("another address's listener on mox's port", True, _other_listener),
     ("mox restarted on other files, files put back", False, _mox_restarted_on_other_files),
     ("mox.conf edited", False, _mox_config_edited),
     ("the record not root's alone", False, _record_not_roots_alone),
