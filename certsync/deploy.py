@@ -16,7 +16,12 @@ from pyinfra.api import State, deploy
 from certsync import statusrun
 from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
 from certsync.operations import synced
-from certsync.pyinfra_compat import current_state, drop_operation, operation_hash
+from certsync.pyinfra_compat import (
+    cheaper_operation_calls,
+    current_state,
+    drop_operation,
+    operation_hash,
+)
 from certsync.rollout import (
     canary_gate,
     check_one_canary_group,
@@ -25,6 +30,7 @@ from certsync.rollout import (
 )
 
 GATE_MARGIN_SECONDS = 60
+cheaper_operation_calls()  # two operation calls per host: pyinfra's own cost of each, smaller
 # per run (State) and defaults: every targeted host's settings
 _checked: WeakKeyDictionary[State, dict[str, dict[str, HostSettings]]] = WeakKeyDictionary()
 

@@ -41,7 +41,7 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             except SettingsError as error:  # said as the state's error, not as a traceback
                 refusal = {"certsync_state": 1, "error": str(error), "names": {}}
                 return StringCommand("echo", QuoteString(json.dumps(refusal)))
-        args: list[Any] = ["state", "--settings", json.dumps(settings.run_config().to_json())]
+        args: list[Any] = ["state", "--settings", settings.run_config_json()]
         for path in settings.installed_files if files is None else files:
             args += ["--file", path]
         if force:

@@ -3,10 +3,11 @@ arguments > certsync's defaults), checked before anything connects or runs."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
@@ -35,6 +36,7 @@ class HostSettings:
         self.host = host
         self.values = values
         self.configured_names = configured_names
+        self._made: dict[str, Any] = {}  # what is made of the settings, once per host and run
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -54,18 +56,37 @@ class HostSettings:
         """The files the deploy installs on the host (operations.host_files makes them)."""
         return [self.program, self.config_file, self.cron_file, self.logrotate_file]
 
+    def made(self, what: str, make: Callable[[], Any]) -> Any:
+        """make(), once per these settings (the settings are not changed once checked)."""
+        if what not in self._made:
+            self._made[what] = make()
+        return self._made[what]
+
     def host_config(self) -> Config:
         """The settings the host program reads: config.json, with the host's own names."""
-        values = {setting.name: self.values[setting.name] for setting in HOST_SETTINGS}
-        values["names"] = self.configured_names
-        return Config(self.host, values)
+
+        def make() -> Config:
+            values = {setting.name: self.values[setting.name] for setting in HOST_SETTINGS}
+            values["names"] = self.configured_names
+            return Config(self.host, values)
+
+        return self.made("host_config", make)
 
     def run_config(self) -> Config:
         """The settings of this run (its names), for the state read."""
-        return Config(self.host, {s.name: self.values[s.name] for s in HOST_SETTINGS})
+        return self.made(
+            "run_config",
+            lambda: Config(self.host, {s.name: self.values[s.name] for s in HOST_SETTINGS}),
+        )
+
+    def run_config_json(self) -> str:
+        return self.made("run_config_json", lambda: json.dumps(self.run_config().to_json()))
 
     def config_json(self) -> str:
-        return json.dumps(self.host_config().to_json(), indent=2, sort_keys=True) + "\n"
+        return self.made(
+            "config_json",
+            lambda: json.dumps(self.host_config().to_json(), indent=2, sort_keys=True) + "\n",
+        )
 
 
 def _values(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,7 +96,7 @@ def _values(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, A
         if value is None:
             value = defaults.get(setting.name)
         if value is not None:
-            values[setting.name] = value
+            values[setting.name] = copy.copy(value)  # as pyinfra's data.get gives it
     return values
 
 
@@ -99,7 +120,9 @@ def settings_from_data(
     _refuse_unknown(host, sorted(defaults), "")
     _refuse_unknown(host, sorted(k[len(PREFIX) :] for k in keys if k.startswith(PREFIX)), PREFIX)
     try:
-        values = check_settings(host, _values(data, defaults))
+        # pyinfra's data merged once: the same values as data.get(key) for each setting (its
+        # first layer that has the key), without walking the layers for each of 40 settings
+        values = check_settings(host, _values(keys, defaults))
         names = values["names"]
         if configured is not None:
             names = check_settings(host, _values(configured, defaults), (SETTINGS[0],))["names"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -35,9 +36,21 @@ from certsync.stateread import read_state, run_quiet
 _state_of: dict[tuple[str, int], dict[str, Any] | str] = {}
 
 
-def _render(template: str, **values: Any) -> str:
+@functools.cache
+def _template(template: str) -> jinja2.Template:
+    """Compiled once per run: compiling costs more than all of a host's other file work."""
     text = resources.files("certsync").joinpath(f"templates/{template}").read_text()
-    return jinja2.Template(text, keep_trailing_newline=True).render(**values)
+    return jinja2.Template(text, keep_trailing_newline=True)
+
+
+def _render(template: str, **values: Any) -> str:
+    return _template(template).render(**values)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(content: bytes) -> str:
+    """The same program's bytes on every host: hashed once per run."""
+    return hashlib.sha256(content).hexdigest()
 
 
 def cron_file(settings: HostSettings) -> str:
@@ -52,13 +65,17 @@ def cron_file(settings: HostSettings) -> str:
 def host_files(settings: HostSettings) -> dict[str, tuple[bytes, int]]:
     """The files the host gets from the deploy (settings.installed_files): path -> (content,
     mode)."""
-    contents = (
-        (program.zipapp(), 0o755),
-        (settings.config_json().encode(), 0o644),
-        (cron_file(settings).encode(), 0o644),
-        (_render("certsync.logrotate.j2", log_file=settings.log_file).encode(), 0o644),
-    )
-    return dict(zip(settings.installed_files, contents, strict=True))
+
+    def make() -> dict[str, tuple[bytes, int]]:
+        contents = (
+            (program.zipapp(), 0o755),
+            (settings.config_json().encode(), 0o644),
+            (cron_file(settings).encode(), 0o644),
+            (_render("certsync.logrotate.j2", log_file=settings.log_file).encode(), 0o644),
+        )
+        return dict(zip(settings.installed_files, contents, strict=True))
+
+    return dict(settings.made("host_files", make))
 
 
 def sync_command(
@@ -135,7 +152,7 @@ def host_problem(state: dict[str, Any] | str) -> str | None:
 
 def _is_installed(state: dict[str, Any], path: str, content: bytes, mode: int) -> bool:
     meta = state["files"].get(path, {})
-    return meta.get("sha256") == hashlib.sha256(content).hexdigest() and (
+    return meta.get("sha256") == _sha256(content) and (
         meta.get("user"),
         meta.get("group"),
         meta.get("mode"),

@@ -98,6 +98,7 @@ def main_source() -> str:
     return MAIN.replace("{tree}", tree_sha256())
 
 
+@functools.cache
 def zipapp_sha256() -> str:
     return hashlib.sha256(zipapp()).hexdigest()
 

@@ -114,3 +114,56 @@ def on_greenlet_error(state: Any, handled: Callable[[Any, BaseException], bool])
             report(context, kind, value, traceback)
 
     hub.certsync_state, hub.certsync_report, hub.handle_error = state, report, handle_error
+
+
+def _operation_order(state: Any) -> list[int]:
+    """pyinfra.api.util.get_operation_order_from_stack (3.9, 3.10), line for line, with the
+    frames read without their source lines (context=0): the filename and line number it uses do
+    not depend on them, and reading them searched sys.modules for each frame's module."""
+    import inspect
+    import sys
+
+    import pyinfra
+    from pyinfra.api.util import PYINFRA_INSTALL_DIR
+
+    # pyinfra's own frame (stack() called inside it) is where this one is called from
+    stack_items = list(reversed(inspect.getouterframes(sys._getframe(1), 0)))
+    i = 0
+    if state.current_deploy_filename:
+        for i, stack_item in enumerate(stack_items):  # noqa: B007 (as pyinfra's)
+            frame = inspect.getframeinfo(stack_item[0], 0)
+            if frame.filename == state.current_deploy_filename:
+                break
+    line_numbers = []
+    if pyinfra.is_cli:
+        line_numbers.append(state.current_op_file_number)
+    for stack_item in stack_items[i:]:
+        frame = inspect.getframeinfo(stack_item[0], 0)
+        if frame.filename.startswith(PYINFRA_INSTALL_DIR):
+            continue
+        line_numbers.append(frame.lineno)
+    del stack_items
+    return line_numbers
+
+
+_MADE_CHEAPER: list[bool] = []
+
+
+def cheaper_operation_calls() -> None:
+    """Make pyinfra's cost of each operation call smaller, with the same results: the operation
+    order from the call stack without reading source lines (_operation_order), and the global
+    arguments' type hints evaluated once (pyinfra evaluates them twice per operation call). Of an
+    in-sync deploy's controller CPU, these were a third (20 frames of 0.2 ms per operation call,
+    two operation calls per host)."""
+    if _MADE_CHEAPER:
+        return
+    import functools
+    import importlib
+
+    from pyinfra.api import arguments
+
+    operation = importlib.import_module("pyinfra.api.operation")  # the module, not the decorator
+    operation.get_operation_order_from_stack = _operation_order  # type: ignore[attr-defined]
+    hints = functools.cache(arguments.all_global_arguments)
+    arguments.all_global_arguments = lambda: list(hints())
+    _MADE_CHEAPER.append(True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import grp
 import hashlib
 import os
-import pwd
 import stat
 
 from . import backoff, records
@@ -20,6 +18,14 @@ from .layout import read_pair
 from .moxconf import MAX_CONFIG_BYTES, Target, listener_targets, protocol_of_port
 from .names import server_name, storage_name
 from .output import TIME_FORMAT
+from .owners import (  # noqa: F401 (CERT_MODE, DIR_MODE, file_meta_json: plan's API too)
+    CERT_MODE,
+    DIR_MODE,
+    KEY_MODE,
+    file_meta_json,
+    foreign_folder,
+    mox_ids,
+)
 from .probe import PROBE_ERRORS, served_certificate, served_fingerprint
 from .record import Record
 from .settings import Config
@@ -30,9 +36,6 @@ TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
     from typing import Any
 
-CERT_MODE = 0o644
-KEY_MODE = 0o600
-DIR_MODE = 0o700
 
 IN_SYNC, REPAIR, INSTALL, RESTART, REFUSE = "in sync", "repair", "install", "restart", "refuse"
 HOLD = "held for DANE"  # a key change waits for its TLSA record (dane.py); mox keeps its files
@@ -141,57 +144,6 @@ class NamePlan(Record):
             "files_equal": self.files_equal,
             "dane": self.dane.to_json() if self.dane else None,
         }
-
-
-def file_meta_json(state: FileState) -> dict[str, Any]:
-    return {
-        "kind": state.kind,
-        "target": None if state.target is None else printable(state.target),
-        "user": _user(state.uid) if state.exists else None,
-        "group": _group(state.gid) if state.exists else None,
-        "mode": format(state.mode, "04o") if state.exists else None,
-    }
-
-
-def _user(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
-def mox_ids(config: Config) -> tuple[int, int]:
-    try:
-        return pwd.getpwnam(config.mox_user).pw_uid, grp.getgrnam(config.mox_group).gr_gid
-    except KeyError as error:
-        raise ValueError(f"no such user or group: {error}") from None
-
-
-def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
-    """Why certsync will not make mox's certificate folder mox's: it is another user's, holds
-    something, and sits in a folder where another user than root can rename folders (mox, owning
-    /home/mox, can move any folder of root's there into its place; an empty one it could have
-    made itself)."""
-    info = os.fstat(dir_fd)
-    if info.st_uid == uid or not os.listdir(dir_fd):
-        return None
-    parent = os.stat("..", dir_fd=dir_fd, follow_symlinks=False)  # of this very folder
-    if parent.st_uid == 0 and not parent.st_mode & 0o002 and not parent.st_mode & 0o020:
-        return None
-    writer = _user(parent.st_uid) if parent.st_uid != 0 else "other users than root"
-    return (
-        f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and not empty,"
-        f" in a folder that {writer} can write: certsync hands {config.mox_user}"
-        f" such a folder only when it is empty (chown {config.mox_user}: it, or set"
-        f" certsync_mox_cert_dir)"
-    )
 
 
 LAYOUT_NOTE = "into a generation folder that one rename switches"

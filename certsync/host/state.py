@@ -9,8 +9,7 @@ import hashlib
 import os
 import sys
 
-from . import records, watch
-from .dane import DaneRun
+from . import records, statecache, watch
 from .errors import reason
 from .files import (
     FILE,
@@ -23,16 +22,7 @@ from .files import (
 )
 from .outcome import HELD, OK_STATUSES
 from .output import emit
-from .plan import (
-    DIR_MODE,
-    REFUSE,
-    NamePlan,
-    file_meta_json,
-    foreign_folder,
-    mox_ids,
-    plan_or_refusal,
-    probe_all,
-)
+from .owners import DIR_MODE, file_meta_json, foreign_folder, mox_ids
 from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
@@ -133,7 +123,14 @@ def last_runs(log_file: str, names: list[str], host: str) -> dict[str, dict[str,
     return found
 
 
-def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -> dict[str, Any]:
+def read_state(
+    config: Config,
+    files: list[str],
+    force: bool,
+    all_ports: bool,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The state; `now`: the time the plans are made for (tests)."""
     state: dict[str, Any] = {
         "certsync_state": STATE_VERSION,
         "host": config.host,
@@ -159,7 +156,7 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
         state["warnings"].append(trust_warning(config.mox_binary, found))
     state["last_runs"] = last_runs(config.log_file, list(config.names), config.host)
     state["watcher"] = watch.running(config) is not None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.timezone.utc)
     refusal = folder_refusal(config)
     dir_fd = None
     dir_right = True
@@ -174,27 +171,105 @@ def read_state(config: Config, files: list[str], force: bool, all_ports: bool) -
             state["mox_dir"] = {"kind": "missing", "right": False}
         except (OSError, ValueError) as error:  # swapped for a link since folder_refusal
             refusal = reason(error)
-    dane = DaneRun(config, now)
     try:
-        for name in config.names:
-            if refusal is not None:
-                plan = NamePlan(name, REFUSE, refusal, None, None, [], None)
-            else:
-                plan = plan_or_refusal(config, name, dir_fd, now, force, dir_right, dane=dane)
-            entry = plan.to_json()
-            if all_ports and plan.targets:
-                entry["served_all"] = probe_all(plan.targets, name)
-            if all_ports:  # the status report's `dane` check: the keys mox serves
-                keys = sorted(
-                    {e["spki_sha256"] for e in entry.get("served_all", []) if e["error"] is None}
-                )
-                entry["dane_served"] = dane.served_check(name, keys)
-            state["names"][name] = entry
+        cached = None
+        if refusal is None and dir_fd is not None and not force and not all_ports:
+            cached = statecache.answer(config, dir_fd, state["mox_dir"], now.timestamp())
+        if cached is not None:
+            records.load(config, statecache.INSTALLED)  # its warnings, as the full read's
+            state["names"] = cached
+        else:
+            before = statecache.fingerprint(config, dir_fd) if dir_fd is not None else None
+            state["names"] = _full_read(config, dir_fd, refusal, now, force, all_ports, dir_right)
+            if not force and not all_ports:
+                _remember(config, dir_fd, state, now, before)
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
     state["warnings"] += records.WARNINGS
     return state
+
+
+def _full_read(
+    config: Config,
+    dir_fd: int | None,
+    refusal: str | None,
+    now: dt.datetime,
+    force: bool,
+    all_ports: bool,
+    dir_right: bool,
+) -> dict[str, Any]:
+    """Each name's plan, read in full (Caddy's and mox's files parsed, what mox serves)."""
+    from .dane import DaneRun
+    from .plan import REFUSE, NamePlan, plan_or_refusal, probe_all
+
+    names: dict[str, Any] = {}
+    dane = DaneRun(config, now)
+    for name in config.names:
+        if refusal is not None:
+            plan = NamePlan(name, REFUSE, refusal, None, None, [], None)
+        else:
+            plan = plan_or_refusal(config, name, dir_fd, now, force, dir_right, dane=dane)
+        entry = plan.to_json()
+        if all_ports and plan.targets:
+            entry["served_all"] = probe_all(plan.targets, name)
+        if all_ports:  # the status report's `dane` check: the keys mox serves
+            keys = sorted(
+                {e["spki_sha256"] for e in entry.get("served_all", []) if e["error"] is None}
+            )
+            entry["dane_served"] = dane.served_check(name, keys)
+        names[name] = entry
+    return names
+
+
+def _remember(
+    config: Config,
+    dir_fd: int | None,
+    state: dict[str, Any],
+    now: dt.datetime,
+    before: list[Any] | None,
+) -> None:
+    """Record the full read of a host where every name is in sync, for the next reads
+    (statecache.py); forget the record otherwise."""
+    names = state["names"]
+    in_sync = bool(names) and all(e["action"] == "in sync" for e in names.values())
+    if not in_sync or dir_fd is None or before is None:
+        statecache.forget(config)
+        return
+    targets = sorted(
+        {
+            (address.strip("[]"), int(port))
+            for e in names.values()
+            for t in e["targets"]
+            for address, _, port in [t.rpartition(":")]
+        }
+    )
+    # mox's sockets after the read: one restarted during it loaded the same files (checked next)
+    sockets = statecache.listening([list(t) for t in targets])
+    served = {(s[1], s[2]) for s in sockets}
+    if any(  # mox's listeners are not this host's (nothing tells a restart), or connections wait
+        not served & {(statecache.ANY_ADDRESS, port), (statecache.packed(address), port)}
+        for address, port in targets
+    ) or any(s[4] for s in sockets):
+        statecache.forget(config)
+        return
+    after = statecache.fingerprint(config, dir_fd)
+    if after != before:  # changed during the read
+        statecache.forget(config)
+        return
+    seconds = now.timestamp()
+    statecache.save(
+        config,
+        {
+            "written": seconds,
+            "until": statecache.until(names, seconds, config.min_validity_hours),
+            "mox_dir": state["mox_dir"],
+            "targets": [list(t) for t in targets],
+            "sockets": sockets,
+            "fingerprint": after,
+            "names": names,
+        },
+    )
 
 
 def print_state(state: dict[str, Any]) -> None:

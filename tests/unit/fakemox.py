@@ -121,6 +121,17 @@ class FakeMox:
         with self._lock:
             self._contexts = contexts
 
+    def new_process(self) -> None:
+        """A restart as mox's own: a new process, so a new listening socket on the same port (a
+        new inode in /proc/net/tcp), loading the files again. (The restart command's restart
+        keeps the socket: what the sync checks is what is served, not how.)"""
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: it ends
+        self._server.close()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        accept_each(self._server, self._serve)
+        self.start()
+
     def served(self, name: str) -> str | None:
         """sha256 of the leaf served now for `name`; None when nothing is served."""
         return served_sha256(self.port, sni_for(name))

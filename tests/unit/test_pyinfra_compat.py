@@ -6,6 +6,8 @@ virtual environment (tests/test_package.py)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from certsync import pyinfra_compat
 from tests.packaging import declared_dependencies
@@ -22,11 +24,18 @@ from pyinfra.api.operation import OperationMeta, add_op
 from pyinfra.context import ctx_state
 from pyinfra.operations import server
 
+import importlib
+
+from pyinfra.api import util
+
 from certsync import pyinfra_compat as compat
 from certsync.facts import CertsyncState
 from certsync.hostdata import SettingsError, settings_from_data
 
 assert compat.unsupported() is None, compat.unsupported()
+# what compat.cheaper_operation_calls replaces
+operation = importlib.import_module("pyinfra.api.operation")
+assert operation.get_operation_order_from_stack is util.get_operation_order_from_stack
 assert compat.operation_hash(OperationMeta("op-hash", False)) == "op-hash"
 assert compat.cli_state() is None  # no command line ran in this process
 with ctx_state.use(State()):
@@ -106,3 +115,34 @@ def test_the_supported_range_is_the_declared_one():
     assert bounds, declared
     lowest, below = (tuple(int(part) for part in bound.split(".")) for bound in bounds.groups())
     assert (lowest, below) == (pyinfra_compat.LOWEST, pyinfra_compat.BELOW)
+
+
+def test_the_cheaper_operation_order_is_pyinfras_own():
+    """Operations are ordered (and named: their hash) by pyinfra's line numbers of the call
+    stack; certsync's cheaper reading of the stack gives the very same numbers."""
+    from types import SimpleNamespace
+
+    from pyinfra.api import util
+
+    from certsync.pyinfra_compat import _operation_order
+
+    def order(function: Callable[[Any], list[int]], state: object) -> list[int]:
+        return function(state)  # the same caller's frame for both (in pyinfra: pyinfra's own)
+
+    for deploy_file in (__file__, None):
+        state = SimpleNamespace(current_deploy_filename=deploy_file, current_op_file_number=3)
+        both = [order(f, state) for f in (_operation_order, util.get_operation_order_from_stack)]
+        assert both[0] == both[1]
+        assert len(both[0]) > 1
+
+
+def test_global_arguments_are_pyinfras_own_after_caching():
+    from pyinfra.api import arguments
+
+    from certsync.pyinfra_compat import cheaper_operation_calls
+
+    before = arguments.all_global_arguments()
+    cheaper_operation_calls()
+    first = arguments.all_global_arguments()
+    first.append(("mutated", str))  # a caller's change to its list stays its own
+    assert arguments.all_global_arguments() == before

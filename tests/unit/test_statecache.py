@@ -1,0 +1,304 @@
+"""The state read's cached answer (statecache.py): on a host found in sync, the next reads answer
+from the record of that check while nothing it depends on changed, and never say `in sync`
+where the full read would not: the record is written, the world is changed on disk (files, mox's
+process, time), and the read is compared with a full read of the same world."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certsync.host import statecache
+from certsync.host.cli import run_sync
+from certsync.host.output import Log
+from certsync.host.settings import Config
+from certsync.host.state import read_state
+from tests.unit.certs import DAY, HOUR, NOW, key_of
+from tests.unit.conftest import MakeFakeMox
+from tests.unit.fakemox import FakeMox, write_mox_files
+from tests.unit.test_parity import CASES, NAME, World
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def answered(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each state read answered from the record."""
+    found: list[bool] = []
+    real = statecache.answer
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        found.append(result is not None)
+        return result
+
+    monkeypatch.setattr(statecache, "answer", spy)
+    return found
+
+
+def record_path(config: Config) -> Path:
+    return Path(config.lock_file).parent / statecache.RECORD
+
+
+def full_read(config: Config, now: Any = None) -> dict[str, Any]:
+    """The state read with no record to answer from."""
+    record_path(config).unlink(missing_ok=True)
+    return read_state(config, [], False, False, now)
+
+
+def comparable(state: dict[str, Any]) -> dict[str, Any]:
+    """The state, but why a mox that serves nothing closed the connection (reset, or EOF: the
+    two reads may see either)."""
+    state = json.loads(json.dumps(state))
+    for entry in state["names"].values():
+        if entry.get("served") and entry["served"]["error"] is not None:
+            entry["served"]["error"] = "no answer"
+        entry["warnings"] = [w.partition(": ")[0] for w in entry["warnings"]]
+    return state
+
+
+def in_sync_world(
+    ca: Any, fake_mox: MakeFakeMox, mox_ids: Any, tmp_path: Path
+) -> tuple[FakeMox, World, dict[str, Any]]:
+    """A host a sync left in sync (mox restarted on Caddy's pair, certsync's folders and records
+    made), then read once: the record is there."""
+    mox, config = fake_mox()
+    world = World(
+        ca,
+        tmp_path,
+        mox_ids,
+        config,
+        caddys=ca.issue([NAME], key=key_of("ec256", 30), not_before=NOW - DAY),
+        old=ca.issue([NAME], key=key_of("ec256", 34), not_before=NOW - 40 * DAY),
+    )
+    world.mox(world.old.cert_pem, world.old.key_pem)
+    world.caddy(world.caddys.cert_pem, world.caddys.key_pem)
+    mox.start()
+    (outcome,) = run_sync(config, [NAME], False, Log(config.host, config.log_file))
+    assert outcome.status == "installed", outcome.detail
+    mox.new_process()
+    first = read_state(config, [], False, False)
+    assert first["names"][NAME]["action"] == "in sync"
+    assert record_path(config).exists()
+    return mox, world, first
+
+
+def test_an_unchanged_in_sync_host_is_answered_from_the_record(
+    ca, fake_mox, mox_ids, tmp_path, answered
+):
+    _, world, first = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+
+    again = read_state(world.config, [], False, False)
+
+    assert answered == [False, True]
+    assert again == first
+    info = record_path(world.config).stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o600)
+
+
+def test_force_and_all_ports_always_read_in_full(ca, fake_mox, mox_ids, tmp_path, answered):
+    _, world, _ = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+
+    read_state(world.config, [], True, False)
+    ports = read_state(world.config, [], False, True)
+
+    assert answered == [False]  # the first read's; the forced and all-ports ones never ask
+    assert "served_all" in ports["names"][NAME]
+
+
+def _renewed_in_caddy(mox: FakeMox, w: World) -> None:
+    renewed = w.ca.issue([NAME], key=key_of("ec256", 40), not_before=NOW - HOUR)
+    w.caddy(renewed.cert_pem, renewed.key_pem)
+
+
+def _mox_files_replaced(mox: FakeMox, w: World) -> None:
+    write_mox_files(w.cert_dir, NAME, w.old.cert_pem, w.old.key_pem, w.mox_ids)
+
+
+def _same_bytes_rewritten(mox: FakeMox, w: World) -> None:
+    write_mox_files(w.cert_dir, NAME, w.caddys.cert_pem, w.caddys.key_pem, w.mox_ids)
+
+
+def _key_mode(mox: FakeMox, w: World) -> None:
+    os.chmod(w.cert_dir / f"{NAME}.key", 0o644)  # follows the links to the generation's key
+
+
+def _mox_restarted_on_other_files(mox: FakeMox, w: World) -> None:
+    """mox restarted while its files held another pair, and the pair put back in place since."""
+    crt, key = (w.cert_dir / f"{NAME}{s}" for s in (".crt", ".key"))
+    saved = crt.read_bytes(), key.read_bytes()
+    _mox_files_replaced(mox, w)
+    mox.new_process()
+    write_mox_files(w.cert_dir, NAME, *saved, w.mox_ids)
+
+
+def _other_listener(mox: FakeMox, w: World) -> None:
+    """Another service on another address, on mox's port: not what is checked."""
+    import socket
+
+    mox.other = socket.create_server(("127.0.0.2", mox.port))  # type: ignore[attr-defined]
+
+
+def _mox_config_edited(mox: FakeMox, w: World) -> None:
+    with open(mox.mox_config, "a") as file:
+        file.write("# edited\n")
+
+
+def _record_not_roots_alone(mox: FakeMox, w: World) -> None:
+    record_path(w.config).chmod(0o644)
+
+
+def _record_forged(mox: FakeMox, w: World) -> None:
+    """A record of another host's check (its fingerprint does not match)."""
+    path = record_path(w.config)
+    record = json.loads(path.read_bytes())
+    record["fingerprint"] = ["not this host"]
+    path.write_text(json.dumps(record))
+
+
+def _installed_record_changed(mox: FakeMox, w: World) -> None:
+    (Path(w.config.lock_file).parent / statecache.INSTALLED).write_text("{}")
+
+
+# (case, whether the read may answer from the record, what is changed after the record was written)
+CHANGES: list[tuple[str, bool, Callable[[FakeMox, World], None]]] = [
+    ("nothing", True, lambda mox, w: None),
+    ("Caddy renewed", False, _renewed_in_caddy),
+    ("mox's files replaced by the mox user", False, _mox_files_replaced),
+    ("mox's files rewritten, same bytes", False, _same_bytes_rewritten),
+    ("mox's key's mode", False, _key_mode),
+    ("mox restarted", False, lambda mox, w: mox.new_process()),
+    ("mox killed", False, lambda mox, w: mox.close()),
+    ("another address's listener on mox's port", True, _other_listener),
+    ("mox restarted on other files, files put back", False, _mox_restarted_on_other_files),
+    ("mox.conf edited", False, _mox_config_edited),
+    ("the record not root's alone", False, _record_not_roots_alone),
+    ("the record forged", False, _record_forged),
+    ("certsync's record of installed certificates", False, _installed_record_changed),
+]
+
+
+@pytest.mark.parametrize(
+    ("cached", "change"), [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES]
+)
+def test_a_change_after_the_record_means_the_full_read(
+    ca, fake_mox, mox_ids, tmp_path, answered, cached, change
+):
+    mox, world, _ = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+    change(mox, world)
+
+    read = read_state(world.config, [], False, False)
+    full = full_read(world.config)
+
+    assert answered[1] is cached
+    assert comparable(read) == comparable(full)
+
+
+# (case, the time of the read after the check: a function of the world)
+TIMES: list[tuple[str, Callable[[World], Any]]] = [
+    # Caddy's certificate (issued by Ca.issue: 60 days) comes within the 24 h minimum validity
+    ("Caddy's certificate within the minimum validity", lambda w: NOW + 59 * DAY + HOUR),
+    ("mox's certificate expired", lambda w: NOW + 61 * DAY),
+    ("a day after the check", lambda w: NOW + DAY + HOUR),
+    ("before the check (the clock set back)", lambda w: NOW - DAY),
+]
+
+
+@pytest.mark.parametrize("when", [c[1] for c in TIMES], ids=[c[0] for c in TIMES])
+def test_time_passing_a_threshold_means_the_full_read(
+    ca, fake_mox, mox_ids, tmp_path, answered, when
+):
+    _, world, _ = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+    now = when(world)
+
+    read = read_state(world.config, [], False, False, now)
+    full = full_read(world.config, now)
+
+    assert answered[1] is False
+    assert comparable(read) == comparable(full)
+
+
+def test_a_threshold_not_reached_keeps_the_record(ca, fake_mox, mox_ids, tmp_path, answered):
+    """The control of the test above: an hour later, nothing passed; the record answers."""
+    _, world, first = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+
+    read = read_state(world.config, [], False, False, NOW + HOUR)
+
+    assert answered == [False, True]
+    assert read == first
+
+
+@pytest.mark.parametrize(
+    ("action", "settings", "make"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_every_starting_state_made_after_the_record_reads_as_the_full_read(
+    ca, fake_mox: MakeFakeMox, mox_ids, tmp_path, answered, action, settings, make
+):
+    """Each starting state of the state table (test_parity.py), made on a host whose record says
+    it was in sync: Caddy's and mox's files made anew as the case says, mox restarted on them."""
+    mox, world, _ = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+    if settings:  # the case's settings from now on (the record is of the others)
+        values = {
+            k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in settings.items()
+        }
+        world.config = Config(world.config.host, {**world.config.values, **values})
+    shutil.rmtree(world.caddy_dir)
+    shutil.rmtree(world.cert_dir)
+    world.mox(world.old.cert_pem, world.old.key_pem)
+    make(world)
+    mox.new_process()
+
+    read = read_state(world.config, [], False, False)
+    full = full_read(world.config)
+
+    assert True not in answered[1:]  # a refused folder asks nothing
+    assert comparable(read) == comparable(full)
+    assert read["names"][NAME]["action"] == action, read["names"][NAME]
+
+
+def _state_command(config: Config) -> subprocess.CompletedProcess[str]:
+    """The host program's `state`, as the deploy runs it, in a python3 of its own that lists
+    every module it imports (-X importtime)."""
+    settings = json.dumps(config.to_json())
+    return subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "certsync.host",
+            "state",
+            "--settings",
+            settings,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+
+def _imported(stderr: str) -> set[str]:
+    return {line.rpartition("|")[2].strip() for line in stderr.splitlines() if "|" in line}
+
+
+def test_the_cached_answer_loads_no_ssl(ca, fake_mox, mox_ids, tmp_path):
+    _, world, _ = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+
+    cached = _state_command(world.config)
+    _mox_files_replaced(FakeMox.__new__(FakeMox), world)
+    full = _state_command(world.config)
+
+    assert json.loads(cached.stdout)["names"][NAME]["action"] == "in sync"
+    assert not _imported(cached.stderr) & {"ssl", "_ssl", "socket"}
+    assert json.loads(full.stdout)["names"][NAME]["action"] == "install"
+    assert {"ssl", "_ssl"} <= _imported(full.stderr)
