@@ -119,9 +119,10 @@ def load(config: Config, name: str) -> dict[str, Any]:
 
 
 def clean_staged(config: Config) -> None:
-    """Remove the records' staged files a crash left (`.<record>.certsync-PID.tmp`); under the
-    lock."""
+    """Remove the records' staged files a crash left (`.<record>.certsync-PID.tmp`), the state
+    read's cache's too; under the lock."""
     from .files import is_temp_name
+    from .statecache import RECORD
 
     try:
         dir_fd = open_dir(state_folder(config))
@@ -129,7 +130,7 @@ def clean_staged(config: Config) -> None:
         return
     try:
         for entry in os.listdir(dir_fd):
-            if any(is_temp_name(entry, record) for record in SHAPES):
+            if any(is_temp_name(entry, record) for record in (*SHAPES, RECORD)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry, dir_fd=dir_fd)
     finally:

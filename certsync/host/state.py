@@ -174,15 +174,20 @@ def read_state(
     try:
         cached = None
         if refusal is None and dir_fd is not None and not force and not all_ports:
-            cached = statecache.answer(config, dir_fd, state["mox_dir"], now.timestamp())
+            cached = statecache.answer(
+                config, dir_fd, state["mox_dir"], [uid, gid], now.timestamp()
+            )
         if cached is not None:
             records.load(config, statecache.INSTALLED)  # its warnings, as the full read's
             state["names"] = cached
         else:
             before = statecache.fingerprint(config, dir_fd) if dir_fd is not None else None
-            state["names"] = _full_read(config, dir_fd, refusal, now, force, all_ports, dir_right)
+            greeters: dict[str, list[Any]] = {}
+            state["names"] = _full_read(
+                config, dir_fd, refusal, now, force, all_ports, dir_right, greeters
+            )
             if not force and not all_ports:
-                _remember(config, dir_fd, state, now, before)
+                _remember(config, dir_fd, state, now, before, [uid, gid], greeters)
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
@@ -198,8 +203,10 @@ def _full_read(
     force: bool,
     all_ports: bool,
     dir_right: bool,
+    greeters: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
-    """Each name's plan, read in full (Caddy's and mox's files parsed, what mox serves)."""
+    """Each name's plan, read in full (Caddy's and mox's files parsed, what mox serves); in
+    `greeters`, each name's first check target on a plaintext port ([address, port, protocol])."""
     from .dane import DaneRun
     from .plan import REFUSE, NamePlan, plan_or_refusal, probe_all
 
@@ -211,6 +218,9 @@ def _full_read(
         else:
             plan = plan_or_refusal(config, name, dir_fd, now, force, dir_right, dane=dane)
         entry = plan.to_json()
+        plain = [t for t in plan.targets or [] if t.protocol in statecache.GREETINGS]
+        if greeters is not None and plain:
+            greeters[name] = [plain[0].address, plain[0].port, plain[0].protocol]
         if all_ports and plan.targets:
             entry["served_all"] = probe_all(plan.targets, name)
         if all_ports:  # the status report's `dane` check: the keys mox serves
@@ -228,12 +238,21 @@ def _remember(
     state: dict[str, Any],
     now: dt.datetime,
     before: list[Any] | None,
+    ids: list[int],
+    greeters: dict[str, list[Any]],
 ) -> None:
-    """Record the full read of a host where every name is in sync, for the next reads
-    (statecache.py); forget the record otherwise."""
+    """Record the full read of a host where every name is in sync and has a check target on a
+    plaintext port (whose greeting shows mox not hung), for the next reads (statecache.py);
+    forget the record otherwise."""
     names = state["names"]
     in_sync = bool(names) and all(e["action"] == "in sync" for e in names.values())
-    if not in_sync or dir_fd is None or before is None:
+    if (
+        not in_sync
+        or dir_fd is None
+        or before is None
+        or config.require_trusted_chain
+        or set(greeters) != set(names)
+    ):
         statecache.forget(config)
         return
     targets = sorted(
@@ -264,6 +283,8 @@ def _remember(
             "written": seconds,
             "until": statecache.until(names, seconds, config.min_validity_hours),
             "mox_dir": state["mox_dir"],
+            "mox_ids": ids,
+            "greeters": sorted({tuple(g) for g in greeters.values()}),
             "targets": [list(t) for t in targets],
             "sockets": sockets,
             "fingerprint": after,

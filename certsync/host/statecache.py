@@ -28,7 +28,7 @@ import time
 import zlib
 
 from .files import FILE, FileState, open_dir, put_entries, read_file
-from .layout import data_link, generation
+from .layout import data_link, generation, read_pair
 from .names import storage_name
 from .settings import Config
 
@@ -87,6 +87,27 @@ def _mox_files(dir_fd: int, stored: str) -> list[Any]:
         found += [gen, _stat(gen, dir_fd)]
         found += [_stat(f"{gen}/{stored}{suffix}", dir_fd) for suffix in (".crt", ".key")]
     return found
+
+
+def _digest(data: bytes) -> str:
+    """sha256 by the builtin module: hashlib would load OpenSSL."""
+    try:
+        import _sha256 as sha  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # Python 3.12+
+        import _sha2 as sha  # type: ignore[import-not-found,no-redef,unused-ignore]
+    return str(sha.sha256(data).hexdigest())
+
+
+def _mox_bytes(dir_fd: int, stored: str) -> Any:
+    """A digest of mox's .crt and .key bytes together, read as the full read reads them (the
+    mox user can rewrite them in place through mmap, changing no inode, size, mtime or ctime).
+    Only the digest is kept: of a private key, in a record root's alone (0600)."""
+    try:
+        crt, key = read_pair(dir_fd, stored)[:2]
+    except (OSError, ValueError) as error:
+        return str(error)
+    parts = [b"%d:" % len(s.data) + s.data if s.data is not None else b"-" for s in (crt, key)]
+    return _digest(b"|".join(parts))
 
 
 def _caddy_files(config: Config, stored: str) -> list[Any]:
@@ -191,20 +212,62 @@ def _listeners(sock: Any, wanted: set[int]) -> list[list[Any]]:
             raise OSError("sock_diag: no end")
 
 
+GREETINGS = {"smtp": b"220", "imap": b"* OK"}  # what mox says first on a plaintext port
+GREETING_SECONDS = 1.0
+
+
+def greets(address: str, port: int, protocol: str) -> bool:
+    """Whether mox answers its greeting on a plaintext port within GREETING_SECONDS: a hung or
+    stopped mox keeps its listening socket (the kernel still accepts connections) but says
+    nothing."""
+    import _socket
+
+    expected = GREETINGS.get(protocol)
+    if expected is None:
+        return False
+    deadline = time.monotonic() + GREETING_SECONDS
+    family = _socket.AF_INET6 if ":" in address else _socket.AF_INET
+    try:
+        sock = _socket.socket(family, _socket.SOCK_STREAM)
+    except OSError:
+        return False
+    try:
+        sock.settimeout(GREETING_SECONDS)
+        sock.connect((address, port))
+        said = b""
+        while b"\n" not in said and len(said) < 512:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            sock.settimeout(left)
+            data = sock.recv(512)
+            if not data:
+                break
+            said += data
+        return said.startswith(expected)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
 def fingerprint(config: Config, dir_fd: int) -> list[Any]:
     """What the full check of an in-sync host depends on, but time and mox's sockets
     (listening): the files and the host's addresses (module docstring)."""
     names = {
-        name: [_caddy_files(config, storage_name(name)), _mox_files(dir_fd, storage_name(name))]
+        name: [
+            _caddy_files(config, storage_name(name)),
+            _mox_files(dir_fd, storage_name(name)),
+            _mox_bytes(dir_fd, storage_name(name)),
+        ]
         for name in config.names
     }
     state_folder = os.path.dirname(config.lock_file)
-    extra = [config.trusted_ca_file] if config.require_trusted_chain else []
     return [
         names,
         _fstat(dir_fd),
         _mox_config(config.mox_config),
-        [_stat(path, follow=True) for path in (*PASSWD_FILES, *extra)],
+        [_stat(path, follow=True) for path in PASSWD_FILES],
         _stat(os.path.join(state_folder, INSTALLED)),
         [_crc(path) for path in ADDRESS_FILES],
     ]
@@ -248,11 +311,14 @@ def _identity(config: Config) -> list[Any]:
     return [RECORD_VERSION, program_version(), json.dumps(config.to_json(), sort_keys=True)]
 
 
-def answer(config: Config, dir_fd: int, mox_dir: Any, now: float | None = None) -> Any:
-    """The names' entries of the last full check when nothing it depends on has changed, else
-    None."""
+def answer(
+    config: Config, dir_fd: int, mox_dir: Any, ids: list[int], now: float | None = None
+) -> Any:
+    """The names' entries of the last full check when nothing it depends on has changed and mox
+    greets on a plaintext port, else None. Never with certsync_require_trusted_chain: the chain
+    check depends on intermediates' dates and the system's CA store."""
     now = time.time() if now is None else now
-    if program_version() is None:
+    if program_version() is None or config.require_trusted_chain:
         return None
     try:
         folder_fd = open_dir(os.path.dirname(config.lock_file))
@@ -273,6 +339,7 @@ def answer(config: Config, dir_fd: int, mox_dir: Any, now: float | None = None) 
             and record["written"] <= now < record["until"]
             and now - record["written"] < MAX_AGE_SECONDS
             and record["mox_dir"] == mox_dir
+            and record["mox_ids"] == ids
             and record["fingerprint"] == fingerprint(config, dir_fd)
             and record["sockets"] == listening(record["targets"])
             and sorted(record["names"]) == sorted(config.names)
@@ -280,6 +347,9 @@ def answer(config: Config, dir_fd: int, mox_dir: Any, now: float | None = None) 
             return None
         names = record["names"]
         if not all(entry["action"] == "in sync" for entry in names.values()):
+            return None
+        greeters = record["greeters"]
+        if not greeters or not all(greets(str(a), int(p), str(t)) for a, p, t in greeters):
             return None
         return names
     except (ValueError, KeyError, TypeError, RecursionError):
@@ -312,7 +382,7 @@ def until(names: dict[str, Any], now: float, min_validity_hours: int) -> float:
 def save(config: Config, record: dict[str, Any]) -> None:
     """Replace the record (root's, 0600) in certsync's state folder when it exists; a failure
     leaves the previous one, which the next read checks the same way."""
-    if program_version() is None:
+    if program_version() is None or config.require_trusted_chain:
         return
     data = json.dumps({**record, "identity": _identity(config)}, sort_keys=True).encode()
     try:

@@ -105,16 +105,19 @@ def fake_mox(
     Without `verify_address`, the check after a restart goes where mox.conf's listener says."""
     made: list[FakeMox] = []
 
-    def make(names: tuple[str, ...] = ("mail.example.com",), **overrides: Any) -> Any:
-        mox = FakeMox(tmp_path / "mox", tmp_path / "mox" / "certs", list(names))
+    def make(
+        names: tuple[str, ...] = ("mail.example.com",), submission: bool = False, **overrides: Any
+    ) -> Any:
+        mox = FakeMox(tmp_path / "mox", tmp_path / "mox" / "certs", list(names), submission)
         made.append(mox)
+        ports = [mox.port, mox.submission_port] if submission else [mox.port]
         settings: dict[str, Any] = {
             "names": list(names),
             "mox_binary": str(mox.mox_binary),
             "mox_config": str(mox.mox_config),
             "restart_command": mox.restart_command,
             "verify_address": "",
-            "verify_ports": [mox.port],
+            "verify_ports": ports,
             "verify_timeout_seconds": 2,
         }
         return mox, make_config(**{**settings, **overrides})

@@ -54,7 +54,9 @@ def sni_for(name: str) -> str:
 
 
 class FakeMox:
-    def __init__(self, folder: Path, cert_dir: Path, names: list[str]) -> None:
+    def __init__(
+        self, folder: Path, cert_dir: Path, names: list[str], submission: bool = False
+    ) -> None:
         self.folder = folder
         self.cert_dir = cert_dir
         self.names = names
@@ -65,6 +67,9 @@ class FakeMox:
         self._server = socket.create_server(("127.0.0.1", 0))
         self._control = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
+        # with `submission`: SMTP submission too (STARTTLS after mox's `220` greeting)
+        self._submission = socket.create_server(("127.0.0.1", 0)) if submission else None
+        self.submission_port = self._submission.getsockname()[1] if self._submission else None
         folder.mkdir(parents=True, exist_ok=True)
         restart = folder / "restart.py"
         restart.write_text(RESTART_SCRIPT.format(port=self._control.getsockname()[1]))
@@ -75,6 +80,8 @@ class FakeMox:
         self.mox_config.write_text(self._mox_conf())
         accept_each(self._server, self._serve)
         accept_each(self._control, self._answer_restart)
+        if self._submission is not None:
+            accept_each(self._submission, self._serve_submission)
 
     def _mox_conf(self) -> str:
         key_certs = "".join(
@@ -86,6 +93,11 @@ class FakeMox:
             "Listeners:\n\tpublic:\n\t\tIPs:\n\t\t\t- 127.0.0.1\n"
             f"\t\tTLS:\n\t\t\tKeyCerts:\n{key_certs}"
             f"\t\tIMAPS:\n\t\t\tEnabled: true\n\t\t\tPort: {self.port}\n"
+            + (
+                f"\t\tSubmission:\n\t\t\tEnabled: true\n\t\t\tPort: {self.submission_port}\n"
+                if self.submission_port
+                else ""
+            )
         )
 
     def config_test(self, exit_status: int = 0, output: bytes = b"") -> None:
@@ -130,6 +142,12 @@ class FakeMox:
         self._server.close()
         self._server = socket.create_server(("127.0.0.1", self.port))
         accept_each(self._server, self._serve)
+        if self._submission is not None:
+            with contextlib.suppress(OSError):
+                self._submission.shutdown(socket.SHUT_RDWR)
+            self._submission.close()
+            self._submission = socket.create_server(("127.0.0.1", self.submission_port))
+            accept_each(self._submission, self._serve_submission)
         self.start()
 
     def served(self, name: str) -> str | None:
@@ -137,7 +155,9 @@ class FakeMox:
         return served_sha256(self.port, sni_for(name))
 
     def close(self) -> None:
-        for sock in (self._server, self._control):
+        for sock in (self._server, self._control, self._submission):
+            if sock is None:
+                continue
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
@@ -155,6 +175,20 @@ class FakeMox:
             contexts = list(self._contexts.values())
         if contexts:
             contexts[0].wrap_socket(conn, server_side=True).close()
+
+    def _serve_submission(self, conn: socket.socket) -> None:
+        """SMTP submission's STARTTLS, as mox: a mox that serves nothing says nothing."""
+        with self._lock:
+            contexts = list(self._contexts.values())
+        if not contexts:
+            return
+        reader = conn.makefile("rb")
+        conn.sendall(b"220 fake mox ESMTP\r\n")
+        reader.readline()  # EHLO
+        conn.sendall(b"250-fake mox\r\n250 STARTTLS\r\n")
+        reader.readline()  # STARTTLS
+        conn.sendall(b"220 go ahead\r\n")
+        contexts[0].wrap_socket(conn, server_side=True).close()
 
     def _answer_restart(self, conn: socket.socket) -> None:
         conn.makefile("rb").readline()

@@ -6,6 +6,7 @@ process, time), and the read is compared with a full read of the same world."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from certsync.host.cli import run_sync
 from certsync.host.output import Log
 from certsync.host.settings import Config
 from certsync.host.state import read_state
-from tests.unit.certs import DAY, HOUR, NOW, key_of
+from tests.unit.certs import DAY, HOUR, NOW, cert_pem, key_of
 from tests.unit.conftest import MakeFakeMox
 from tests.unit.fakemox import FakeMox, write_mox_files
 from tests.unit.test_parity import CASES, NAME, World
@@ -66,11 +67,18 @@ def comparable(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def in_sync_world(
-    ca: Any, fake_mox: MakeFakeMox, mox_ids: Any, tmp_path: Path
+    ca: Any,
+    fake_mox: MakeFakeMox,
+    mox_ids: Any,
+    tmp_path: Path,
+    submission: bool = True,
+    record: bool = True,
+    **settings: Any,
 ) -> tuple[FakeMox, World, dict[str, Any]]:
     """A host a sync left in sync (mox restarted on Caddy's pair, certsync's folders and records
-    made), then read once: the record is there."""
-    mox, config = fake_mox()
+    made; mox on IMAPS and, with `submission`, SMTP submission), then read once: the record is
+    there (unless not `record`)."""
+    mox, config = fake_mox(submission=submission, **settings)
     world = World(
         ca,
         tmp_path,
@@ -87,7 +95,7 @@ def in_sync_world(
     mox.new_process()
     first = read_state(config, [], False, False)
     assert first["names"][NAME]["action"] == "in sync"
-    assert record_path(config).exists()
+    assert record_path(config).exists() is record
     return mox, world, first
 
 
@@ -164,6 +172,22 @@ def _record_forged(mox: FakeMox, w: World) -> None:
     path.write_text(json.dumps(record))
 
 
+def _mox_hung(mox: FakeMox, w: World) -> None:
+    """mox up but serving nothing (hung, stopped): its listening sockets stay, the kernel still
+    accepts connections, and nothing is said on them."""
+    with mox._lock:
+        mox._contexts = {}
+
+
+def _mox_user_renumbered(mox: FakeMox, w: World) -> None:
+    """The record of a check when the mox user had other ids (a directory service's answer,
+    not /etc/passwd's file)."""
+    path = record_path(w.config)
+    record = json.loads(path.read_bytes())
+    record["mox_ids"] = [os.getuid() + 12345, os.getgid() + 12345]
+    path.write_text(json.dumps(record))
+
+
 def _installed_record_changed(mox: FakeMox, w: World) -> None:
     (Path(w.config.lock_file).parent / statecache.INSTALLED).write_text("{}")
 
@@ -183,6 +207,8 @@ CHANGES: list[tuple[str, bool, Callable[[FakeMox, World], None]]] = [
     ("the record not root's alone", False, _record_not_roots_alone),
     ("the record forged", False, _record_forged),
     ("certsync's record of installed certificates", False, _installed_record_changed),
+    ("mox hung, its sockets open", False, _mox_hung),
+    ("the mox user's ids other than the record's", False, _mox_user_renumbered),
 ]
 
 
@@ -200,6 +226,74 @@ def test_a_change_after_the_record_means_the_full_read(
 
     assert answered[1] is cached
     assert comparable(read) == comparable(full)
+
+
+def test_a_certificate_rewritten_through_mmap_means_the_full_read(
+    ca, fake_mox, mox_ids, tmp_path, answered
+):
+    """The mox user (owner of the files) maps mox's certificate shared and writes to it before
+    the record: a page already written to takes more writes with no new mtime or ctime, and
+    inode and size stay."""
+    _, world, _ = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+    crt = world.cert_dir / f"{NAME}.crt"  # the link, followed to the generation's file
+    with open(crt, "r+b") as file, mmap.mmap(file.fileno(), 0) as mapped:
+        mapped[0:1] = mapped[0:1]  # the page's first write: mtime and ctime move now
+        recorded = read_state(world.config, [], False, False)  # a full read, a new record
+        before = os.stat(crt)
+        at = mapped[:].index(b"\n") + 5  # in the base64
+        mapped[at : at + 1] = b"A" if mapped[at : at + 1] != b"A" else b"B"
+        after = os.stat(crt)
+
+        read = read_state(world.config, [], False, False)
+        full = full_read(world.config)
+
+    assert recorded["names"][NAME]["action"] == "in sync"
+    assert [before.st_ino, before.st_size] == [after.st_ino, after.st_size]
+    assert answered[2] is False
+    assert comparable(read) == comparable(full)
+    assert read["names"][NAME]["action"] != "in sync"
+
+
+def test_no_plaintext_port_no_record(ca, fake_mox, mox_ids, tmp_path, answered):
+    """mox checked on IMAPS only: no greeting tells a hung mox from a serving one, so every read
+    is a full one."""
+    _, world, first = in_sync_world(ca, fake_mox, mox_ids, tmp_path, submission=False, record=False)
+
+    again = read_state(world.config, [], False, False)
+
+    assert answered == [False, False]
+    assert again == first
+
+
+def test_a_required_trusted_chain_means_the_full_read(ca, fake_mox, mox_ids, tmp_path, answered):
+    """The chain check depends on the intermediates' dates and the system's CA store: no
+    record."""
+    (tmp_path / "trusted.pem").write_bytes(cert_pem(ca.root))
+    trusted: dict[str, Any] = {
+        "require_trusted_chain": True,
+        "trusted_ca_file": str(tmp_path / "trusted.pem"),
+    }
+    _, world, first = in_sync_world(ca, fake_mox, mox_ids, tmp_path, record=False, **trusted)
+
+    again = read_state(world.config, [], False, False)
+
+    assert answered == [False, False]
+    assert again == first
+
+
+def test_the_state_caches_staged_file_is_cleaned(ca, fake_mox, mox_ids, tmp_path):
+    """A crash between staging the record and renaming it leaves `.<record>.certsync-PID.tmp`:
+    the next sync removes it."""
+    from certsync.host.records import clean_staged
+
+    _, world, _ = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+    staged = Path(world.config.lock_file).parent / f".{statecache.RECORD}.certsync-4242.tmp"
+    staged.write_bytes(b"{}")
+
+    clean_staged(world.config)
+
+    assert not staged.exists()
+    assert record_path(world.config).exists()
 
 
 # (case, the time of the read after the check: a function of the world)
