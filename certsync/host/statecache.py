@@ -4,16 +4,19 @@ answers from the record without loading OpenSSL or connecting to mox.
 
 What the check depends on, by inode, size, mtime and ctime (ctime no user can set back): Caddy's
 storage folder and each issuer folder's files for the name; mox's folder, its links, the
-generation folder they point to and its files (lstat, as layout.py reads them); mox.conf, the
-users and groups, certsync's record of installed certificates, the trusted CA file; the host's
-addresses (which of mox's listeners are local); mox's listening sockets on the checked ports
-(their inodes, from the kernel's sock_diag: a restarted or killed mox has other ones or none;
+generation folder they point to and its files (lstat, as layout.py reads them), and a digest of
+the bytes of mox's .crt and .key (the mox user can rewrite them through mmap keeping all four);
+mox.conf, the users and groups, the mox user's ids, certsync's record of installed certificates;
+the host's addresses (which of mox's listeners are local); mox's listening sockets on the checked
+ports (their inodes, from the kernel's sock_diag: a restarted or killed mox has other ones or none;
 their queues of connections not accepted yet); the settings and the program's version. Time too:
 the record is used before `until` only, the earliest instant a plan could change by time alone
 (a certificate's not_before, not_after, or not_after minus certsync_min_validity_hours) and at
-most a day after the check. Not seen: a mox that hangs with its sockets open and no connection
-waiting (the full read would find it not answering); the cron job's sync, which checks what mox
-serves every run, does.
+most a day after the check. A hung or stopped mox keeps its sockets (the kernel still accepts
+connections): the record is used only when mox greets within a second on a plaintext port among
+each name's check targets (SMTP's `220` on 25 or 587, IMAP's `* OK` on 143); no such port, no
+record. Never with certsync_require_trusted_chain (the chain check depends on intermediates'
+dates and the system's CA store).
 
 The record is root's (0600) in certsync's state folder, root's alone (state.folder_refusal
 checks it on every read), replaced whole by rename. Anything unexpected in it: the full read."""

@@ -102,7 +102,8 @@ def fake_mox(
 ) -> Iterator[MakeFakeMox]:
     """Factory: fake_mox(names, **settings) -> (a FakeMox for these names in tmp_path/mox, not
     started yet, and a Config whose restart, `mox config test` and mox.conf are that mox's).
-    Without `verify_address`, the check after a restart goes where mox.conf's listener says."""
+    Without `verify_address`, the check after a restart goes where mox.conf's listener says.
+    With `submission`, mox serves SMTP submission (STARTTLS) too, checked after IMAPS."""
     made: list[FakeMox] = []
 
     def make(
