@@ -57,11 +57,12 @@ def full_read(config: Config, now: Any = None) -> dict[str, Any]:
 
 def comparable(state: dict[str, Any]) -> dict[str, Any]:
     """The state, but why a mox that serves nothing closed the connection (reset, or EOF: the
-    two reads may see either)."""
+    two reads may see either), in the served error and in the detail that quotes it."""
     state = json.loads(json.dumps(state))
     for entry in state["names"].values():
         if entry.get("served") and entry["served"]["error"] is not None:
             entry["served"]["error"] = "no answer"
+            entry["detail"] = entry["detail"].partition("checked ports")[0] or entry["detail"]
         entry["warnings"] = [w.partition(": ")[0] for w in entry["warnings"]]
     return state
 
