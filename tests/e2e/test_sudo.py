@@ -98,13 +98,15 @@ def test_upload_names_the_mox_user_made_first_stay_untouched_and_the_host_syncs(
     host = fleet.hosts[0]
     inventory = admin_inventory(fleet, tmp_path / "inventory.py", sudo=True)
     traps = upload_traps(host)
-
-    with protected_regular(protected):
-        run = deploy(inventory, "--diff")
+    try:
+        with protected_regular(protected):
+            run = deploy(inventory, "--diff")
+        found = host.run(f"stat -c '%U %a %s' {' '.join(traps)}", check=True).stdout.split("\n")
+    finally:  # /tmp is the machine's, not the host's own: leave nothing of the mox user's there
+        host.run(f"rm -f {' '.join(traps)}")
 
     assert run.returncode == 0, run.output
     for name in host.cert_names:
         assert_serves_caddys(host, pki, name)
-    found = host.run(f"stat -c '%U %a %s' {' '.join(traps)}", check=True).stdout.split("\n")
     assert found[: len(traps)] == ["mox 666 0"] * len(traps)
     assert f"Will create {CONFIG_FILE}" in run.output, run.output  # --diff still shows it
