@@ -9,7 +9,7 @@ import re
 import stat
 
 from .errors import reason
-from .files import FILE, LINK, FileState, open_dir, put_entries
+from .files import FILE, LINK, FileState, open_dir, put_entries, remove_flat_folder
 
 BACKUP_DIR_MODE = 0o700
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
@@ -84,10 +84,4 @@ def prune(root_fd: int, keep: int, just_taken: str) -> None:
 
 def remove_backup(root_fd: int, stamp: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        folder_fd = os.open(stamp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
-        try:
-            for entry in os.listdir(folder_fd):
-                os.unlink(entry, dir_fd=folder_fd)
-        finally:
-            os.close(folder_fd)
-        os.rmdir(stamp, dir_fd=root_fd)
+        remove_flat_folder(root_fd, stamp)

@@ -216,6 +216,18 @@ class NotTheCheckedFile(Exception):
     """The file changed, or is hard-linked elsewhere, between the check and the repair."""
 
 
+def remove_flat_folder(dir_fd: int, name: str) -> None:
+    """Remove the folder `name` of `dir_fd` that holds only files and links (a backup, a
+    generation of mox's pair): its entries first, none followed."""
+    folder_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        for entry in os.listdir(folder_fd):
+            os.unlink(entry, dir_fd=folder_fd)
+    finally:
+        os.close(folder_fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
 def repair_owner_mode(
     dir_fd: int, name: str, expected: bytes, uid: int, gid: int, mode: int
 ) -> None:

@@ -21,7 +21,15 @@ import re
 import stat
 
 from .crashpoint import step
-from .files import FILE, LINK, FileState, is_temp_name, put_entries, read_file
+from .files import (
+    FILE,
+    LINK,
+    FileState,
+    is_temp_name,
+    put_entries,
+    read_file,
+    remove_flat_folder,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -218,10 +226,4 @@ def _remove(dir_fd: int, entry: str) -> None:
     if not stat.S_ISDIR(info.st_mode):
         os.unlink(entry, dir_fd=dir_fd)
         return
-    sub_fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    try:
-        for name in os.listdir(sub_fd):
-            os.unlink(name, dir_fd=sub_fd)
-    finally:
-        os.close(sub_fd)
-    os.rmdir(entry, dir_fd=dir_fd)
+    remove_flat_folder(dir_fd, entry)

@@ -59,6 +59,11 @@ def _stat(path: str, dir_fd: int | None = None, follow: bool = False) -> list[in
         info = os.stat(path, dir_fd=dir_fd, follow_symlinks=follow)
     except OSError as error:
         return [-(error.errno or 1)]
+    return _fields(info)
+
+
+def _fields(info: os.stat_result) -> list[int]:
+    """What of a file's status a change leaves different (the mode, owner and times too)."""
     return [
         info.st_dev,
         info.st_ino,
@@ -277,16 +282,7 @@ def fingerprint(config: Config, dir_fd: int) -> list[Any]:
 
 
 def _fstat(fd: int) -> list[int]:
-    info = os.fstat(fd)
-    return [
-        info.st_dev,
-        info.st_ino,
-        info.st_mode,
-        info.st_uid,
-        info.st_gid,
-        info.st_mtime_ns,
-        info.st_ctime_ns,
-    ]
+    return _fields(os.fstat(fd))
 
 
 @functools.lru_cache(maxsize=1)
