@@ -68,7 +68,7 @@ class HostSettings:
         def make() -> Config:
             values = {setting.name: self.values[setting.name] for setting in HOST_SETTINGS}
             values["names"] = self.configured_names
-            return Config(self.host, values)
+            return Config(self.host, values, checked=True)
 
         return self.made("host_config", make)
 
@@ -76,7 +76,9 @@ class HostSettings:
         """The settings of this run (its names), for the state read."""
         return self.made(
             "run_config",
-            lambda: Config(self.host, {s.name: self.values[s.name] for s in HOST_SETTINGS}),
+            lambda: Config(
+                self.host, {s.name: self.values[s.name] for s in HOST_SETTINGS}, checked=True
+            ),
         )
 
     def run_config_json(self) -> str:

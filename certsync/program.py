@@ -24,6 +24,9 @@ from certsync.host.appdir import tree_digest
 HOST_PACKAGE = "certsync_host"  # the package's name inside the zipapp
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 APP_PREFIX = "app-"  # + the first 16 hex digits of the zipapp's sha256
+# zlib's level for the zipapp and the carried program, made on every run: 9 costs three times
+# the CPU of 6 (25 ms against 9 for the carried program) for 0.5% fewer bytes
+COMPRESS_LEVEL = 6
 
 # {{tree}}: appdir.tree_digest of the package's sources, filled in by zipapp()
 MAIN = f'''"""certsync's host program: python3 -I -S certsync.pyz sync|state|watch ..."""
@@ -76,7 +79,7 @@ def zipapp() -> bytes:
             info = zipfile.ZipInfo(name, FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, data, compresslevel=9)
+            archive.writestr(info, data, compresslevel=COMPRESS_LEVEL)
     return b"#!/usr/bin/python3\n" + buffer.getvalue()
 
 
@@ -118,7 +121,7 @@ def carried() -> bytes:
             stored = zipfile.ZipInfo(info.filename, FIXED_TIME)
             stored.external_attr = info.external_attr
             archive.writestr(stored, source.read(info))
-    return zlib.compress(buffer.getvalue(), 9)
+    return zlib.compress(buffer.getvalue(), COMPRESS_LEVEL)
 
 
 @functools.cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib.metadata import entry_points, version
 from typing import Any
+from weakref import WeakKeyDictionary
 
 LOWEST = (3, 9)  # pyinfra.api.hiddenvalue (certsync/facts.py) appears in 3.9.0
 BELOW = (3, 11)  # the first version not tested
@@ -64,9 +65,19 @@ def connector_arguments(host: Any) -> dict[str, Any]:
     fact (pyinfra.api.arguments' pop_global_arguments, whose signature changed within 3.x)."""
     from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
-    current = dict(host.current_op_global_arguments or {})
-    arguments, _ = pop_global_arguments(host.state, host, current)
-    return {key: value for key, value in arguments.items() if key in CONNECTOR_ARGUMENT_KEYS}
+    given = host.current_op_global_arguments
+    known = _connector_arguments.get(host)
+    if known is None or known[0] is not given or given is None:
+        current = dict(given or {})
+        arguments, _ = pop_global_arguments(host.state, host, current)
+        connector = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
+        known = _connector_arguments[host] = (given, connector)
+    return dict(known[1])
+
+
+# host -> (the global arguments of its current operation, their connector arguments): asked
+# more than once per operation, and pyinfra's defaults read the host's data for each argument
+_connector_arguments: WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = WeakKeyDictionary()
 
 
 def ignores_errors(state: Any, host: Any, op_hash: str) -> bool:

@@ -480,9 +480,10 @@ def check_settings(
 class Config:
     """The host program's settings, as config.json holds them (`host` and every host setting)."""
 
-    def __init__(self, host: str, values: Mapping[str, Any]) -> None:
+    def __init__(self, host: str, values: Mapping[str, Any], checked: bool = False) -> None:
+        """`checked`: `values` are check_settings' own result (the controller's, per host)."""
         self.host = host
-        self.values = check_settings(host, values, HOST_SETTINGS)
+        self.values = dict(values) if checked else check_settings(host, values, HOST_SETTINGS)
 
     def __getattr__(self, name: str) -> Any:
         try:
