@@ -44,7 +44,13 @@ def _template(template: str) -> jinja2.Template:
 
 
 def _render(template: str, **values: Any) -> str:
-    return _template(template).render(**values)
+    return _rendered(template, json.dumps(values, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _rendered(template: str, values: str) -> str:
+    """Rendered once per run for the same values (JSON): most hosts share their cron job's."""
+    return _template(template).render(**json.loads(values))
 
 
 @functools.lru_cache(maxsize=256)

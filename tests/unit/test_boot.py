@@ -44,3 +44,17 @@ def test_the_reboot_line_of_the_cron_job_passes_boot():
     jobs = [line for line in lines if " root " in line and not line.startswith("#")]
     assert len(jobs) == 2 and jobs[1].startswith("@reboot root ")
     assert jobs[1].endswith(" --boot >/dev/null") and "--boot" not in jobs[0]
+
+
+def test_each_hosts_cron_job_mails_its_own_alert_addresses():
+    from certsync.hostdata import settings_from_data
+    from certsync.operations import cron_file
+    from tests.unit.test_hostdata import DATA
+
+    def mailto(email: str) -> list[str]:
+        data = {**DATA, "certsync_alert_email": email}
+        lines = cron_file(settings_from_data("mail-1", data)).splitlines()
+        return [line for line in lines if line.startswith("MAILTO=")]
+
+    assert mailto("a@example.com,b@example.com") == ["MAILTO=a@example.com,b@example.com"]
+    assert mailto("c@example.com") == ["MAILTO=c@example.com"]  # not the first one's, cached
