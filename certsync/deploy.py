@@ -34,8 +34,10 @@ def certsync_deploy(**defaults: Any) -> None:
     + defaults: settings (without the ``certsync_`` prefix) for hosts whose data does not set
       them, e.g. ``names=["mail.example.com"]``; certsync's own defaults fill in the rest
 
-    The host's settings come from its own data as it is at this call (what the deploy's code
-    assigned to ``host.data`` before it included); checked here, before anything runs.
+    The host's settings come from its own data as it is at this call (with what the deploy's code
+    assigned to ``host.data`` before it), checked here: pyinfra runs every host's deploy code
+    before the first operation. The operations it calls (``certsync.operations.synced``) take the
+    same arguments.
     """
     status = statusrun.current()
     if status is not None:  # `certsync status`: read the host's state, run nothing
