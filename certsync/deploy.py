@@ -8,13 +8,12 @@ certsync_deploy(caddy_data_dir="/srv/caddy")    # defaults of your own (data sti
 from __future__ import annotations
 
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from pyinfra import host, logger, state
-from pyinfra.api import State, deploy
+from pyinfra.api import deploy
 
 from certsync import statusrun
-from certsync.hostdata import HostSettings, settings_of_hosts, targeted_hosts
+from certsync.hostdata import settings_of_host
 from certsync.operations import synced
 from certsync.pyinfra_compat import (
     cheaper_operation_calls,
@@ -22,28 +21,9 @@ from certsync.pyinfra_compat import (
     drop_operation,
     operation_hash,
 )
-from certsync.rollout import (
-    canary_gate,
-    check_one_canary_group,
-    fail_no_wait_hosts,
-    refuse_modes_that_cannot_wait,
-)
+from certsync.rollout import called, fail_no_wait_hosts, join
 
-GATE_MARGIN_SECONDS = 60
 cheaper_operation_calls()  # two operation calls per host: pyinfra's own cost of each, smaller
-# per run (State) and defaults: every targeted host's settings
-_checked: WeakKeyDictionary[State, dict[str, dict[str, HostSettings]]] = WeakKeyDictionary()
-
-
-def _settings_of_fleet(defaults: dict[str, Any]) -> dict[str, HostSettings]:
-    """Every targeted host's settings, checked once per run before anything runs on any host."""
-    of_run = _checked.setdefault(current_state(), {})
-    key = repr(sorted(defaults.items()))
-    if key not in of_run:
-        fleet = settings_of_hosts(state, defaults)
-        check_one_canary_group(fleet)
-        of_run[key] = fleet
-    return of_run[key]
 
 
 @deploy("certsync")
@@ -53,34 +33,34 @@ def certsync_deploy(**defaults: Any) -> None:
 
     + defaults: settings (without the ``certsync_`` prefix) for hosts whose data does not set
       them, e.g. ``names=["mail.example.com"]``; certsync's own defaults fill in the rest
+
+    The host's settings come from its own data as it is at this call (with what the deploy's code
+    assigned to ``host.data`` before it), checked here: pyinfra runs every host's deploy code
+    before the first operation. The operations it calls (``certsync.operations.synced``) take the
+    same arguments.
     """
     status = statusrun.current()
     if status is not None:  # `certsync status`: read the host's state, run nothing
         status.read_host(defaults)
         return
-    fleet = _settings_of_fleet(defaults)
-    settings = fleet[host.name]
+    run = current_state()
+    settings = settings_of_host(run, host, defaults)
     if not settings.names:
         host.log("certsync: no certificate names (certsync_names): left alone", logger.info)
         return
-    group = settings.canary_group
-    synced_hosts = [h for h in targeted_hosts(state) if fleet[h.name].names]
-    canaries = [h for h in synced_hosts if group in h.groups]
-    refuse_modes_that_cannot_wait(state, synced_hosts, canaries, group)
-    fail_no_wait_hosts(state)
-    canary = group in host.groups
+    join(run, host, settings)  # refuses what this run's hosts so far make impossible
+    fail_no_wait_hosts(run)
+    canary = settings.canary_group in host.groups
     # Both operations on every host, in this order (rollout.py): each a no-op where it does not
     # apply. The sync's wait is bounded (a host cannot stretch it); so is the gate's.
     timeout = settings.sync_timeout_seconds
-    meta = synced(name="sync canary hosts", settings=settings, skip=not canary, _timeout=timeout)
+    first = synced(name="sync canary hosts", stage="canary", _timeout=timeout, **defaults)
     if not canary:
-        skipped(meta)
-    wait = max((fleet[h.name].sync_timeout_seconds for h in canaries), default=0)
-    wait += max((fleet[h.name].state_timeout_seconds for h in canaries), default=0)
-    gate = canary_gate(state, canaries, operation_hash(meta), wait + GATE_MARGIN_SECONDS)
-    meta = synced(name="sync", settings=settings, hold_back=gate, skip=canary, _timeout=timeout)
+        skipped(first)
+    then = synced(name="sync", stage="others", _timeout=timeout, **defaults)
+    called(run, host, settings, defaults, operation_hash(first), operation_hash(then))
     if canary:
-        skipped(meta)
+        skipped(then)
 
 
 def skipped(meta: Any) -> None:

@@ -1,5 +1,6 @@
-"""A host's certsync settings, from pyinfra's data (`--data` > host > group > all > the deploy's
-arguments > certsync's defaults), checked before anything connects or runs."""
+"""A host's certsync settings, from pyinfra's data (what the deploy's code assigns, `host.data.x =
+...` > `--data` > host > group > all > the arguments of certsync_deploy() or of the `synced`
+operation > certsync's defaults), checked before anything runs on the host."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from certsync.host.settings import (
     SettingError,
     check_settings,
 )
+from certsync.pyinfra_compat import assigned_data
 
 
 class SettingsError(PyinfraError):
@@ -143,21 +145,15 @@ def settings_of_host(
 ) -> HostSettings:
     """The settings of `host`; raise SettingsError naming the host and setting.
     `--data certsync_names=...` selects names for this run only: the host's cron job keeps the
-    names its host, group and all data give."""
+    names its host, group and all data give (and the deploy's code, `host.data.certsync_names =
+    ...`, which pyinfra puts above `--data`)."""
     inventory = state.inventory
     configured = None
     if PREFIX + "names" in inventory.get_override_data():
         configured = ChainMap(
+            assigned_data(host),
             inventory.get_host_data(host.name),
             inventory.get_groups_data(host.groups),
             inventory.get_data(),
         )
     return settings_from_data(host.name, host.data, defaults, configured)
-
-
-def settings_of_hosts(
-    state: Any, defaults: Mapping[str, Any] | None = None
-) -> dict[str, HostSettings]:
-    """The settings of every host the run targets (settings_of_host); the first bad host and
-    setting raises SettingsError."""
-    return {host.name: settings_of_host(state, host, defaults) for host in targeted_hosts(state)}

@@ -6,9 +6,10 @@ import base64
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import jinja2
 from pyinfra import host, logger
@@ -25,15 +26,18 @@ from pyinfra.operations.util.files import generate_color_diff
 from certsync import program
 from certsync.host.errors import printable
 from certsync.host.plan import IN_SYNC
-from certsync.hostdata import HostSettings
+from certsync.hostdata import HostSettings, SettingsError, settings_of_host
 from certsync.preview import host_lines
 from certsync.pyinfra_compat import connector_arguments
+from certsync.rollout import fail_no_wait_hosts, held_back
 from certsync.stateread import read_state, run_quiet
 
 # The state read at change detection (or why it failed), reused when the operation runs (the
 # host program decides again under its lock): an in-sync host costs one command, with or without
-# --yes.
-_state_of: dict[tuple[str, int], dict[str, Any] | str] = {}
+# --yes. Per run (State), by host and the settings it was read with.
+_state_of: WeakKeyDictionary[State, dict[tuple[str, str], dict[str, Any] | str]] = (
+    WeakKeyDictionary()
+)
 
 
 @functools.cache
@@ -121,12 +125,13 @@ def _run_logged(
 
 
 def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | str:
-    key = (host.name, id(settings))
-    if host.state.is_executing and key in _state_of:
-        return _state_of.pop(key)
+    of_run = _state_of.setdefault(host.state, {})
+    key = (host.name, repr((sorted(settings.values.items()), settings.configured_names, paths)))
+    if host.state.is_executing and key in of_run:
+        return of_run.pop(key)
     state = read_state(host, settings, paths, force=settings.force)
     if not host.state.is_executing:
-        _state_of[key] = state
+        of_run[key] = state
     return state
 
 
@@ -242,28 +247,70 @@ def _install(
     )
 
 
+STAGES = (None, "canary", "others")
+
+
+def operation_settings(stage: Any, arguments: Mapping[str, Any]) -> HostSettings | None:
+    """The current host's settings for the `synced` operation called with `stage` and the
+    settings `arguments` (its data first, the arguments as defaults), or None when the stage is
+    not this host's; raise SettingsError for an unknown stage or setting, or a bad value."""
+    if stage not in STAGES:
+        raise SettingsError(
+            f"{host.name}: stage={stage!r}: certsync's stages are"
+            f" {', '.join(repr(s) for s in STAGES)}"
+        )
+    settings = settings_of_host(host.state, host, arguments)
+    if stage is not None and (settings.canary_group in host.groups) != (stage == "canary"):
+        return None
+    return settings
+
+
 @operation()
-def synced(
-    settings: HostSettings,
-    hold_back: Callable[[], str | None] | None = None,
-    skip: bool = False,
-):
+def synced(stage: str | None = None, **settings: Any):
     """
     Make mox's certificate files on this host equal to Caddy's newest valid pair, per name.
 
-    + settings: the host's certsync settings (``certsync.hostdata.settings_of_hosts``)
-    + hold_back: asked when the operation runs; a reason fails the host without touching it
-    + skip: nothing to do on this host (called only to keep the operation order, rollout.py)
+    + stage: ``None`` (the default): sync this host now; ``"canary"``: only if the host is in
+      its canary group (``certsync_canary_group``), ``"others"``: only if it is not, once every
+      canary host ended the ``"canary"`` operation of the same ``certsync_deploy()`` call, and
+      not if one of them failed (``certsync_deploy()`` calls both, in this order)
+    + settings: certsync's settings by name, without the ``certsync_`` prefix (the README's
+      table), e.g. ``names=["mail.example.com"]``: defaults for what the host's data does not
+      set, as ``certsync_deploy()``'s arguments (the same call reaches every host, while data is
+      per host; ``--data certsync_x=...`` overrides for one run). An unknown name is refused.
+
+    On the command line (pyinfra reads each ``key=value`` as JSON when it parses, else as text)::
+
+        pyinfra inventory.py certsync.operations.synced names='["mail.example.com"]'
 
     Installs the host program, its settings and the cron job when they differ, then runs the
     host program for the names that differ (it validates, backs up, installs, restarts mox once
-    and verifies). Reads only, in one command, when everything is already in sync.
+    and verifies). Reads only, in one command, when everything is already in sync. A host
+    without names is left alone.
     """
-    if skip:
+    try:
+        own = operation_settings(stage, settings)
+    except SettingsError as error:
+        if not host.state.is_executing:  # refused before anything runs on any host
+            raise
+        yield FunctionCommand(_fail_host, (str(error),), {})
         return
-    if hold_back is not None and host.state.is_executing and (reason := hold_back()):
-        yield FunctionCommand(_fail_host, (f"held back: {reason}",), {})
+    if own is None:  # the other stage's host (the operation stays in the order, rollout.py)
         return
+    if not own.names:
+        host.noop("certsync: no certificate names (certsync_names): left alone")
+        return
+    fail_no_wait_hosts(host.state)
+    if stage == "others" and host.state.is_executing:
+        reason = held_back(host.state, host, own.canary_group)
+        if reason:
+            yield FunctionCommand(_fail_host, (f"held back: {reason}",), {})
+            return
+    yield from _sync(own)
+
+
+def _sync(settings: HostSettings) -> Iterator[Any]:
+    """The `synced` operation's commands for the host's checked settings."""
     files = host_files(settings)
     state = _read_state(settings, list(files))
     problem = host_problem(state)

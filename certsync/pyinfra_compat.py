@@ -1,8 +1,5 @@
 """What certsync needs of pyinfra beyond its public API, in one place, for the pyinfra versions
-certsync supports (pyproject.toml's range; tests/unit/test_pyinfra_compat.py fails on others).
-
-Elsewhere, still: a cache keyed by `id(state)` and `gevent.sleep` inside an operation
-(rollout.py)."""
+certsync supports (pyproject.toml's range; tests/unit/test_pyinfra_compat.py fails on others)."""
 
 from __future__ import annotations
 
@@ -44,6 +41,18 @@ def operation_hash(meta: Any) -> str:
     """The hash pyinfra's State callbacks name an operation by, of what the operation returned
     (pyinfra's OperationMeta has no public accessor for it)."""
     return meta._hash
+
+
+def current_operation_hash(host: Any) -> str | None:
+    """The hash of the operation that runs on `host` now (while pyinfra evaluates it), as its
+    State callbacks name it; None outside an operation."""
+    return host.current_op_hash
+
+
+def assigned_data(host: Any) -> dict[str, Any]:
+    """The data the deploy's code assigned to `host` (`host.data.x = ...`), pyinfra's highest
+    layer: above `--data`."""
+    return host.data.override_datas
 
 
 def current_state() -> Any:

@@ -11,6 +11,12 @@ others' one (a no-op on the canary hosts): pyinfra orders operations by each hos
 operations only some hosts run before or after it, and however often certsync_deploy() is called.
 A gate never waits for an operation that cannot run any more: a canary host that failed earlier
 fails the gate at once, and the wait is bounded.
+
+Each host joins the run's Rollout (one per pyinfra State) at its own turn, with the settings its
+own data gives then: what needs the whole fleet is checked as hosts join (a disagreeing canary
+group, a run mode that cannot wait: each condition, once true, stays true as more hosts join, so
+the run is refused before anything runs), and what the gate needs (the canary hosts, its wait
+bound) is read when the gate runs, at execution, when every host's deploy code has run.
 """
 
 from __future__ import annotations
@@ -18,33 +24,57 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import gevent
+from gevent.event import Event
 from pyinfra.api import Host, State
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
 
-from certsync.hostdata import SettingsError
-from certsync.pyinfra_compat import cli_params, ignores_errors, on_greenlet_error
+from certsync.hostdata import HostSettings, SettingsError, settings_of_host, targeted_hosts
+from certsync.pyinfra_compat import (
+    cli_params,
+    current_operation_hash,
+    ignores_errors,
+    on_greenlet_error,
+)
 
-WAIT_INTERVAL = 0.1
+GATE_MARGIN_SECONDS = 60
 
 
-class CanaryWatch(BaseStateCallback):
-    """Which hosts finished each canary operation, and which of them failed; and a host whose
-    operation failed is a failed host in every run mode (pyinfra's --no-wait never marks it)."""
+class Rollout(BaseStateCallback):
+    """One run's certsync hosts, as each joined at its own turn; the canary operations each called
+    and which hosts finished each, and which of them failed. As a State callback: a host whose
+    operation failed is a failed host in every run mode (pyinfra's --no-wait never marks it), and
+    every operation a host ends wakes the gates that wait."""
 
     def __init__(self) -> None:
-        self.finished: dict[str, set[str]] = {}  # canary operation -> hosts
+        self.groups: dict[str, dict[str, None]] = {}  # canary group -> hosts that joined with it
+        self.synced: dict[str, None] = {}  # hosts that joined (with names), in joining order
+        self.canaries: dict[str, None] = {}  # of them, those in their canary group
+        # canary operation -> each host that called it: its settings; and the defaults it was
+        # called with (certsync_deploy()'s arguments)
+        self.callers: dict[str, dict[str, HostSettings]] = {}
+        self.defaults: dict[str, dict[str, Any]] = {}
+        self.after: dict[tuple[str, str], str] = {}  # (host, others' operation) -> canary one
+        self.finished: dict[str, set[str]] = {}  # operation -> hosts
         self.failed: dict[str, set[str]] = {}
+        self._changed = Event()
+
+    def changed(self) -> None:
+        """Wake every gate that waits (each looks again at what it waits for)."""
+        event, self._changed = self._changed, Event()
+        event.set()
 
     def operation_host_success(  # type: ignore[override]
         self, state: State, host: Any, op_hash: str, retry_count: int = 0
     ) -> None:
         self.finished.setdefault(op_hash, set()).add(host.name)
+        self.changed()
 
     def operation_host_error(  # type: ignore[override]
         self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0
@@ -55,17 +85,49 @@ class CanaryWatch(BaseStateCallback):
             # --no-wait never marks it (fail_no_wait_hosts): marked here, the run exits 1 (the
             # other modes mark it too, later, the same way)
             state.failed_hosts.add(host)
+        self.changed()
 
 
-_watches: dict[int, CanaryWatch] = {}
+_rollouts: WeakKeyDictionary[State, Rollout] = WeakKeyDictionary()
 
 
-def watch_of(state: State) -> CanaryWatch:
-    watch = _watches.get(id(state))
-    if watch is None:
-        watch = _watches[id(state)] = CanaryWatch()
-        state.add_callback_handler(watch)
-    return watch
+def rollout_of(state: State) -> Rollout:
+    """The run's Rollout, made (and added to the State's callbacks) at the first call."""
+    rollout = _rollouts.get(state)
+    if rollout is None:
+        rollout = _rollouts[state] = Rollout()
+        state.add_callback_handler(rollout)
+    return rollout
+
+
+def join(state: State, host: Any, settings: HostSettings) -> None:
+    """`host` takes part in the run with `settings` (its own data, at its turn; it has names).
+    Refuses (SettingsError) what the hosts that joined so far already make impossible: hosts that
+    disagree on the canary group, a run mode in which the canary group cannot go first."""
+    rollout = rollout_of(state)
+    group = settings.canary_group
+    rollout.groups.setdefault(group, {})[host.name] = None
+    rollout.synced[host.name] = None
+    if group in host.groups:
+        rollout.canaries[host.name] = None
+    check_one_canary_group(state, rollout.groups)
+    refuse_modes_that_cannot_wait(state, len(rollout.synced), len(rollout.canaries), group)
+
+
+def called(
+    state: State,
+    host: Any,
+    settings: HostSettings,
+    defaults: Mapping[str, Any],
+    canary_op: str,
+    others_op: str,
+) -> None:
+    """`host` called the canary operation `canary_op` and then the others' one, `others_op`, of
+    one certsync_deploy() call (with `defaults`): the gate of `others_op` waits for `canary_op`."""
+    rollout = rollout_of(state)
+    rollout.callers.setdefault(canary_op, {})[host.name] = settings
+    rollout.defaults.setdefault(canary_op, dict(defaults))
+    rollout.after[(host.name, others_op)] = canary_op
 
 
 def fail_no_wait_hosts(state: State) -> None:
@@ -74,11 +136,13 @@ def fail_no_wait_hosts(state: State) -> None:
     prints as a traceback. Here such a host is failed (the run exits 1), and pyinfra's own
     "Error in operation ... on host" is not printed again as a traceback: the host's error lines
     said it. Any other error keeps its traceback."""
+    rollout = rollout_of(state)
 
     def handled(context: Any, value: BaseException) -> bool:
         host = next((a for a in getattr(context, "args", ()) if isinstance(a, Host)), None)
         if host is not None and isinstance(value, PyinfraError):
             state.failed_hosts.add(host)
+            rollout.changed()
             return str(value).startswith("Error in operation ")
         return False
 
@@ -97,13 +161,11 @@ def cli_mode() -> dict[str, Any]:
     return cli_params(sys.argv[1:])
 
 
-def refuse_modes_that_cannot_wait(
-    state: State, hosts: list[Any], canaries: list[Any], group: str
-) -> None:
+def refuse_modes_that_cannot_wait(state: State, hosts: int, canaries: int, group: str) -> None:
     """Refuse a run mode in which the canary group cannot finish before the other hosts start:
-    --serial, and --no-wait with too few parallel slots. Only when this run targets canary
-    hosts and other hosts; `hosts` are the hosts certsync syncs in this run."""
-    others = len(hosts) - len(canaries)
+    --serial, and --no-wait with too few parallel slots. Only when this run syncs canary hosts
+    and other hosts; `hosts`: how many hosts certsync syncs in this run, `canaries` of them."""
+    others = hosts - canaries
     if not canaries or not others:
         return
     mode = cli_mode()
@@ -125,52 +187,94 @@ def refuse_modes_that_cannot_wait(
         )
 
 
-def canary_gate(
-    state: State, canaries: list[Any], canary_op: str, deadline_seconds: float
-) -> Callable[[], str | None]:
-    """A hold_back for the other hosts: once every canary host ended `canary_op` (the canary
-    sync of the same certsync_deploy() call), the reason to hold back if one failed. Waits
-    (without blocking other hosts) only while the canary sync can still run; at most
-    `deadline_seconds`."""
-    watch = watch_of(state)
+def _canaries(state: State, rollout: Rollout, canary_op: str, group: str) -> list[Any]:
+    """The canary hosts the gate of `canary_op` waits for: those that called it, and those of the
+    group that never reached certsync_deploy() and failed (unreachable, or an earlier operation
+    failed) while their data gives them names (a canary that failed before its sync)."""
+    callers = rollout.callers.get(canary_op, {})
+    defaults = rollout.defaults.get(canary_op, {})
+    found = []
+    for target in targeted_hosts(state):
+        if target.name in callers:
+            canary = callers[target.name].canary_group in target.groups
+        else:
+            canary = (
+                target.name not in rollout.synced
+                and target in state.failed_hosts
+                and group in target.groups
+                and _has_names(state, target, defaults)
+            )
+        if canary:
+            found.append(target)
+    return found
 
-    def hold_back() -> str | None:
-        def pending() -> list[Any]:
-            finished = watch.finished.get(canary_op, set())
-            return [h for h in canaries if h.name not in finished and h not in state.failed_hosts]
 
-        deadline = time.monotonic() + deadline_seconds
-        while waiting := pending():
-            names = ", ".join(h.name for h in waiting)
-            if gevent.getcurrent().parent is None:
-                # pyinfra runs hosts one after the other in its main greenlet (--serial): a
-                # canary host after this one cannot run while this one waits
-                return (
-                    f"canary host {names} has not synced yet and this run goes one host at a"
-                    " time (--serial): run the canary group first (--limit)"
-                )
-            if time.monotonic() >= deadline:
-                return f"canary host {names} did not end its sync within {deadline_seconds:.0f} s"
-            gevent.sleep(WAIT_INTERVAL)
-        failed = watch.failed.get(canary_op, set())
-        failed_names = sorted(
-            h.name for h in canaries if h.name in failed or h in state.failed_hosts
+def _has_names(state: State, target: Any, defaults: Mapping[str, Any]) -> bool:
+    try:
+        return bool(settings_of_host(state, target, defaults).names)
+    except SettingsError:  # its sync would have failed: a failed canary all the same
+        return True
+
+
+def held_back(state: State, host: Any, group: str) -> str | None:
+    """The gate of the others' operation that runs now on `host` (its canary group `group`): once
+    every canary host ended the canary sync of the same certsync_deploy() call, the reason to
+    hold back if one failed. Waits (without blocking other hosts) only while the canary sync can
+    still run, woken by each operation a host ends; at most the canary hosts' sync and state
+    timeouts and GATE_MARGIN_SECONDS."""
+    rollout = rollout_of(state)
+    canary_op = rollout.after.get((host.name, current_operation_hash(host) or ""))
+    if canary_op is None:
+        return (
+            "the others' sync (stage='others') waits for the canary sync of the same"
+            " certsync_deploy() call, and this run has none: call certsync_deploy()"
         )
-        return f"canary host {', '.join(failed_names)} failed" if failed_names else None
+    canaries = _canaries(state, rollout, canary_op, group)
+    callers = rollout.callers[canary_op]
+    settings = [callers[h.name] for h in canaries if h.name in callers]
+    wait = max((s.sync_timeout_seconds for s in settings), default=0)
+    wait += max((s.state_timeout_seconds for s in settings), default=0)
+    deadline_seconds = wait + GATE_MARGIN_SECONDS
 
-    return hold_back
+    def pending() -> list[Any]:
+        finished = rollout.finished.get(canary_op, set())
+        return [h for h in canaries if h.name not in finished and h not in state.failed_hosts]
+
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        changed = rollout._changed  # taken before looking: a change after it wakes this wait
+        waiting = pending()
+        if not waiting:
+            break
+        names = ", ".join(h.name for h in waiting)
+        if gevent.getcurrent().parent is None:
+            # pyinfra runs hosts one after the other in its main greenlet (--serial): a
+            # canary host after this one cannot run while this one waits
+            return (
+                f"canary host {names} has not synced yet and this run goes one host at a"
+                " time (--serial): run the canary group first (--limit)"
+            )
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"canary host {names} did not end its sync within {deadline_seconds:.0f} s"
+        changed.wait(left)
+    failed = rollout.failed.get(canary_op, set())
+    failed_names = sorted(h.name for h in canaries if h.name in failed or h in state.failed_hosts)
+    return f"canary host {', '.join(failed_names)} failed" if failed_names else None
 
 
-def check_one_canary_group(fleet: dict[str, Any]) -> None:
+def check_one_canary_group(state: State, groups: Mapping[str, Mapping[str, None]]) -> None:
     """Hosts that disagree on the canary group would each wait for another group: refused
-    before anything runs, naming them."""
-    groups: dict[str, list[str]] = {}
-    for name, settings in fleet.items():
-        if settings.names:
-            groups.setdefault(settings.canary_group, []).append(name)
-    if len(groups) > 1:
-        said = "; ".join(f"{group!r} for {', '.join(hosts)}" for group, hosts in groups.items())
-        raise SettingsError(
-            f"certsync_canary_group differs between the hosts of this run ({said}): set one"
-            " canary group for the whole fleet (group_data/all.py)"
-        )
+    before anything runs, naming them (`groups`: each group and the hosts that give it)."""
+    if len(groups) < 2:
+        return
+    order = {target.name: index for index, target in enumerate(state.inventory)}
+    hosts = {group: sorted(names, key=order.__getitem__) for group, names in groups.items()}
+    said = "; ".join(
+        f"{group!r} for {', '.join(names)}"
+        for group, names in sorted(hosts.items(), key=lambda item: order[item[1][0]])
+    )
+    raise SettingsError(
+        f"certsync_canary_group differs between the hosts of this run ({said}): set one"
+        " canary group for the whole fleet (group_data/all.py)"
+    )

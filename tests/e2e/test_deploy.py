@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from certsync.host.settings import BY_NAME
@@ -15,6 +16,7 @@ from tests.e2e.deployrun import (
     caddy_sha256,
     deploy,
     preview,
+    pyinfra,
     served_fingerprints,
     sha256_on_host,
 )
@@ -98,6 +100,44 @@ def test_second_run_changes_nothing_and_does_not_restart_mox(fleet, pki, invento
         ]
         assert re.search(rf"\[{host.name}\]\s+No changes", run.output), run.output
     assert_in_sync(fleet, pki)
+
+
+def test_the_operation_alone_on_pyinfras_command_line_syncs_then_changes_nothing(
+    fleet, pki, tmp_path
+):
+    # mail-1's names only on the command line (its data has none: None is unset, as a missing
+    # key); mail-2 and mail-3 keep the names of their own data, which wins over the arguments.
+    first = fleet.hosts[0]
+    inventory = fleet.write_inventory(
+        tmp_path / "inventory.py", extra_host_data={first.name: {"certsync_names": None}}
+    )
+    command = (
+        "-y",
+        str(inventory),
+        "certsync.operations.synced",
+        f'names=["{first.cert_names[0]}"]',  # JSON, as pyinfra parses an argument
+        "backups_keep=3",
+    )
+
+    run = pyinfra(*command)
+
+    assert run.returncode == 0, run.output
+    assert_in_sync(fleet, pki)
+    for host in fleet:
+        files = host.testinfra()
+        for path, mode in ((PROGRAM, 0o755), (CONFIG_FILE, 0o644), (CRON_FILE, 0o644)):
+            installed = files.file(path)
+            assert (installed.user, installed.group, installed.mode) == ("root", "root", mode)
+        config = json.loads(files.file(CONFIG_FILE).content_string)
+        assert (config["names"], config["backups_keep"]) == (list(host.cert_names), 3), host.name
+    pids = {host.name: host.mox_pid() for host in fleet}
+
+    again = pyinfra(*command)
+
+    assert again.returncode == 0, again.output
+    for host in fleet:
+        assert re.search(rf"\[{host.name}\]\s+No changes", again.output), again.output
+        assert host.mox_pid() == pids[host.name], host.name
 
 
 def test_owner_and_mode_drift_is_repaired_without_restart(fleet, pki, inventory):

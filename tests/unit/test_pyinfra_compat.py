@@ -61,6 +61,9 @@ host.current_op_global_arguments = {"_sudo": True, "_sudo_user": "mox", "_ignore
 arguments = compat.connector_arguments(host)
 assert arguments["_sudo"] is True and arguments["_sudo_user"] == "mox", arguments
 assert "_ignore_errors" not in arguments and arguments["_timeout"] is None, arguments
+assert compat.current_operation_hash(host) is None  # outside an operation
+host.data.certsync_names = ["mail.example.com"]  # as a deploy's code assigns it
+assert compat.assigned_data(host) == {"certsync_names": ["mail.example.com"]}
 
 state.activate_host(host)
 unchanged = add_op(state, server.shell, [], _ignore_errors=True)[host]
@@ -73,6 +76,14 @@ assert (counts.ops, counts.ops_no_change, dict(state.ops[host])) == (0, 0, {})
 assert state.get_op_order() == [op_hash]  # still in the order: `Skipped` on this host
 changing = add_op(state, server.shell, ["true"])[host]
 assert compat.ignores_errors(state, host, compat.operation_hash(changing)) is False
+# the hash of the operation pyinfra evaluates now, as its callbacks name it
+seen_hash = []
+def remember():
+    seen_hash.append(compat.current_operation_hash(host))
+    yield from ()
+from pyinfra.api import operation as make_operation
+remembered = add_op(state, make_operation()(remember))[host]
+assert seen_hash == [compat.operation_hash(remembered)], seen_hash
 
 
 class Handled(Exception):
