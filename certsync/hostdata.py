@@ -114,6 +114,35 @@ def _refuse_unknown(host: str, names: list[str], prefix: str) -> None:
     raise SettingsError(f"{host}: {prefix}{unknown}: certsync has no such setting{hint}")
 
 
+PLAIN = (str, int, float, bool)  # and lists or tuples of them: what a repr tells apart
+MAX_CHECKED = 1024
+# repr of the values -> check_settings' result: a fleet's hosts mostly share their values, and
+# each host's are checked at its deploy call and at each operation call
+_checked_before: dict[str, dict[str, Any]] = {}
+
+
+def _is_plain(value: Any) -> bool:
+    """Of these types exactly: a subclass may have a repr of its own."""
+    if type(value) in (list, tuple):
+        return all(type(item) in PLAIN for item in value)
+    return type(value) in PLAIN
+
+
+def _checked(host: str, values: dict[str, Any]) -> dict[str, Any]:
+    """check_settings(host, values), each set of plain values checked once per process."""
+    if not all(_is_plain(value) for value in values.values()):
+        return check_settings(host, values)
+    key = repr(sorted(values.items()))
+    known = _checked_before.get(key)
+    if known is None:
+        known = check_settings(host, values)  # raises for a refused value: not kept
+        if len(_checked_before) >= MAX_CHECKED:
+            _checked_before.clear()
+        _checked_before[key] = known
+    # each host its own lists (the checked values hold no deeper ones)
+    return {name: list(v) if isinstance(v, list) else v for name, v in known.items()}
+
+
 def settings_from_data(
     host: str, data: Any, defaults: Mapping[str, Any] | None = None, configured: Any = None
 ) -> HostSettings:
@@ -126,7 +155,7 @@ def settings_from_data(
     try:
         # pyinfra's data merged once: the same values as data.get(key) for each setting (its
         # first layer that has the key), without walking the layers for each of 40 settings
-        values = check_settings(host, _values(keys, defaults))
+        values = _checked(host, _values(keys, defaults))
         names = values["names"]
         if configured is not None:
             names = check_settings(host, _values(configured, defaults), (SETTINGS[0],))["names"]

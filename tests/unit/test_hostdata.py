@@ -61,3 +61,19 @@ def test_a_misspelled_setting_is_refused_with_the_one_meant():
 def test_a_misspelled_argument_of_certsync_deploy_is_refused_with_the_one_meant():
     with pytest.raises(SettingsError, match=r"^mail-1: nmes: .*did you mean names\?"):
         settings_from_data("mail-1", {}, defaults={"nmes": ["mail.example.com"]})
+
+
+def test_values_checked_before_are_each_hosts_own_and_refusals_are_not_remembered():
+    first = settings_from_data("mail-1", DATA)
+    second = settings_from_data("mail-2", DATA)
+    assert first.names == second.names and first.names is not second.names
+
+    class Looks(str):  # a repr like a good name's: never taken for it
+        def __repr__(self) -> str:
+            return repr("mail.example.com")
+
+    with pytest.raises(SettingsError, match="mail-3: certsync_names"):
+        settings_from_data("mail-3", {"certsync_names": ["mail..example.com"]})
+    with pytest.raises(SettingsError, match="mail-3: certsync_names"):
+        settings_from_data("mail-3", {"certsync_names": ["mail..example.com"]})
+    assert settings_from_data("mail-4", {"certsync_names": [Looks("x")]}).names == ["x"]
