@@ -14,7 +14,7 @@ from pyinfra.api import deploy
 
 from certsync import statusrun
 from certsync.hostdata import settings_of_host
-from certsync.operations import synced
+from certsync.operations import read_ahead, synced
 from certsync.pyinfra_compat import (
     cheaper_operation_calls,
     current_state,
@@ -50,6 +50,7 @@ def certsync_deploy(**defaults: Any) -> None:
         return
     join(run, host, settings)  # refuses what this run's hosts so far make impossible
     fail_no_wait_hosts(run)
+    read_ahead(settings)
     canary = settings.canary_group in host.groups
     # Both operations on every host, in this order (rollout.py): each a no-op where it does not
     # apply. The sync's wait is bounded (a host cannot stretch it); so is the gate's.

@@ -135,6 +135,15 @@ def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | st
     return state
 
 
+def read_ahead(settings: HostSettings) -> None:
+    """Without change detection (pyinfra's --yes), read the host's state now, at its deploy
+    call, for its `synced` operation to use as change detection's read is used: pyinfra runs
+    each host's deploy call in a greenlet of its own, so every host's read overlaps the others',
+    where the operation would read the canary hosts' first, alone, then the others'."""
+    if not host.state.check_for_changes and not host.state.is_executing:
+        _read_state(settings, settings.installed_files)
+
+
 def host_problem(state: dict[str, Any] | str) -> str | None:
     """Why the host cannot be synced at all: its state could not be read, or says so, or one of
     certsync's own files is not root's regular file, or another user could replace it. Writing
