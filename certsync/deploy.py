@@ -13,7 +13,7 @@ from pyinfra import host, logger, state
 from pyinfra.api import deploy
 
 from certsync import statusrun
-from certsync.hostdata import settings_of_host
+from certsync.hostdata import SettingsError, settings_of_host
 from certsync.operations import read_ahead, synced
 from certsync.pyinfra_compat import (
     cheaper_operation_calls,
@@ -21,7 +21,7 @@ from certsync.pyinfra_compat import (
     drop_operation,
     operation_hash,
 )
-from certsync.rollout import called, fail_no_wait_hosts, join
+from certsync.rollout import called, calling, fail_no_wait_hosts, join
 
 cheaper_operation_calls()  # two operation calls per host: pyinfra's own cost of each, smaller
 
@@ -44,6 +44,11 @@ def certsync_deploy(**defaults: Any) -> None:
         status.read_host(defaults)
         return
     run = current_state()
+    if run.is_executing:
+        raise SettingsError(
+            f"{host.name}: certsync_deploy() is called while pyinfra runs operations (from an"
+            " operation such as python.call): call it from the deploy's code"
+        )
     settings = settings_of_host(run, host, defaults)
     if not settings.names:
         host.log("certsync: no certificate names (certsync_names): left alone", logger.info)
@@ -51,6 +56,7 @@ def certsync_deploy(**defaults: Any) -> None:
     join(run, host, settings)  # refuses what this run's hosts so far make impossible
     fail_no_wait_hosts(run)
     read_ahead(settings)
+    calling(run, host, settings)
     canary = settings.canary_group in host.groups
     # Both operations on every host, in this order (rollout.py): each a no-op where it does not
     # apply. The sync's wait is bounded (a host cannot stretch it); so is the gate's.

@@ -29,7 +29,7 @@ from certsync.host.plan import IN_SYNC
 from certsync.hostdata import HostSettings, SettingsError, settings_of_host
 from certsync.preview import host_lines
 from certsync.pyinfra_compat import connector_arguments
-from certsync.rollout import fail_no_wait_hosts, held_back
+from certsync.rollout import fail_no_wait_hosts, held_back, settings_at_call
 from certsync.stateread import read_state, run_quiet
 
 # The state read at change detection (or why it failed), reused when the operation runs (the
@@ -138,10 +138,15 @@ def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | st
 def read_ahead(settings: HostSettings) -> None:
     """Without change detection (pyinfra's --yes), read the host's state now, at its deploy
     call, for its `synced` operation to use as change detection's read is used: pyinfra runs
-    each host's deploy call in a greenlet of its own, so every host's read overlaps the others',
-    where the operation would read the canary hosts' first, alone, then the others'."""
-    if not host.state.check_for_changes and not host.state.is_executing:
-        _read_state(settings, settings.installed_files)
+    each host's deploy code in a greenlet of its own (up to --parallel at once), so the hosts'
+    reads overlap, where the operations would read the canary hosts' first, alone, then the
+    others'. Only when no operation comes before on this host (one could change the host)."""
+    state = host.state
+    if state.should_check_for_changes() or state.is_executing:
+        return
+    if state.get_meta_for_host(host).ops:  # an earlier operation may change what it reads
+        return
+    _read_state(settings, settings.installed_files)
 
 
 def host_problem(state: dict[str, Any] | str) -> str | None:
@@ -268,7 +273,8 @@ def operation_settings(stage: Any, arguments: Mapping[str, Any]) -> HostSettings
             f"{host.name}: stage={stage!r}: certsync's stages are"
             f" {', '.join(repr(s) for s in STAGES)}"
         )
-    settings = settings_of_host(host.state, host, arguments)
+    at_call = settings_at_call(host.state, host) if stage is not None else None
+    settings = at_call or settings_of_host(host.state, host, arguments)
     if stage is not None and (settings.canary_group in host.groups) != (stage == "canary"):
         return None
     return settings

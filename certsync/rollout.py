@@ -35,7 +35,7 @@ from pyinfra.api import Host, State
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
 
-from certsync.hostdata import HostSettings, SettingsError, settings_of_host, targeted_hosts
+from certsync.hostdata import HostSettings, SettingsError, settings_of_host
 from certsync.pyinfra_compat import (
     cli_params,
     current_operation_hash,
@@ -61,6 +61,11 @@ class Rollout(BaseStateCallback):
         self.callers: dict[str, dict[str, HostSettings]] = {}
         self.defaults: dict[str, dict[str, Any]] = {}
         self.after: dict[tuple[str, str], str] = {}  # (host, others' operation) -> canary one
+        # the settings each host's certsync_deploy() call gave it: while the call runs (the
+        # preview evaluates its operations then), and by (host, operation) once it ran
+        self.at_call: dict[str, HostSettings] = {}
+        self.of_operation: dict[tuple[str, str], HostSettings] = {}
+        self.order: list[str] = []  # the run's operation order (State.get_op_order), when asked
         self.finished: dict[str, set[str]] = {}  # operation -> hosts
         self.failed: dict[str, set[str]] = {}
         self._changed = Event()
@@ -128,6 +133,24 @@ def called(
     rollout.callers.setdefault(canary_op, {})[host.name] = settings
     rollout.defaults.setdefault(canary_op, dict(defaults))
     rollout.after[(host.name, others_op)] = canary_op
+    for operation in (canary_op, others_op):
+        rollout.of_operation[(host.name, operation)] = settings
+    rollout.at_call.pop(host.name, None)
+
+
+def calling(state: State, host: Any, settings: HostSettings) -> None:
+    """`host`'s certsync_deploy() call, with `settings`, is about to call its operations: they
+    take these settings, not what the host's data says when they run (the deploy's code may
+    change it after the call)."""
+    rollout_of(state).at_call[host.name] = settings
+
+
+def settings_at_call(state: State, host: Any) -> HostSettings | None:
+    """The settings of the certsync_deploy() call that called the operation pyinfra evaluates
+    now on `host`, or None when no certsync_deploy() call did."""
+    rollout = rollout_of(state)
+    operation = current_operation_hash(host) or ""
+    return rollout.of_operation.get((host.name, operation)) or rollout.at_call.get(host.name)
 
 
 def fail_no_wait_hosts(state: State) -> None:
@@ -187,26 +210,47 @@ def refuse_modes_that_cannot_wait(state: State, hosts: int, canaries: int, group
         )
 
 
-def _canaries(state: State, rollout: Rollout, canary_op: str, group: str) -> list[Any]:
-    """The canary hosts the gate of `canary_op` waits for: those that called it, and those of the
-    group that never reached certsync_deploy() and failed (unreachable, or an earlier operation
+def _position(rollout: Rollout, state: State, operation: str) -> int:
+    """Where `operation` runs in the run's operation order (-1: not in it)."""
+    if operation not in rollout.order:
+        rollout.order = list(state.get_op_order())
+    return rollout.order.index(operation) if operation in rollout.order else -1
+
+
+def _waited_for(
+    state: State, rollout: Rollout, others_op: str, canary_op: str, group: str
+) -> tuple[dict[str, list[str]], list[str]]:
+    """What the gate of `others_op` waits for: each canary host's canary operations that run
+    before it (whichever certsync_deploy() call made them: a canary host may call it from
+    another line of the deploy), by host name; and the canary hosts it cannot wait for, whose
+    canary sync comes after `others_op` in the run's order.
+
+    The canary hosts: those that joined the run in their canary group, and those of `group`
+    that never reached certsync_deploy() and failed (unreachable, or an earlier operation
     failed) while their data gives them names (a canary that failed before its sync)."""
-    callers = rollout.callers.get(canary_op, {})
-    defaults = rollout.defaults.get(canary_op, {})
-    found = []
-    for target in targeted_hosts(state):
-        if target.name in callers:
-            canary = callers[target.name].canary_group in target.groups
+    here = _position(rollout, state, others_op)
+    waited: dict[str, list[str]] = {}
+    after: list[str] = []
+    for name in rollout.canaries:
+        operations = [
+            operation
+            for operation, callers in rollout.callers.items()
+            if name in callers and 0 <= _position(rollout, state, operation) < here
+        ]
+        if operations:
+            waited[name] = operations
         else:
-            canary = (
-                target.name not in rollout.synced
-                and target in state.failed_hosts
-                and group in target.groups
-                and _has_names(state, target, defaults)
-            )
-        if canary:
-            found.append(target)
-    return found
+            after.append(name)
+    defaults = rollout.defaults.get(canary_op, {})
+    for target in state.inventory.get_group(group, []):
+        if (
+            target.name not in rollout.synced
+            and state.is_host_in_limit(target)
+            and target in state.failed_hosts
+            and _has_names(state, target, defaults)
+        ):
+            waited[target.name] = []
+    return waited, after
 
 
 def _has_names(state: State, target: Any, defaults: Mapping[str, Any]) -> bool:
@@ -218,35 +262,51 @@ def _has_names(state: State, target: Any, defaults: Mapping[str, Any]) -> bool:
 
 def held_back(state: State, host: Any, group: str) -> str | None:
     """The gate of the others' operation that runs now on `host` (its canary group `group`): once
-    every canary host ended the canary sync of the same certsync_deploy() call, the reason to
-    hold back if one failed. Waits (without blocking other hosts) only while the canary sync can
-    still run, woken by each operation a host ends; at most the canary hosts' sync and state
-    timeouts and GATE_MARGIN_SECONDS."""
+    every canary host ended its canary syncs that come before this operation, the reason to hold
+    back if one failed. Waits (without blocking other hosts) only while a canary sync can still
+    run, woken by each operation a host ends; at most the canary hosts' sync and state timeouts
+    and GATE_MARGIN_SECONDS. A canary host whose canary sync comes after this operation (its
+    certsync_deploy() call is elsewhere in the deploy) holds it back."""
     rollout = rollout_of(state)
-    canary_op = rollout.after.get((host.name, current_operation_hash(host) or ""))
+    others_op = current_operation_hash(host) or ""
+    canary_op = rollout.after.get((host.name, others_op))
     if canary_op is None:
         return (
             "the others' sync (stage='others') waits for the canary sync of the same"
             " certsync_deploy() call, and this run has none: call certsync_deploy()"
         )
-    canaries = _canaries(state, rollout, canary_op, group)
-    callers = rollout.callers[canary_op]
-    settings = [callers[h.name] for h in canaries if h.name in callers]
+    waited, after = _waited_for(state, rollout, others_op, canary_op, group)
+    if after:
+        return (
+            f"canary host {', '.join(sorted(after))} syncs after this host in the run's"
+            " operation order: call certsync_deploy() for every host from the same place"
+        )
+    settings = [
+        rollout.callers[operation][name]
+        for name, operations in waited.items()
+        for operation in operations
+    ]
     wait = max((s.sync_timeout_seconds for s in settings), default=0)
     wait += max((s.state_timeout_seconds for s in settings), default=0)
     deadline_seconds = wait + GATE_MARGIN_SECONDS
 
-    def pending() -> list[Any]:
-        finished = rollout.finished.get(canary_op, set())
-        return [h for h in canaries if h.name not in finished and h not in state.failed_hosts]
+    def pending() -> list[str]:
+        failed = {target.name for target in state.failed_hosts}
+        return [
+            name
+            for name, operations in waited.items()
+            if name not in failed
+            and not all(name in rollout.finished.get(op, set()) for op in operations)
+        ]
 
     deadline = time.monotonic() + deadline_seconds
     while True:
         changed = rollout._changed  # taken before looking: a change after it wakes this wait
+        waited, _ = _waited_for(state, rollout, others_op, canary_op, group)
         waiting = pending()
         if not waiting:
             break
-        names = ", ".join(h.name for h in waiting)
+        names = ", ".join(waiting)
         if gevent.getcurrent().parent is None:
             # pyinfra runs hosts one after the other in its main greenlet (--serial): a
             # canary host after this one cannot run while this one waits
@@ -258,8 +318,12 @@ def held_back(state: State, host: Any, group: str) -> str | None:
         if left <= 0:
             return f"canary host {names} did not end its sync within {deadline_seconds:.0f} s"
         changed.wait(left)
-    failed = rollout.failed.get(canary_op, set())
-    failed_names = sorted(h.name for h in canaries if h.name in failed or h in state.failed_hosts)
+    failed_hosts = {target.name for target in state.failed_hosts}
+    failed_names = sorted(
+        name
+        for name, operations in waited.items()
+        if name in failed_hosts or any(name in rollout.failed.get(op, set()) for op in operations)
+    )
     return f"canary host {', '.join(failed_names)} failed" if failed_names else None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from paramiko import SSHException
 from pyinfra import logger
 from pyinfra.api import Host, StringCommand
-from pyinfra.api.exceptions import FactProcessError
+from pyinfra.api.exceptions import FactProcessError, PyinfraError
 
 from certsync.facts import CertsyncState
 from certsync.host.errors import printable
@@ -98,6 +98,8 @@ def read_state(
         return f"{where}: sudo asks for a password and standard input ended (--use-sudo-password)"
     except CONNECTION_ERRORS as error:
         return f"{where}: {type(error).__name__}: {error}"
+    except PyinfraError as error:  # e.g. sudo's askpass could not be set up: it quotes the host
+        return f"{where}: {_printable(str(error))}"
     if not ok:
         lines = [_printable(line) for line in output.stderr_lines if line.strip()]
         if not lines:

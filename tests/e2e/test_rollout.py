@@ -196,6 +196,8 @@ def test_names_the_deploys_code_gives_each_host_at_its_turn_are_that_hosts(fleet
     user_deploy.write_text(
         "from pyinfra import host\n\nfrom certsync.deploy import certsync_deploy\n\n"
         f"NAMES = {names!r}\nhost.data.certsync_names = NAMES[host.name]\ncertsync_deploy()\n"
+        # what the deploy's code changes after the call is not the call's
+        "host.data.certsync_names = ['after.h9.test']\n"
     )
 
     run = pyinfra("-y", str(inventory), str(user_deploy), timeout=RUN_BOUND)
@@ -404,6 +406,43 @@ def test_failing_canary_stops_the_rollout_before_the_other_hosts(fleet, pki, tmp
     # the canary's good name was still synced; its bad one left nothing behind
     assert_serves(canary, pki, canary.cert_names)
     assert not any(name.startswith("nocert.") for name in cert_dir_names(canary))
+
+
+@pytest.mark.parametrize("first", ["canary", "others"])
+def test_a_failed_canary_holds_back_hosts_that_call_certsync_deploy_elsewhere(
+    fleet, tmp_path, first
+):
+    # the canary host and the others reach certsync_deploy() from two lines of the deploy
+    inventory = failing_canary_inventory(fleet, tmp_path, refused_name=True)
+    test = '"canary" in host.groups' if first == "canary" else '"canary" not in host.groups'
+    user_deploy = tmp_path / "two_places.py"
+    user_deploy.write_text(
+        "from pyinfra import host\n\nfrom certsync.deploy import certsync_deploy\n\n"
+        f"if {test}:\n    certsync_deploy()\nelse:\n    certsync_deploy()\n"
+    )
+
+    run = pyinfra("-y", str(inventory), str(user_deploy), timeout=RUN_BOUND)
+
+    assert run.returncode != 0, run.output
+    for host in fleet.hosts[1:]:
+        assert re.search(rf"\[{host.name}\].*held back: canary host mail-1", run.output)
+        assert host.run(f"test -e {CONFIG_FILE}").returncode != 0, host.name
+
+
+def test_an_operation_before_certsync_is_seen_by_its_state_read_with_yes(fleet, inventory):
+    assert deploy(inventory).returncode == 0
+    user_deploy = inventory.parent / "cron_removed_first.py"
+    user_deploy.write_text(
+        "from pyinfra.operations import server\n\nfrom certsync.deploy import certsync_deploy\n\n"
+        f"server.shell(name='remove the cron job', commands=['rm -f {CRON_FILE}'])\n"
+        "certsync_deploy()\n"
+    )
+
+    run = pyinfra("-y", str(inventory), str(user_deploy), timeout=RUN_BOUND)
+
+    assert run.returncode == 0, run.output
+    for host in fleet:  # certsync read the host after the removal, and installed it again
+        assert host.run(f"test -f {CRON_FILE}").returncode == 0, host.name
 
 
 def test_hosts_held_back_by_a_failed_canary_are_reported_as_held_back(fleet, tmp_path):

@@ -34,6 +34,7 @@ def run() -> Iterator[tuple[State, dict[str, Any]]]:
         join(state, host, settings)
         called(state, host, settings, {}, CANARY_OP, OTHERS_OP)
     hosts["mail-2"].current_op_hash = OTHERS_OP  # as pyinfra sets it while evaluating
+    rollout_of(state).order = [CANARY_OP, OTHERS_OP]  # the run's operation order
     yield state, hosts
 
 
@@ -100,3 +101,39 @@ def test_each_run_has_its_own_registry_among_its_callbacks():
     for state, rollout in zip(states, rollouts, strict=True):
         assert rollout_of(state) is rollout
         assert rollout in state.callback_handlers
+
+
+def test_a_canary_host_calling_from_elsewhere_is_waited_for_when_its_sync_comes_first(run):
+    state, hosts = run
+    canary, other = hosts["mail-1"], hosts["mail-2"]
+    settings = settings_of_host(state, canary)
+    rollout = rollout_of(state)
+    # mail-1's canary sync comes from another certsync_deploy() call, before mail-2's gate
+    rollout.callers[CANARY_OP].pop("mail-1")
+    called(state, canary, settings, {}, "elsewhere-canary-op", "elsewhere-others-op")
+    rollout.order = ["elsewhere-canary-op", CANARY_OP, OTHERS_OP, "elsewhere-others-op"]
+    waiting = gate(state, other)
+
+    rollout.operation_host_success(state, canary, CANARY_OP)  # not mail-1's canary sync
+    gevent.sleep(0)
+    assert not waiting.ready()
+    # what operation_host_error records (it also asks pyinfra's op data, not made here)
+    rollout.finished.setdefault("elsewhere-canary-op", set()).add("mail-1")
+    rollout.failed.setdefault("elsewhere-canary-op", set()).add("mail-1")
+    rollout.changed()
+
+    waiting.join(WAKE_BOUND)
+    assert waiting.value == "canary host mail-1 failed"
+
+
+def test_a_canary_host_whose_sync_comes_after_the_gate_holds_it_back(run):
+    state, hosts = run
+    settings = settings_of_host(state, hosts["mail-1"])
+    rollout = rollout_of(state)
+    rollout.callers[CANARY_OP].pop("mail-1")
+    called(state, hosts["mail-1"], settings, {}, "later-canary-op", "later-others-op")
+    rollout.order = [CANARY_OP, OTHERS_OP, "later-canary-op", "later-others-op"]
+
+    reason = held_back(state, hosts["mail-2"], "canary") or ""
+
+    assert "canary host mail-1 syncs after this host" in reason
