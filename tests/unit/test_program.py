@@ -79,10 +79,11 @@ def test_the_zipapp_runs_isolated_with_the_system_python(pyz):
     assert run_host_program(pyz, "frobnicate").returncode == 2
 
 
-def fact_command(all_ports: bool = False) -> list[str]:
+def fact_command(all_ports: bool = False, carry: bool = True) -> list[str]:
     """The state read's command as the host's shell gets it (the real fact's, unmasked)."""
     settings = settings_from_data("mail-1", {"certsync_names": [NAME]})
-    raw = CertsyncState().command(settings=settings, all_ports=all_ports).get_raw_value()
+    fact = CertsyncState()
+    raw = fact.command(settings=settings, all_ports=all_ports, carry=carry).get_raw_value()
     return shlex.split(raw)
 
 
