@@ -5,7 +5,6 @@ holds, what mox has and serves), the files certsync installed, and warnings. No 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import sys
 
@@ -60,7 +59,7 @@ def _file_meta(path: str) -> dict[str, Any]:
     finally:
         os.close(dir_fd)
     digest = (
-        hashlib.sha256(state.data).hexdigest()
+        statecache.sha256_hex(state.data)
         if state.kind == FILE and state.data is not None
         else None
     )

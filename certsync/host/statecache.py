@@ -97,7 +97,7 @@ def _mox_files(dir_fd: int, stored: str) -> list[Any]:
     return found
 
 
-def _digest(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     """sha256 by the builtin module: hashlib would load OpenSSL."""
     try:
         import _sha256 as sha  # type: ignore[import-not-found,unused-ignore]
@@ -115,7 +115,7 @@ def _mox_bytes(dir_fd: int, stored: str) -> Any:
     except (OSError, ValueError) as error:
         return str(error)
     parts = [b"%d:" % len(s.data) + s.data if s.data is not None else b"-" for s in (crt, key)]
-    return _digest(b"|".join(parts))
+    return sha256_hex(b"|".join(parts))
 
 
 def _caddy_files(config: Config, stored: str) -> list[Any]:
