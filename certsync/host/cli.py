@@ -23,12 +23,12 @@ back-off) and starts no watcher. What SIGKILL or a power loss leaves, the next r
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
+from . import jsontext
 from .errors import reason
 from .names import is_host_name
 from .output import STOP, LockTimeout, Log, emit, flush_all, locked, stopping
@@ -257,7 +257,7 @@ def state_command(args: dict[str, Any]) -> int:
     if "settings" not in args:
         raise Usage
     try:
-        config = Config.from_json(json.loads(args["settings"]), "--settings")
+        config = Config.from_json(jsontext.loads(args["settings"]), "--settings")
     except ValueError as error:
         emit(f"certsync: settings error: {reason(error)}", failed=True)
         return 2

@@ -8,9 +8,9 @@ warning (WARNINGS, which the sync logs and the state read reports), never a trac
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 
+from . import jsontext
 from .files import (
     FILE,
     FileState,
@@ -97,7 +97,7 @@ def load(config: Config, name: str) -> dict[str, Any]:
     record: Any = None
     if state.kind == FILE and state.data is not None:
         try:
-            record = json.loads(state.data)
+            record = jsontext.loads(state.data)
         except (ValueError, RecursionError):
             record = None
     shape = SHAPES[name]
@@ -139,7 +139,7 @@ def clean_staged(config: Config) -> None:
 
 def save(config: Config, name: str, record: dict[str, Any]) -> None:
     """Replace the record `name` (root's, 0600); raises OSError or ValueError."""
-    data = json.dumps(record, sort_keys=True).encode()
+    data = jsontext.dumps(record, sort_keys=True).encode()
     dir_fd = open_dir(state_folder(config), create_mode=0o700)
     try:
         put_entries(dir_fd, {name: FileState(FILE, data, None, 0, 0, 0o600)})

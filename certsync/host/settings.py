@@ -7,11 +7,11 @@ again with the same checks; README's settings table is rendered from here.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Callable, Mapping
 
+from . import jsontext
 from .names import is_host_name
 from .record import Record
 
@@ -505,4 +505,4 @@ class Config:
     @classmethod
     def load(cls, file: str) -> Config:
         with open(file, encoding="utf-8") as handle:
-            return cls.from_json(json.load(handle), file)
+            return cls.from_json(jsontext.loads(handle.read()), file)

@@ -59,9 +59,7 @@ def _file_meta(path: str) -> dict[str, Any]:
     finally:
         os.close(dir_fd)
     digest = (
-        statecache.sha256_hex(state.data)
-        if state.kind == FILE and state.data is not None
-        else None
+        statecache.sha256_hex(state.data) if state.kind == FILE and state.data is not None else None
     )
     return {**file_meta_json(state), "sha256": digest}
 
@@ -293,6 +291,6 @@ def _remember(
 
 
 def print_state(state: dict[str, Any]) -> None:
-    import json
+    from . import jsontext
 
-    emit(json.dumps(state, sort_keys=True))
+    emit(jsontext.dumps(state, sort_keys=True))

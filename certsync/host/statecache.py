@@ -24,12 +24,12 @@ checks it on every read), replaced whole by rename. Anything unexpected in it: t
 from __future__ import annotations
 
 import functools
-import json
 import os
 import struct
 import time
 import zlib
 
+from . import jsontext
 from .files import FILE, FileState, open_dir, put_entries, read_file
 from .layout import data_link, generation, read_pair
 from .names import storage_name
@@ -307,7 +307,7 @@ def program_version() -> str | None:
 
 
 def _identity(config: Config) -> list[Any]:
-    return [RECORD_VERSION, program_version(), json.dumps(config.to_json(), sort_keys=True)]
+    return [RECORD_VERSION, program_version(), jsontext.dumps(config.to_json(), sort_keys=True)]
 
 
 def answer(
@@ -332,7 +332,7 @@ def answer(
     if (state.kind, state.uid, state.mode) != (FILE, 0, 0o600) or state.data is None:
         return None
     try:
-        record = json.loads(state.data)
+        record = jsontext.loads(state.data)
         if not (
             record["identity"] == _identity(config)
             and record["written"] <= now < record["until"]
@@ -383,7 +383,7 @@ def save(config: Config, record: dict[str, Any]) -> None:
     leaves the previous one, which the next read checks the same way."""
     if program_version() is None or config.require_trusted_chain:
         return
-    data = json.dumps({**record, "identity": _identity(config)}, sort_keys=True).encode()
+    data = jsontext.dumps({**record, "identity": _identity(config)}, sort_keys=True).encode()
     try:
         dir_fd = open_dir(os.path.dirname(config.lock_file))
     except (OSError, ValueError):
