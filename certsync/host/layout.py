@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import stat
 
 from .crashpoint import step
@@ -48,9 +47,13 @@ def link_target(stored: str, suffix: str) -> str:
 
 
 def is_generation(stored: str, entry: str) -> bool:
+    """`..<stored>.g` and GENERATION_DIGITS lowercase hex digits."""
+    prefix = f"..{stored}.g"
+    digits = entry[len(prefix) :]
     return (
-        re.fullmatch(rf"\.\.{re.escape(stored)}\.g[0-9a-f]{{{GENERATION_DIGITS}}}", entry, re.ASCII)
-        is not None
+        entry.startswith(prefix)
+        and len(digits) == GENERATION_DIGITS
+        and frozenset("0123456789abcdef").issuperset(digits)
     )
 
 

@@ -33,8 +33,10 @@ LOG_TAIL_BYTES = 1 << 16
 
 
 def on_path(command: str) -> bool:
-    """Whether `command` is an executable on PATH (shutil.which, without importing shutil)."""
-    return any(os.access(os.path.join(d, command), os.X_OK) for d in os.get_exec_path())
+    """Whether `command` is an executable on PATH (shutil.which, without importing shutil;
+    os.get_exec_path imports warnings)."""
+    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return any(os.access(os.path.join(d, command), os.X_OK) for d in folders)
 
 
 def file_meta(path: str) -> dict[str, Any]:

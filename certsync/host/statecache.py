@@ -23,7 +23,6 @@ checks it on every read), replaced whole by rename. Anything unexpected in it: t
 
 from __future__ import annotations
 
-import functools
 import os
 import struct
 import time
@@ -285,10 +284,18 @@ def _fstat(fd: int) -> list[int]:
     return _fields(os.fstat(fd))
 
 
-@functools.lru_cache(maxsize=1)
+_VERSION: list[str | None] = []  # program_version's, once known (functools costs an import)
+
+
 def program_version() -> str | None:
     """The running program's version: its unpacked folder's name (`app-<sha256 of the
     zipapp>`, whose sources appdir checked), or its sources' digest when run from a folder."""
+    if not _VERSION:
+        _VERSION.append(_program_version())
+    return _VERSION[0]
+
+
+def _program_version() -> str | None:
     package = os.path.dirname(os.path.abspath(__file__))
     parent = os.path.basename(os.path.dirname(package))
     if parent.startswith("app-"):

@@ -14,7 +14,7 @@ from certsync.host import jsontext
 from tests.unit.hostrun import HOST_PYTHON, ISOLATED
 
 VALUES = [
-    {"b": [1, 2.5, -0.0, 1e300, None, True, False], "a": {"é": "\u2028\x00\"\\/"}, "": []},
+    {"b": [1, 2.5, -0.0, 1e300, None, True, False], "a": {"é": '\u2028\x00"\\/'}, "": []},
     "caf\u00e9 \ud83d\ude00",
     [],
     {},
