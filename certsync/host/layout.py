@@ -14,7 +14,6 @@ generation made but not switched to, or an old generation: `clean` removes them,
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -214,8 +213,10 @@ def clean(dir_fd: int, stored: str, keep: tuple[str, ...] = ()) -> list[str]:
         except OSError as error:
             problems.append(f"{entry}: {error.strerror}")
     if current is None and _readlink(dir_fd, data_link(stored)) is not None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(data_link(stored), dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
     return problems
 
 

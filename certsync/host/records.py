@@ -7,7 +7,6 @@ warning (WARNINGS, which the sync logs and the state read reports), never a trac
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from . import jsontext
@@ -131,8 +130,10 @@ def clean_staged(config: Config) -> None:
     try:
         for entry in os.listdir(dir_fd):
             if any(is_temp_name(entry, record) for record in (*SHAPES, RECORD)):
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(entry, dir_fd=dir_fd)
+                except OSError:
+                    pass
     finally:
         os.close(dir_fd)
 

@@ -4,9 +4,9 @@ holds, what mox has and serves), the files certsync installed, and warnings. No 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
+import time
 
 from . import records, statecache, watch
 from .errors import reason
@@ -26,6 +26,7 @@ from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
+    import datetime as dt  # imported for the full read only (a twentieth of a cached one)
     from typing import Any
 
 STATE_VERSION = 1
@@ -155,7 +156,7 @@ def read_state(
         state["warnings"].append(trust_warning(config.mox_binary, found))
     state["last_runs"] = last_runs(config.log_file, list(config.names), config.host)
     state["watcher"] = watch.running(config) is not None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    seconds = time.time() if now is None else now.timestamp()
     refusal = folder_refusal(config)
     dir_fd = None
     dir_right = True
@@ -173,13 +174,15 @@ def read_state(
     try:
         cached = None
         if refusal is None and dir_fd is not None and not force and not all_ports:
-            cached = statecache.answer(
-                config, dir_fd, state["mox_dir"], [uid, gid], now.timestamp()
-            )
+            cached = statecache.answer(config, dir_fd, state["mox_dir"], [uid, gid], seconds)
         if cached is not None:
             records.load(config, statecache.INSTALLED)  # its warnings, as the full read's
             state["names"] = cached
         else:
+            if now is None:
+                import datetime as dt
+
+                now = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
             before = statecache.fingerprint(config, dir_fd) if dir_fd is not None else None
             greeters: dict[str, list[Any]] = {}
             state["names"] = _full_read(
