@@ -419,8 +419,8 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "The installed program's unpacked folder (`app-<sha256>/`, which the state read runs) is"
-        " missing, torn by a power loss, changed, or not root's alone (a link, the mox user's"
-        " folder, its bytecode folder)",
+        " missing, torn by a power loss, a module missing, added or of another size, or not"
+        " root's alone (a link, the mox user's folder, its bytecode folder)",
         "the state read imports nothing from it: it answers that this version is not installed,"
         " and the same fact reads again with the program carried in the command; the folder is"
         " written to disk before it is renamed into place, and the zipapp's own run (the cron"
