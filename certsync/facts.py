@@ -62,7 +62,9 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             code, program_args = program.INSTALLED, [QuoteString(app), program.source_shape()]
         return StringCommand(
             # bounded on the host too: the controller's wait (stateread) ends the read for the
-            # deploy, this one ends the process (it reads only: killing it leaves nothing)
+            # deploy, this one ends the process (it reads only: killing it leaves nothing); exec:
+            # the shell pyinfra wraps the command in does not fork for it
+            "exec",
             "timeout",
             "-k",
             "5",

@@ -112,8 +112,9 @@ def test_the_bootstrap_runs_the_program_from_its_parts(monkeypatch):
     assert base64.b64decode("".join(parts)) == program.carried()
     assert command[program_args] == "state"
 
+    assert command[0] == "exec"  # (a shell's builtin)
     result = subprocess.run(
-        [*command[:program_args], "--help"], capture_output=True, text=True, timeout=60
+        [*command[1:program_args], "--help"], capture_output=True, text=True, timeout=60
     )
 
     assert result.returncode == 0, result.stderr
