@@ -7,7 +7,7 @@ root's, not writable by others and not a link, and its sources are byte for byte
 (usable, what the zipapp's own run checks: it makes the folder anew otherwise); otherwise the
 zipapp itself is used.
 
-The state read (program.INSTALLED) checks less, for its cost (hashing every source is a third of
+The state read (program.INSTALLED) checks less, for its cost (hashing every source is a quarter of
 an in-sync read): the levels, and each file's name, size, owner and mode (complete). What the
 digest adds is no defence against the mox user, who can write nothing where every level is
 root's and not writable by others; it would catch a folder torn by a power loss, and none can be:
