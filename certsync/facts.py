@@ -3,10 +3,10 @@ the plan per name with the public facts it rests on. Only public material leaves
 contents can never be read as structure.
 
 The command runs the version the host has installed (its unpacked folder, program.INSTALLED):
-a few hundred bytes. On a host without this version, that command prints program.NOT_INSTALLED
-alone, and the read is made again with `carry`: the command then carries the whole program
-(program.BOOTSTRAP, ~60 KB), so that the host needs nothing installed. `pyinfra INVENTORY fact`
-runs one command: it carries the program.
+about 2 kB with the settings. On a host without this version, that command prints
+program.NOT_INSTALLED alone, and the read is made again with `carry` (stateread.py): the command
+then carries the whole program (program.BOOTSTRAP, about 100 kB of base64), so that the host
+needs nothing installed. `pyinfra INVENTORY fact` runs one command: it carries the program.
 
     pyinfra inventory.py fact certsync.facts.CertsyncState
 """
