@@ -170,6 +170,13 @@ def test_every_host_module_is_python_3_9(module):
         assert "from __future__ import annotations" in source
 
 
+@pytest.mark.parametrize("code", ["BOOTSTRAP", "INSTALLED", "INSTALLED_SOURCE"])
+def test_the_state_read_commands_are_python_3_9_and_one_line(code):
+    source = getattr(program, code)
+    assert runtime_unions(ast.parse(source, feature_version=(3, 9))) == []
+    assert "\n" not in source or code == "INSTALLED_SOURCE"
+
+
 def test_the_3_9_check_finds_match_and_runtime_unions():
     with pytest.raises(SyntaxError):
         ast.parse("match x:\n    case 1:\n        pass\n", feature_version=(3, 9))
