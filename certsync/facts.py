@@ -1,7 +1,12 @@
-"""The certsync state of a host, read in one command: the host program's `state` (run from the
-command itself, so that the host needs nothing installed) prints JSON, the plan per name with the
-public facts it rests on. Only public material leaves the host; file contents can never be read
-as structure.
+"""The certsync state of a host, read in one command: the host program's `state` prints JSON,
+the plan per name with the public facts it rests on. Only public material leaves the host; file
+contents can never be read as structure.
+
+The command runs the version the host has installed (its unpacked folder, program.INSTALLED):
+about 2 kB with the settings. On a host without this version, that command prints
+program.NOT_INSTALLED alone, and the read is made again with `carry` (stateread.py): the command
+then carries the whole program (program.BOOTSTRAP, about 100 kB of base64), so that the host
+needs nothing installed. `pyinfra INVENTORY fact` runs one command: it carries the program.
 
     pyinfra inventory.py fact certsync.facts.CertsyncState
 """
@@ -34,8 +39,10 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
         files: list[str] | None = None,
         force: bool = False,
         all_ports: bool = False,
+        carry: bool = False,
     ) -> StringCommand:
         if settings is None:  # `pyinfra INVENTORY fact certsync.facts.CertsyncState`
+            carry = True  # one command, whatever the host has
             try:
                 settings = settings_from_data(context_host.name, context_host.data)
             except SettingsError as error:  # said as the state's error, not as a traceback
@@ -48,17 +55,16 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             args.append("--force")
         if all_ports:
             args.append("--all-ports")
-        app, tree, count, *parts = program.bootstrap_arguments(
-            program.unpacked_folder(settings.install_dir)
-        )
-        size = len(program.carried())
-        payload = [
-            HiddenValue(part, f"<certsync host program, part {index} of {count}, {size} bytes>")
-            for index, part in enumerate(parts, 1)
-        ]
+        app = program.unpacked_folder(settings.install_dir)
+        if carry:
+            code, program_args = program.BOOTSTRAP, _carried_arguments(app)
+        else:
+            code, program_args = program.INSTALLED, [QuoteString(app), program.source_shape()]
         return StringCommand(
             # bounded on the host too: the controller's wait (stateread) ends the read for the
-            # deploy, this one ends the process (it reads only: killing it leaves nothing)
+            # deploy, this one ends the process (it reads only: killing it leaves nothing); exec:
+            # the shell pyinfra wraps the command in does not fork for it
+            "exec",
             "timeout",
             "-k",
             "5",
@@ -67,11 +73,8 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             "-I",
             "-S",
             "-c",
-            QuoteString(program.BOOTSTRAP),
-            QuoteString(app),
-            tree,
-            count,
-            *(QuoteString(part) for part in payload),  # type: ignore[arg-type]
+            QuoteString(code),
+            *program_args,
             *(QuoteString(str(arg)) for arg in args),
         )
 
@@ -94,3 +97,15 @@ class CertsyncState(FactBase[dict[str, Any] | None]):
             return checked_state(state)
         except SchemaError as error:
             raise FactProcessError(f"certsync state: {error}") from None
+
+
+def _carried_arguments(app: str) -> list[Any]:
+    """BOOTSTRAP's arguments: the program's parts hidden from pyinfra's -vv output."""
+    app, tree, count, *parts = program.bootstrap_arguments(app)
+    size = len(program.carried())
+    payload = [
+        HiddenValue(part, f"<certsync host program, part {index} of {count}, {size} bytes>")
+        for index, part in enumerate(parts, 1)
+    ]
+    hidden = [QuoteString(part) for part in payload]  # type: ignore[arg-type]
+    return [QuoteString(app), tree, count, *hidden]

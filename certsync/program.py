@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from importlib import resources
 
-from certsync.host.appdir import tree_digest
+from certsync.host.appdir import shape_digest, tree_digest
 
 HOST_PACKAGE = "certsync_host"  # the package's name inside the zipapp
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -66,6 +66,50 @@ BOOTSTRAP = (
 )
 PART_CHARS = 64 * 1024  # of the carried program's base64, per argument
 
+# What the installed program's state read prints, alone, when the host cannot run this version
+# from its unpacked folder (not installed yet, not root, the folder not usable): the controller
+# then reads again with the command that carries the program (BOOTSTRAP).
+NOT_INSTALLED = "certsync: this version is not installed here"
+
+# python3 -c INSTALLED <the unpacked folder of this version> <its shape> <command...>: the state
+# read of a host that has this version, the program carried nowhere. Nothing is imported from
+# the folder before every level of it is root's, not writable by others and not a link (nobody
+# else can have written a file in it: appdir.py); its files' names and sizes are then those of
+# this version (appdir.complete), or the command prints NOT_INSTALLED and imports nothing more.
+INSTALLED_SOURCE = f"""import os, stat, sys
+app = sys.argv[1]
+package = app + "/{HOST_PACKAGE}"
+
+def root_only(path, missing=False):
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return missing
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022
+
+usable = (
+    os.geteuid() == 0
+    and all(root_only(path) for path in (os.path.dirname(app), app, package))
+    and root_only(package + "/__pycache__", missing=True)
+)
+if usable:
+    sys.path.insert(0, app)
+    try:
+        from {HOST_PACKAGE} import appdir
+        usable = appdir.complete(app, sys.argv[2])
+    except Exception:
+        usable = False
+if not usable:
+    print({NOT_INSTALLED!r})
+    sys.exit(0)
+from {HOST_PACKAGE}.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+# One line, as BOOTSTRAP
+INSTALLED = f"exec({INSTALLED_SOURCE!r})"
+
 
 @functools.cache
 def zipapp() -> bytes:
@@ -99,6 +143,12 @@ def tree_sha256() -> str:
 
 def main_source() -> str:
     return MAIN.replace("{tree}", tree_sha256())
+
+
+@functools.cache
+def source_shape() -> str:
+    """What the unpacked folder's files' names and sizes must give (appdir.shape_digest)."""
+    return shape_digest({name: len(data) for name, data in _sources().items()})
 
 
 @functools.cache

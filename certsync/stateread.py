@@ -5,6 +5,9 @@ pyinfra's own fact loading fails the host in the middle of change detection when
 fails: without `--yes` that asks "continue?" before the preview is complete (and crashes when
 nobody can answer), and it does not say why the read failed when the connection dropped. Here the
 reason comes back as text, and the operation fails that host with it when it runs.
+
+A host that has this version installed is read with one small command; one that has not says so
+(program.NOT_INSTALLED) and is read again with the command that carries the program (facts.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pyinfra import logger
 from pyinfra.api import Host, StringCommand
 from pyinfra.api.exceptions import FactProcessError, PyinfraError
 
+from certsync import program
 from certsync.facts import CertsyncState
 from certsync.host.errors import printable
 from certsync.hostdata import HostSettings
@@ -82,14 +86,19 @@ def read_state(
     connection failed; the answer was not certsync's state). `all_ports`: what every verify port
     serves (the status report)."""
     fact = CertsyncState()
-    command = fact.command(settings=settings, files=files, force=force, all_ports=all_ports)
     arguments = connector_arguments(host)
     # a deadline the host cannot stretch: the controller stops waiting (the host's `timeout`
     # ends the command a little before)
     arguments["_timeout"] = settings.state_timeout_seconds + STATE_TIMEOUT_MARGIN
     where = "certsync could not read the host's state"
     try:
-        ok, output = _run(host, command, arguments)
+        for carry in (False, True):  # the installed program's, else the one the command carries
+            command = fact.command(
+                settings=settings, files=files, force=force, all_ports=all_ports, carry=carry
+            )
+            ok, output = _run(host, command, arguments)
+            if not (ok and output.stdout_lines == [program.NOT_INSTALLED]):
+                break
     except TimeoutError:
         return (
             f"{where}: no answer within {arguments['_timeout']} s (certsync_state_timeout_seconds)"

@@ -49,6 +49,7 @@ import certsync
 from certsync.facts import CertsyncState
 from certsync.host.settings import BY_NAME
 from certsync.hostdata import settings_from_data
+from certsync.program import NOT_INSTALLED
 from tests.e2e.deployrun import ROOT, caddy_fingerprint, served_fingerprints
 from tests.fleet import Fleet, Pki, TestHost, default_host_specs, missing_components
 from tests.fleet.waiting import wait_for
@@ -116,9 +117,14 @@ def in_host(host: TestHost, command: str, runs: int) -> tuple[list[float], list[
 
 
 def state_command(host: TestHost) -> str:
-    """The state read's command, as the deploy's fact runs it on this host."""
+    """The state read's command, as the deploy's fact runs it on this host (which has this
+    version installed: it would otherwise only say so, and be read again carrying it)."""
     settings = settings_from_data(host.name, host.inventory_data())
-    return str(CertsyncState().command(settings=settings).get_raw_value())
+    command = str(CertsyncState().command(settings=settings).get_raw_value())
+    answer = host.run(command, timeout=600)
+    if answer.returncode != 0 or answer.stdout.strip() == NOT_INSTALLED:
+        raise SystemExit(f"benchmark: the state read on {host.name}: {answer.stdout[:200]}")
+    return command
 
 
 def tls_gap(host: TestHost, during: Callable[[], object]) -> float:

@@ -6,14 +6,13 @@ changes its exit status."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 
-from . import records, wire
+from . import jsontext, records, wire
 from .errors import printable, reason
 from .outcome import HELD, INTERRUPTED
 from .output import Log, emit, utc_stamp
@@ -172,7 +171,7 @@ def alert(
     run by cron (`cron`) on stderr, which cron mails, when neither told. `remember`: record what
     was told (only under the lock)."""
     told_record = records.load(config, ALERTS_FILE)
-    before = json.dumps(told_record, sort_keys=True)
+    before = jsontext.dumps(told_record, sort_keys=True)
     failures = due(told_record, outcomes, int(time.time()))
     told = False
     if failures and config.alert_email:
@@ -191,7 +190,7 @@ def alert(
     if told:
         for outcome in failures:
             told_record[outcome.name]["told"] = int(time.time())
-    if not remember or json.dumps(told_record, sort_keys=True) == before:
+    if not remember or jsontext.dumps(told_record, sort_keys=True) == before:
         return  # an in-sync run writes nothing
     try:
         records.save(config, ALERTS_FILE, told_record)

@@ -1,14 +1,24 @@
 """The installed zipapp's sources unpacked beside it, in `app-<sha256 of the zipapp>/`, where
 python3 keeps their bytecode (it cannot for modules imported from a zip).
 
-Root imports them: the folder is made under umask 077 and renamed into place whole, and it is
-used only when every level of it is root's, not writable by others and not a link, and its
-sources are byte for byte the zipapp's own; otherwise the zipapp itself is used.
+Root imports them: the folder is made under umask 077, every file and folder of it written to
+disk (fsync) before it is renamed into place whole, and it is used only when every level of it is
+root's, not writable by others and not a link, and its sources are byte for byte the zipapp's own
+(usable, what the zipapp's own run checks: it makes the folder anew otherwise); otherwise the
+zipapp itself is used.
+
+The state read (program.INSTALLED) checks less, for its cost (hashing every source is a quarter of
+an in-sync read): the levels, and each file's name, size, owner and mode (complete). What the
+digest adds is no defence against the mox user, who can write nothing where every level is
+root's and not writable by others; it would catch a folder torn by a power loss, and none can be:
+a folder is in place only after all it holds is on disk, and nothing writes into it afterwards
+but python3 (root's bytecode, which python3 checks itself). A folder changed by root by hand
+with the same sizes is root's own doing: the next sync (the cron job's) finds it and makes it
+anew.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
@@ -20,21 +30,55 @@ MAX_SOURCE_BYTES = 1 << 20
 
 def _root_only(path: str, directory: bool) -> bool:
     """root's, not writable by group or others, not a link; a directory or a regular file."""
+    return _root_status(path, directory) is not None
+
+
+def _root_status(path: str, directory: bool) -> os.stat_result | None:
+    """The path's lstat when _root_only, else None."""
     try:
         info = os.lstat(path)
     except OSError:
-        return False
+        return None
     kind = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
-    return kind and info.st_uid == 0 and not info.st_mode & 0o022
+    return info if kind and info.st_uid == 0 and not info.st_mode & 0o022 else None
 
 
 def tree_digest(sources: dict[str, bytes]) -> str:
     """The sha256 of the package's sources (file name -> bytes): the zipapp's MAIN holds it."""
+    import hashlib
+
     digest = hashlib.sha256()
     for name in sorted(sources):
         data = sources[name]
         digest.update(b"%s\0%d\0" % (name.encode(), len(data)) + data)
     return digest.hexdigest()
+
+
+def shape_digest(sizes: dict[str, int]) -> str:
+    """The package's files' names and sizes (file name -> bytes) in one word: a torn or
+    incomplete folder gives another one (a check of completeness, not of authenticity)."""
+    import zlib
+
+    text = "".join(f"{name}\0{sizes[name]}\0" for name in sorted(sizes))
+    return f"{zlib.crc32(text.encode()):08x}-{len(sizes)}"
+
+
+def complete(app: str, shape: str) -> bool:
+    """Whether `app`'s package holds the files of `shape` (shape_digest), each root's, regular
+    and not writable by others, and nothing more (the levels are the caller's to check)."""
+    package = os.path.join(app, PACKAGE)
+    sizes: dict[str, int] = {}
+    try:
+        for name in os.listdir(package):
+            if name == "__pycache__":
+                continue
+            info = _root_status(os.path.join(package, name), False)
+            if info is None:
+                return False
+            sizes[name] = info.st_size
+    except OSError:
+        return False
+    return shape_digest(sizes) == shape
 
 
 def usable(app: str, digest: str) -> bool:
@@ -74,11 +118,24 @@ def _unpack(pyz: str, app: str) -> None:
             with zipfile.ZipFile(pyz) as archive:
                 names = [n for n in archive.namelist() if n.startswith(PACKAGE + "/")]
                 archive.extractall(temp, names)
+            _to_disk(temp)
             os.rename(temp, app)  # another run may have done it meanwhile: OSError
         except (OSError, ValueError):
             shutil.rmtree(temp, ignore_errors=True)
     finally:
         os.umask(previous)
+
+
+def _to_disk(folder: str) -> None:
+    """Every file and folder under `folder` written to disk (fsync), before it is renamed into
+    place: a power loss leaves the folder whole or not in place (module docstring)."""
+    for parent, _, files in os.walk(folder, topdown=False):
+        for path in [*(os.path.join(parent, name) for name in files), parent]:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def unpacked(pyz: str, app: str, digest: str) -> str | None:

@@ -23,12 +23,10 @@ back-off) and starts no watcher. What SIGKILL or a power loss leaves, the next r
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
-from collections.abc import Sequence
 
+from . import jsontext
 from .errors import reason
 from .names import is_host_name
 from .output import STOP, LockTimeout, Log, emit, flush_all, locked, stopping
@@ -36,6 +34,7 @@ from .settings import Config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 EXIT_MEANINGS = {
@@ -137,6 +136,8 @@ def _stop(signum: int, _frame: object) -> None:
     """SIGTERM (a shutdown) or SIGINT: the sync stops at its next safe point (transaction.py):
     before the switch nothing changes, after it and before the restart the previous pair is
     switched back, after the restart the sync ends as it would have."""
+    import signal
+
     if not STOP:
         STOP.append(f"interrupted by {signal.Signals(signum).name}")
 
@@ -144,7 +145,10 @@ def _stop(signum: int, _frame: object) -> None:
 def sync_command(args: dict[str, Any]) -> int:
     # A dropped SSH session (SIGHUP) must not stop a sync half-way; a shutdown (SIGTERM) or ^C
     # stops it where nothing is left half-done. Handlers, not SIG_IGN: the commands the sync
-    # runs (the restart) get the default back.
+    # runs (the restart) get the default back. (Imported here: `signal` imports `enum`, a tenth
+    # of an in-sync state read.)
+    import signal
+
     signal.signal(signal.SIGHUP, _noted)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
@@ -190,6 +194,8 @@ def sync_command(args: dict[str, Any]) -> int:
 
 
 def watch_command(args: dict[str, Any]) -> int:
+    import signal
+
     from . import watch
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -257,7 +263,7 @@ def state_command(args: dict[str, Any]) -> int:
     if "settings" not in args:
         raise Usage
     try:
-        config = Config.from_json(json.loads(args["settings"]), "--settings")
+        config = Config.from_json(jsontext.loads(args["settings"]), "--settings")
     except ValueError as error:
         emit(f"certsync: settings error: {reason(error)}", failed=True)
         return 2

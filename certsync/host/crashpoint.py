@@ -9,7 +9,6 @@ CERTSYNC_TEST_TRACE=FILE appends the name of every step reached to FILE.
 from __future__ import annotations
 
 import os
-import signal
 
 _SPEC = os.environ.get("CERTSYNC_TEST_STEPS")
 _TRACE = os.environ.get("CERTSYNC_TEST_TRACE")
@@ -42,4 +41,6 @@ def step(name: str) -> None:
             continue
         if action == "FAIL":
             raise InjectedFailure(f"injected failure at {name}")
+        import signal
+
         os.kill(os.getpid(), signal.SIGKILL if action == "KILL" else signal.SIGTERM)

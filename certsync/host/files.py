@@ -6,12 +6,10 @@ swapped in between two calls) is planted by that user as far as this root progra
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import pwd
 import stat
-from collections.abc import Iterator
 
 from .crashpoint import step
 from .errors import SymlinkedFolder, printable
@@ -35,8 +33,10 @@ def open_dir(path: str, create_mode: int | None = None) -> int:
             if part in (".", ".."):
                 raise ValueError(f"{path} has a '.' or '..' component")
             if index == len(parts) - 1 and create_mode is not None:
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.mkdir(part, create_mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
             try:
                 next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as error:
@@ -139,15 +139,16 @@ def is_temp_name(entry: str, name: str) -> bool:
 def _stage(dir_fd: int, name: str, wanted: FileState) -> str:
     """Create `wanted` (a file, fsynced, or a link) under a temporary name beside `name`."""
     temp = _temp_name(name)
-    with contextlib.suppress(FileNotFoundError):
+    try:
         os.unlink(temp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
     if wanted.kind == LINK:
         assert wanted.target is not None
         # A link's owner cannot be set through a descriptor, and setting it by name would reach
         # whatever the folder's owner renamed in meanwhile (a hard link to any file): the link
         # is made by its owner instead.
-        with _acting_as(wanted.uid, wanted.gid):
-            os.symlink(wanted.target, temp, dir_fd=dir_fd)
+        _symlink_as(wanted.uid, wanted.gid, wanted.target, temp, dir_fd)
         return temp
     assert wanted.kind == FILE and wanted.data is not None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -160,26 +161,27 @@ def _stage(dir_fd: int, name: str, wanted: FileState) -> str:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(temp, dir_fd=dir_fd)
+        except OSError:
+            pass
         raise
     finally:
         os.close(fd)
     return temp
 
 
-@contextlib.contextmanager
-def _acting_as(uid: int, gid: int) -> Iterator[None]:
-    """Effective user and group `uid` and `gid` (when root) for what the block creates."""
+def _symlink_as(uid: int, gid: int, target: str, name: str, dir_fd: int) -> None:
+    """os.symlink with effective user and group `uid` and `gid` (when root)."""
     euid, egid = os.geteuid(), os.getegid()
     if euid != 0 or (uid, gid) == (euid, egid):
-        yield
+        os.symlink(target, name, dir_fd=dir_fd)
         return
     os.setegid(gid)
     try:
         os.seteuid(uid)
         try:
-            yield
+            os.symlink(target, name, dir_fd=dir_fd)
         finally:
             os.seteuid(euid)
     finally:
@@ -203,13 +205,17 @@ def put_entries(dir_fd: int, entries: dict[str, FileState]) -> None:
             step(f"rename:{name}")
         for name, wanted in entries.items():
             if wanted.kind == MISSING:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
         os.fsync(dir_fd)
     finally:
         for temp in staged.values():
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(temp, dir_fd=dir_fd)
+            except OSError:
+                pass
 
 
 class NotTheCheckedFile(Exception):

@@ -14,10 +14,8 @@ generation made but not switched to, or an old generation: `clean` removes them,
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import re
 import stat
 
 from .crashpoint import step
@@ -48,9 +46,13 @@ def link_target(stored: str, suffix: str) -> str:
 
 
 def is_generation(stored: str, entry: str) -> bool:
+    """`..<stored>.g` and GENERATION_DIGITS lowercase hex digits."""
+    prefix = f"..{stored}.g"
+    digits = entry[len(prefix) :]
     return (
-        re.fullmatch(rf"\.\.{re.escape(stored)}\.g[0-9a-f]{{{GENERATION_DIGITS}}}", entry, re.ASCII)
-        is not None
+        entry.startswith(prefix)
+        and len(digits) == GENERATION_DIGITS
+        and frozenset("0123456789abcdef").issuperset(digits)
     )
 
 
@@ -211,8 +213,10 @@ def clean(dir_fd: int, stored: str, keep: tuple[str, ...] = ()) -> list[str]:
         except OSError as error:
             problems.append(f"{entry}: {error.strerror}")
     if current is None and _readlink(dir_fd, data_link(stored)) is not None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(data_link(stored), dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
     return problems
 
 

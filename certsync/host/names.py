@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
-HOST_NAME_RE = re.compile(
-    r"(\*\.)?(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
-    re.IGNORECASE | re.ASCII,
-)
+LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 # The label put in front of a wildcard's domain to make a name it covers (for SNI).
 WILDCARD_PROBE_LABEL = "certsync-check"
 
 
 def is_host_name(name: str) -> bool:
-    return HOST_NAME_RE.fullmatch(name) is not None
+    """An optional `*.`, then 1 to 253 characters: labels of 1 to 63 ASCII letters, digits and
+    hyphens, neither first nor last, joined by dots (without `re`: its import is a fifth of an
+    in-sync state read)."""
+    rest = name[2:] if name.startswith("*.") else name
+    if not 1 <= len(rest) <= 253:
+        return False
+    return all(
+        1 <= len(label) <= 63
+        and LABEL_CHARACTERS.issuperset(label)
+        and not label.startswith("-")
+        and not label.endswith("-")
+        for label in rest.split(".")
+    )
 
 
 def storage_name(name: str) -> str:

@@ -3,18 +3,22 @@ the log file (one line per name per run), and the lock that keeps two syncs apar
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import errno
 import fcntl
 import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
 
 from .errors import printable
 from .files import open_dir
+
+# contextlib and datetime are not imported: with what they import, a sixth of an in-sync state
+# read, which writes no log line
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Callable
 
 LOCK_WAIT_SECONDS = 300
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC, in log lines and in the state's certificates
@@ -33,12 +37,14 @@ def emit(text: str, failed: bool = False) -> None:
 
 def silence(stream: object) -> None:
     """Point a broken stream's file descriptor at /dev/null (its buffer then flushes there)."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
         finally:
             os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def flush_all() -> None:
@@ -50,11 +56,13 @@ def flush_all() -> None:
 
 
 def utc_stamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime(TIME_FORMAT)
+    return time.strftime(TIME_FORMAT, time.gmtime())
 
 
 def parse_utc(stamp: str) -> dt.datetime:
     """A time written with TIME_FORMAT; raises ValueError."""
+    import datetime as dt
+
     return dt.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
 
 
@@ -74,8 +82,10 @@ class Log:
         # the SSH session may be gone: finish all the same
         emit(text, failed and self.failures_to_stderr)
         if log_file:
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 self._append(text)
+            except (OSError, ValueError):
+                pass
 
     def _append(self, text: str) -> None:
         dir_fd = open_dir(os.path.dirname(self.log_file), create_mode=LOG_DIR_MODE)
@@ -104,9 +114,22 @@ def stopping() -> str | None:
     return STOP[0] if STOP else None
 
 
-@contextlib.contextmanager
-def locked(path: str, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock so that a cron run and a deploy never interleave.
+class Held:
+    """A lock taken (locked), released at the end of the `with` block."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        os.close(self.fd)
+
+
+def locked(path: str, on_wait: Callable[[], object] | None = None) -> Held:
+    """Take an exclusive lock so that a cron run and a deploy never interleave: `with
+    locked(...):` holds it for the block.
 
     Calls `on_wait` once if another sync holds the lock; raises LockTimeout after
     LOCK_WAIT_SECONDS, and OSError (SymlinkedFolder...) when the lock cannot be opened."""
@@ -161,7 +184,4 @@ def locked(path: str, on_wait: Callable[[], object] | None = None) -> Iterator[N
         if now is not None and (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
             break
         os.close(fd)
-    try:
-        yield
-    finally:
-        os.close(fd)
+    return Held(fd)

@@ -7,10 +7,9 @@ warning (WARNINGS, which the sync logs and the state read reports), never a trac
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 
+from . import jsontext
 from .files import (
     FILE,
     FileState,
@@ -97,7 +96,7 @@ def load(config: Config, name: str) -> dict[str, Any]:
     record: Any = None
     if state.kind == FILE and state.data is not None:
         try:
-            record = json.loads(state.data)
+            record = jsontext.loads(state.data)
         except (ValueError, RecursionError):
             record = None
     shape = SHAPES[name]
@@ -131,15 +130,17 @@ def clean_staged(config: Config) -> None:
     try:
         for entry in os.listdir(dir_fd):
             if any(is_temp_name(entry, record) for record in (*SHAPES, RECORD)):
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(entry, dir_fd=dir_fd)
+                except OSError:
+                    pass
     finally:
         os.close(dir_fd)
 
 
 def save(config: Config, name: str, record: dict[str, Any]) -> None:
     """Replace the record `name` (root's, 0600); raises OSError or ValueError."""
-    data = json.dumps(record, sort_keys=True).encode()
+    data = jsontext.dumps(record, sort_keys=True).encode()
     dir_fd = open_dir(state_folder(config), create_mode=0o700)
     try:
         put_entries(dir_fd, {name: FileState(FILE, data, None, 0, 0, 0o600)})

@@ -7,24 +7,35 @@ again with the same checks; README's settings table is rendered from here.
 
 from __future__ import annotations
 
-import json
-import re
-import shlex
-from collections.abc import Callable, Mapping
-
+from . import jsontext
 from .names import is_host_name
 from .record import Record
 
 TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 PREFIX = "certsync_"
-CRON_FIELD_RE = re.compile(r"^[0-9*/,-]+$")
+# The characters each kind of value may hold (checked without `re` and `shlex`: importing them
+# is a fifth of an in-sync state read, which checks its settings too)
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+DIGITS = "0123456789"
+ALNUM = LETTERS + LETTERS.upper() + DIGITS
+CRON_FIELD_CHARACTERS = frozenset(DIGITS + "*/,-")
 CRON_NICKNAMES = ("@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly")
-EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$")
-ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+EMAIL_LOCAL_CHARACTERS = frozenset(ALNUM + "._%+-")
+EMAIL_DOMAIN_CHARACTERS = frozenset(ALNUM + ".-")
+ACCOUNT_FIRST = frozenset(LETTERS + "_")
+ACCOUNT_CHARACTERS = frozenset(LETTERS + DIGITS + "_-")
+MAX_ACCOUNT_CHARS = 32
+SAFE_PATH_CHARACTERS = frozenset(ALNUM + "._/@+-")
+IDENTIFIER_FIRST = frozenset(LETTERS + LETTERS.upper() + "_")
+IDENTIFIER_CHARACTERS = frozenset(ALNUM + "_")
+
+
+def _all_in(value: str, allowed: frozenset[str]) -> bool:
+    return allowed.issuperset(value)
 
 
 def _text(value: Any) -> str:
@@ -58,7 +69,7 @@ def names(value: Any) -> list[str]:
 
 def path(value: Any) -> str:
     value = _text(value)
-    if not SAFE_PATH_RE.fullmatch(value):
+    if not (value.startswith("/") and _all_in(value, SAFE_PATH_CHARACTERS)):
         raise ValueError(f"{value!r} is not an absolute path of letters, digits and ._/@+-")
     if any(part in (".", "..") for part in value.split("/")) or "//" in value:
         raise ValueError(f"{value!r} has a '.', '..' or empty component")
@@ -73,7 +84,11 @@ def optional_path(value: Any) -> str:
 
 def account(value: Any) -> str:
     value = _text(value)
-    if not ACCOUNT_RE.fullmatch(value):
+    if not (
+        0 < len(value) <= MAX_ACCOUNT_CHARS
+        and value[0] in ACCOUNT_FIRST
+        and _all_in(value, ACCOUNT_CHARACTERS)
+    ):
         raise ValueError(f"{value!r} is not a user or group name")
     return value
 
@@ -84,13 +99,30 @@ def _command(value: Any, required: bool) -> str:
         if required:
             raise ValueError("is empty")
         return ""
-    try:
-        argv = shlex.split(value)
-    except ValueError as error:
-        raise ValueError(f"{value!r} does not split into words: {error}") from None
-    if not argv:
-        raise ValueError("is empty")
+    error = _split_error(value)
+    if error is not None:
+        raise ValueError(f"{value!r} does not split into words: {error}")
     return value
+
+
+def _split_error(value: str) -> str | None:
+    """shlex.split(value)'s error, or None (it splits into at least one word: `value` is not
+    empty nor blank): a quote left open, or a backslash escaping nothing."""
+    quote = None
+    characters = iter(value)
+    for character in characters:
+        if quote == "'":  # nothing is escaped between single quotes
+            if character == "'":
+                quote = None
+        elif character == "\\":
+            if next(characters, None) is None:
+                return "No escaped character"
+        elif quote == '"':
+            if character == '"':
+                quote = None
+        elif character in "'\"":
+            quote = character
+    return "No closing quotation" if quote else None
 
 
 def command(value: Any) -> str:
@@ -174,7 +206,7 @@ def cron(value: Any) -> str:
     value = " ".join(_text(value).split())
     fields = value.split(" ")
     if value in CRON_NICKNAMES or (
-        len(fields) == 5 and all(CRON_FIELD_RE.fullmatch(f) for f in fields)
+        len(fields) == 5 and all(f and _all_in(f, CRON_FIELD_CHARACTERS) for f in fields)
     ):
         return value
     raise ValueError(f"{value!r} is not a cron schedule (five fields, or @daily etc.)")
@@ -203,14 +235,21 @@ def emails(value: Any) -> list[str]:
     result = [str(item).strip() for item in _list(value)]
     for item in result:
         _text(item)
-        if not EMAIL_RE.fullmatch(item):
+        local, at, domain = item.partition("@")
+        if not (
+            at
+            and local
+            and domain
+            and _all_in(local, EMAIL_LOCAL_CHARACTERS)
+            and _all_in(domain, EMAIL_DOMAIN_CHARACTERS)
+        ):
             raise ValueError(f"{item!r} is not a mail address")
     return result
 
 
 def group(value: Any) -> str:
     value = _text(value)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+    if not (value and value[0] in IDENTIFIER_FIRST and _all_in(value, IDENTIFIER_CHARACTERS)):
         raise ValueError(f"{value!r} is not a pyinfra group name")
     return value
 
@@ -506,4 +545,4 @@ class Config:
     @classmethod
     def load(cls, file: str) -> Config:
         with open(file, encoding="utf-8") as handle:
-            return cls.from_json(json.load(handle), file)
+            return cls.from_json(jsontext.loads(handle.read()), file)

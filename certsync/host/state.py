@@ -4,10 +4,9 @@ holds, what mox has and serves), the files certsync installed, and warnings. No 
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import os
 import sys
+import time
 
 from . import records, statecache, watch
 from .errors import reason
@@ -27,6 +26,7 @@ from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
+    import datetime as dt  # imported for the full read only (a twentieth of a cached one)
     from typing import Any
 
 STATE_VERSION = 1
@@ -34,8 +34,10 @@ LOG_TAIL_BYTES = 1 << 16
 
 
 def on_path(command: str) -> bool:
-    """Whether `command` is an executable on PATH (shutil.which, without importing shutil)."""
-    return any(os.access(os.path.join(d, command), os.X_OK) for d in os.get_exec_path())
+    """Whether `command` is an executable on PATH (shutil.which, without importing shutil;
+    os.get_exec_path imports warnings)."""
+    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return any(os.access(os.path.join(d, command), os.X_OK) for d in folders)
 
 
 def file_meta(path: str) -> dict[str, Any]:
@@ -60,9 +62,7 @@ def _file_meta(path: str) -> dict[str, Any]:
     finally:
         os.close(dir_fd)
     digest = (
-        hashlib.sha256(state.data).hexdigest()
-        if state.kind == FILE and state.data is not None
-        else None
+        statecache.sha256_hex(state.data) if state.kind == FILE and state.data is not None else None
     )
     return {**file_meta_json(state), "sha256": digest}
 
@@ -156,7 +156,7 @@ def read_state(
         state["warnings"].append(trust_warning(config.mox_binary, found))
     state["last_runs"] = last_runs(config.log_file, list(config.names), config.host)
     state["watcher"] = watch.running(config) is not None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    seconds = time.time() if now is None else now.timestamp()
     refusal = folder_refusal(config)
     dir_fd = None
     dir_right = True
@@ -174,13 +174,15 @@ def read_state(
     try:
         cached = None
         if refusal is None and dir_fd is not None and not force and not all_ports:
-            cached = statecache.answer(
-                config, dir_fd, state["mox_dir"], [uid, gid], now.timestamp()
-            )
+            cached = statecache.answer(config, dir_fd, state["mox_dir"], [uid, gid], seconds)
         if cached is not None:
             records.load(config, statecache.INSTALLED)  # its warnings, as the full read's
             state["names"] = cached
         else:
+            if now is None:
+                import datetime as dt
+
+                now = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
             before = statecache.fingerprint(config, dir_fd) if dir_fd is not None else None
             greeters: dict[str, list[Any]] = {}
             state["names"] = _full_read(
@@ -294,6 +296,6 @@ def _remember(
 
 
 def print_state(state: dict[str, Any]) -> None:
-    import json
+    from . import jsontext
 
-    emit(json.dumps(state, sort_keys=True))
+    emit(jsontext.dumps(state, sort_keys=True))

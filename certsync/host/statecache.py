@@ -23,13 +23,12 @@ checks it on every read), replaced whole by rename. Anything unexpected in it: t
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import struct
 import time
 import zlib
 
+from . import jsontext
 from .files import FILE, FileState, open_dir, put_entries, read_file
 from .layout import data_link, generation, read_pair
 from .names import storage_name
@@ -97,7 +96,7 @@ def _mox_files(dir_fd: int, stored: str) -> list[Any]:
     return found
 
 
-def _digest(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     """sha256 by the builtin module: hashlib would load OpenSSL."""
     try:
         import _sha256 as sha  # type: ignore[import-not-found,unused-ignore]
@@ -115,7 +114,7 @@ def _mox_bytes(dir_fd: int, stored: str) -> Any:
     except (OSError, ValueError) as error:
         return str(error)
     parts = [b"%d:" % len(s.data) + s.data if s.data is not None else b"-" for s in (crt, key)]
-    return _digest(b"|".join(parts))
+    return sha256_hex(b"|".join(parts))
 
 
 def _caddy_files(config: Config, stored: str) -> list[Any]:
@@ -285,10 +284,18 @@ def _fstat(fd: int) -> list[int]:
     return _fields(os.fstat(fd))
 
 
-@functools.lru_cache(maxsize=1)
+_VERSION: list[str | None] = []  # program_version's, once known (functools costs an import)
+
+
 def program_version() -> str | None:
     """The running program's version: its unpacked folder's name (`app-<sha256 of the
     zipapp>`, whose sources appdir checked), or its sources' digest when run from a folder."""
+    if not _VERSION:
+        _VERSION.append(_program_version())
+    return _VERSION[0]
+
+
+def _program_version() -> str | None:
     package = os.path.dirname(os.path.abspath(__file__))
     parent = os.path.basename(os.path.dirname(package))
     if parent.startswith("app-"):
@@ -307,7 +314,7 @@ def program_version() -> str | None:
 
 
 def _identity(config: Config) -> list[Any]:
-    return [RECORD_VERSION, program_version(), json.dumps(config.to_json(), sort_keys=True)]
+    return [RECORD_VERSION, program_version(), jsontext.dumps(config.to_json(), sort_keys=True)]
 
 
 def answer(
@@ -332,7 +339,7 @@ def answer(
     if (state.kind, state.uid, state.mode) != (FILE, 0, 0o600) or state.data is None:
         return None
     try:
-        record = json.loads(state.data)
+        record = jsontext.loads(state.data)
         if not (
             record["identity"] == _identity(config)
             and record["written"] <= now < record["until"]
@@ -383,7 +390,7 @@ def save(config: Config, record: dict[str, Any]) -> None:
     leaves the previous one, which the next read checks the same way."""
     if program_version() is None or config.require_trusted_chain:
         return
-    data = json.dumps({**record, "identity": _identity(config)}, sort_keys=True).encode()
+    data = jsontext.dumps({**record, "identity": _identity(config)}, sort_keys=True).encode()
     try:
         dir_fd = open_dir(os.path.dirname(config.lock_file))
     except (OSError, ValueError):

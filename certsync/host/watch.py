@@ -14,7 +14,6 @@ import errno
 import fcntl
 import os
 import select
-import signal
 import struct
 import sys
 import time
@@ -123,6 +122,8 @@ def start(config: Config, config_file: str) -> None:
     import subprocess
 
     if holder and holder[0] > 1:
+        import signal
+
         os.kill(holder[0], signal.SIGTERM)
         deadline = time.monotonic() + 5
         while running(config) and time.monotonic() < deadline:

@@ -36,6 +36,7 @@ TEST_FILES = (
     "tests/unit/test_state.py",
     "tests/unit/test_faults.py",
     "tests/unit/test_boot.py",
+    "tests/unit/test_appdir.py",
 )
 
 
@@ -415,6 +416,21 @@ ROWS: tuple[Row, ...] = (
         " controller: that host fails alone, the others are shown and synced; the sync's wait is"
         " bounded too (`certsync_sync_timeout_seconds`)",
         ("test_a_host_whose_state_read_never_ends_fails_alone_within_its_deadline",),
+    ),
+    Row(
+        "The installed program's unpacked folder (`app-<sha256>/`, which the state read runs) is"
+        " missing, torn by a power loss, a module missing, added or of another size, or not"
+        " root's alone (a link, the mox user's folder, its bytecode folder)",
+        "the state read imports nothing from it: it answers that this version is not installed,"
+        " and the same fact reads again with the program carried in the command; the folder is"
+        " written to disk before it is renamed into place, and the zipapp's own run (the cron"
+        " job, the sync) checks its sources byte for byte and makes root's folder anew",
+        (
+            "test_the_program_is_carried_only_to_a_host_without_this_version",
+            "test_a_torn_or_changed_folder_is_never_imported_by_the_installed_read",
+            "test_a_folder_root_does_not_own_is_never_imported_by_the_installed_read",
+            "test_root_s_folder_changed_is_made_anew",
+        ),
     ),
     Row(
         "With `_sudo`, the `mox` user creates pyinfra's upload names first"

@@ -140,6 +140,42 @@ def test_the_operation_alone_on_pyinfras_command_line_syncs_then_changes_nothing
         assert host.mox_pid() == pids[host.name], host.name
 
 
+CARRIED = "<certsync host program, part 1 of "  # the carried program, as -vv shows it
+STATE_FACT = "certsync.facts.CertsyncState"
+
+
+def state_reads(output: str, host: str) -> list[str]:
+    """The state read commands pyinfra ran on `host`, as -vv shows them."""
+    commands = re.findall(rf"^\[{re.escape(host)}\]\s+>>> (.*)$", output, re.M)
+    return [command for command in commands if " state --settings " in command]
+
+
+def test_the_program_is_carried_only_to_a_host_without_this_version(fleet, pki, inventory):
+    """Nothing installed: the small state read answers that this version is not installed, and
+    the same fact reads again with the program in the command. Installed: one small command,
+    the program sent no more; `pyinfra INVENTORY fact` reads it too."""
+    first = deploy(inventory, "-vv")
+
+    assert first.returncode == 0, first.output
+    for host in fleet:
+        reads = state_reads(first.output, host.name)
+        assert [CARRIED in read for read in reads] == [False, True], reads
+    assert_in_sync(fleet, pki)
+
+    again = deploy(inventory, "-vv")
+
+    assert again.returncode == 0, again.output
+    assert CARRIED not in again.output
+    for host in fleet:
+        assert len(state_reads(again.output, host.name)) == 1, again.output
+        assert re.search(rf"\[{host.name}\]\s+No changes", again.output), again.output
+    fact = pyinfra("--json", str(inventory), "fact", STATE_FACT)
+    assert fact.returncode == 0, fact.output
+    for host in fleet:
+        names = json.loads(fact.stdout)[STATE_FACT][host.name]["names"]
+        assert {entry["action"] for entry in names.values()} == {"in sync"}, names
+
+
 def test_owner_and_mode_drift_is_repaired_without_restart(fleet, pki, inventory):
     assert deploy(inventory).returncode == 0
     host = fleet.hosts[0]

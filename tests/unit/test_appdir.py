@@ -105,3 +105,94 @@ def test_the_state_read_imports_a_usable_folder_and_never_a_changed_one(installe
     cli.write_text(EVIL.format(marker=str(marker)) + cli.read_text())
     assert bootstrap(app, "--help").returncode == 0
     assert not marker.exists()  # the program the command carries ran
+
+
+def installed_read(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The state read's command on a host that has this version: nothing carried."""
+    command = [HOST_PYTHON, *ISOLATED, "-c", program.INSTALLED, str(app), program.source_shape()]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_installed_read_runs_the_unpacked_folder(installed):
+    pyz, app = installed
+    run_ok(pyz)
+    shutil.rmtree(app / PACKAGE / "__pycache__")
+
+    result = installed_read(app, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: certsync.pyz COMMAND [OPTIONS]")
+    assert list((app / PACKAGE / "__pycache__").glob("cli.*.pyc"))  # imported from there
+
+
+def test_without_the_folder_the_installed_read_says_so_and_runs_nothing(installed):
+    _, app = installed  # the zipapp never ran: no folder
+
+    result = installed_read(app, "--help")
+
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        program.NOT_INSTALLED + "\n",
+        "",
+    )
+
+
+@pytest.mark.parametrize("change", ["torn", "missing module", "extra module", "changed module"])
+def test_a_torn_or_changed_folder_is_never_imported_by_the_installed_read(
+    installed, tmp_path, change
+):
+    pyz, app = installed
+    run_ok(pyz)
+    marker = tmp_path / "marker"
+    package = app / PACKAGE
+    shutil.rmtree(package / "__pycache__")
+    if change == "torn":  # what a power loss leaves of a file whose data was not on disk
+        (package / "cli.py").write_bytes(b"")
+    elif change == "missing module":
+        (package / "statecache.py").unlink()
+    elif change == "extra module":
+        (package / "extra.py").write_text(EVIL.format(marker=str(marker)))
+    else:
+        cli = package / "cli.py"
+        cli.write_text(EVIL.format(marker=str(marker)) + cli.read_text())
+
+    result = installed_read(app, "--help")
+
+    assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
+    assert not marker.exists()
+    assert not list((package / "__pycache__").glob("cli.*.pyc"))  # nothing imported but appdir
+
+
+@pytest.mark.parametrize("planted", ["link", "folder of mox", "bytecode folder of mox"])
+def test_a_folder_root_does_not_own_is_never_imported_by_the_installed_read(
+    installed, tmp_path, mox_ids, planted
+):
+    pyz, app = installed
+    marker = tmp_path / "marker"
+    if planted == "bytecode folder of mox":
+        run_ok(pyz)
+        cache = app / PACKAGE / "__pycache__"
+        shutil.rmtree(cache)
+        cache.mkdir()
+        os.chown(cache, *mox_ids)
+    else:  # this version's sources, the mox user's, some its own of the same sizes
+        evil = tmp_path / "evil"
+        (evil / PACKAGE).mkdir(parents=True)
+        own = EVIL.format(marker=str(marker)).encode()
+        for name, data in program._sources().items():
+            if name in ("__init__.py", "appdir.py", "cli.py"):
+                data = own + b"#" * (len(data) - len(own) - 1) + b"\n"
+            (evil / PACKAGE / name).write_bytes(data)
+        for path in (evil, *evil.rglob("*")):
+            os.chown(path, *mox_ids)
+        if planted == "link":
+            app.symlink_to(evil)
+        else:
+            evil.rename(app)
+
+    result = installed_read(app, "--help")
+
+    assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
+    assert not marker.exists()

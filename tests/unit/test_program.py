@@ -79,10 +79,11 @@ def test_the_zipapp_runs_isolated_with_the_system_python(pyz):
     assert run_host_program(pyz, "frobnicate").returncode == 2
 
 
-def fact_command(all_ports: bool = False) -> list[str]:
+def fact_command(all_ports: bool = False, carry: bool = True) -> list[str]:
     """The state read's command as the host's shell gets it (the real fact's, unmasked)."""
     settings = settings_from_data("mail-1", {"certsync_names": [NAME]})
-    raw = CertsyncState().command(settings=settings, all_ports=all_ports).get_raw_value()
+    fact = CertsyncState()
+    raw = fact.command(settings=settings, all_ports=all_ports, carry=carry).get_raw_value()
     return shlex.split(raw)
 
 
@@ -111,8 +112,9 @@ def test_the_bootstrap_runs_the_program_from_its_parts(monkeypatch):
     assert base64.b64decode("".join(parts)) == program.carried()
     assert command[program_args] == "state"
 
+    assert command[0] == "exec"  # (a shell's builtin)
     result = subprocess.run(
-        [*command[:program_args], "--help"], capture_output=True, text=True, timeout=60
+        [*command[1:program_args], "--help"], capture_output=True, text=True, timeout=60
     )
 
     assert result.returncode == 0, result.stderr
@@ -166,6 +168,13 @@ def test_every_host_module_is_python_3_9(module):
     assert runtime_unions(tree) == []
     if any(isinstance(node, (ast.AnnAssign, ast.FunctionDef)) for node in ast.walk(tree)):
         assert "from __future__ import annotations" in source
+
+
+@pytest.mark.parametrize("code", ["BOOTSTRAP", "INSTALLED", "INSTALLED_SOURCE"])
+def test_the_state_read_commands_are_python_3_9_and_one_line(code):
+    source = getattr(program, code)
+    assert runtime_unions(ast.parse(source, feature_version=(3, 9))) == []
+    assert "\n" not in source or code == "INSTALLED_SOURCE"
 
 
 def test_the_3_9_check_finds_match_and_runtime_unions():

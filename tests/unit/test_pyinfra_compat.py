@@ -100,11 +100,14 @@ gevent.spawn(fails, "greenlet of mail-1").join()
 assert seen == [("greenlet of mail-1",)], seen
 
 settings = settings_from_data("mail-1", {"certsync_names": ["mail.example.com"]})
-command = CertsyncState().command(settings=settings, all_ports=True).get_masked_value()
+fact = CertsyncState()
+command = fact.command(settings=settings, all_ports=True, carry=True).get_masked_value()
 assert "<certsync host program, " in command and " bytes>" in command, command
 assert "state --settings" in command and "--all-ports" in command, command
-raw = CertsyncState().command(settings=settings).get_raw_value()
+raw = fact.command(settings=settings, carry=True).get_raw_value()
 assert len(raw) > len(command) and "<certsync host program" not in raw
+installed = fact.command(settings=settings).get_masked_value()
+assert "state --settings" in installed and "<certsync host program" not in installed
 try:
     settings_from_data("mail-1", {"certsync_names": ["a.example"], "certsync_verify_ports": [0]})
 except SettingsError as error:

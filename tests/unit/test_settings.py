@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,25 @@ def test_a_restart_command_without_a_shell_may_hold_a_semicolon():
     """It is run without a shell, split into words: ';' is a word character there."""
     checked = check_settings(HOST, {"restart_command": "systemctl restart mox; touch /x"})
     assert checked["restart_command"] == "systemctl restart mox; touch /x"
+
+
+@pytest.mark.parametrize("setting", ["restart_command", "alert_command"])
+def test_a_command_is_refused_where_shlex_cannot_split_it(setting):
+    """Checked without shlex on the host (its import costs the state read): shlex's verdicts."""
+    rng = random.Random(18)
+    alphabet = "a '\"\\;$ "
+    values = ["a 'b c", 'a "b\\" c', "a \\", "'a\\'", '"a\\"', "a\\ b", "'' \"\""]
+    values += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(5000)]
+    for value in filter(str.strip, values):  # (blank: "is empty", or no command)
+        expected: str | None = None
+        try:
+            shlex.split(value.strip())  # as the setting is checked
+        except ValueError as error:
+            expected = f"does not split into words: {error}"
+        if expected is None:
+            assert check_settings(HOST, {setting: value})[setting] == value.strip()
+        else:
+            assert expected in refusal({setting: value}), value
 
 
 def test_names_from_a_comma_separated_string_are_lower_cased():

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from certsync import program
 from certsync.host import statecache
 from certsync.host.cli import run_sync
 from certsync.host.output import Log
@@ -25,6 +26,7 @@ from certsync.host.state import read_state
 from tests.unit.certs import DAY, HOUR, NOW, cert_pem, key_of
 from tests.unit.conftest import MakeFakeMox
 from tests.unit.fakemox import FakeMox, write_mox_files
+from tests.unit.hostrun import HOST_PYTHON, ISOLATED, run_host_program
 from tests.unit.test_parity import CASES, NAME, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -397,3 +399,36 @@ def test_the_cached_answer_loads_no_ssl(ca, fake_mox, mox_ids, tmp_path):
     assert not _imported(cached.stderr) & {"ssl", "_ssl", "socket"}
     assert json.loads(full.stdout)["names"][NAME]["action"] == "install"
     assert {"ssl", "_ssl"} <= _imported(full.stderr)
+
+
+HEAVY = ("ssl", "_hashlib", "hashlib", "re", "json", "enum", "contextlib", "datetime", "base64")
+# prints, at exit, which of HEAVY the state read loaded
+PROBE = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: sys.stderr.write('loaded: %s\\n' % ' '.join("
+    f"m for m in {HEAVY!r} if m in sys.modules)))\n"
+)
+
+
+def test_the_installed_read_answered_from_the_record_loads_no_openssl_nor_re_json(
+    ca, fake_mox, mox_ids, tmp_path, pyz
+):
+    """As the deploy reads a host in sync: the second read (the first wrote the record) loads
+    neither OpenSSL nor the stdlib modules whose imports were most of its cost."""
+    _, world, first = in_sync_world(ca, fake_mox, mox_ids, tmp_path)
+    lib = tmp_path / "lib"
+    lib.mkdir(mode=0o755)
+    (lib / "certsync.pyz").write_bytes(pyz.read_bytes())
+    assert run_host_program(lib / "certsync.pyz", "--help").returncode == 0  # unpacks it
+    command = [HOST_PYTHON, *ISOLATED, "-c", PROBE + program.INSTALLED_SOURCE]
+    command += [program.unpacked_folder(str(lib)), program.source_shape()]
+    command += ["state", "--settings", json.dumps(world.config.to_json())]
+
+    reads = [subprocess.run(command, capture_output=True, text=True, timeout=60) for _ in "12"]
+
+    for read in reads:
+        assert read.returncode == 0, read.stderr
+        assert json.loads(read.stdout)["names"] == first["names"]
+    loaded = [read.stderr.rpartition("loaded: ")[2].split() for read in reads]
+    assert "ssl" in loaded[0]  # the full read, which wrote the record
+    assert loaded[1] == []
