@@ -348,8 +348,8 @@ def _sync(settings: HostSettings) -> Iterator[Any]:
     # All files' commands first: pyinfra's preview stops at an operation's first command, and
     # --diff shows each file's diff while its commands are made.
     differ = files_to_install(state, files)
-    arguments = connector_arguments(host)
-    yield from list(_install(settings, state, differ, arguments)) if differ else []
+    if differ:
+        yield from list(_install(settings, state, differ, connector_arguments(host)))
     pending = [name for name, plan in state["names"].items() if plan["action"] != IN_SYNC]
     if settings.force:
         pending = list(settings.names)
@@ -361,4 +361,4 @@ def _sync(settings: HostSettings) -> Iterator[Any]:
         host.noop(f"mox's certificates equal Caddy's for {', '.join(settings.names)}")
         return
     command = sync_command(settings, pending, settings.force)
-    yield FunctionCommand(_run_logged, (command, arguments, "the sync"), {})
+    yield FunctionCommand(_run_logged, (command, connector_arguments(host), "the sync"), {})
