@@ -441,9 +441,9 @@ ROWS: tuple[Row, ...] = (
         ("test_upload_names_the_mox_user_made_first_stay_untouched_and_the_host_syncs",),
     ),
     Row(
-        "A deploy of your own runs operations on the canary hosts only (or the others only)"
-        " before or after `certsync_deploy()`, or calls it twice; hosts disagree on"
-        " `certsync_canary_group`",
+        "A deploy of your own, calling `certsync_deploy()` from the same place for every host,"
+        " runs operations on the canary hosts only (or the others only) before or after it, or"
+        " calls it twice; hosts disagree on `certsync_canary_group`",
         "the canary sync still comes first, with and without `--no-wait`, and the run ends;"
         " hosts that disagree on the canary group are refused before anything runs, named",
         (
