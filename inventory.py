@@ -1,6 +1,8 @@
 """An example fleet. Replace the hosts with yours. Any certsync setting (README's settings table)
 can be set for all hosts (group_data/all.py), per group (group_data/<group>.py) or per host
-(here). Precedence: --data > host > group (the last group defined here wins) > all."""
+(here). Precedence, highest first (README, "Settings"): the deploy's own host.data.certsync_x =
+... > --data > host (here) > group (the last group defined here wins) > all > the arguments of
+certsync_deploy(...) > certsync's defaults."""
 
 # Synced first: the other hosts start only once every canary host has finished, and only if none
 # of them failed (one failed canary host holds back all the others, whatever FAIL_PERCENT says).
