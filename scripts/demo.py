@@ -56,7 +56,12 @@ def main() -> int:
         print(f"Started pebble and Caddy {pki.caddy_version_text}; certificates for:", *names)
         pki.issue(names)
         print(f"Starting {args.hosts} SSH hosts, each with its own mox ...")
-        with Fleet(specs, pki=pki) as fleet, tempfile.TemporaryDirectory() as tmp:
+        try:
+            fleet = Fleet(specs, pki=pki)
+        except RuntimeError as error:  # a port the hosts need is taken: a system sshd on *:22
+            print(f"demo: cannot start the hosts: {error}", file=sys.stderr)
+            return 2
+        with fleet, tempfile.TemporaryDirectory() as tmp:
             inventory = fleet.write_inventory(
                 Path(tmp) / "inventory.py",
                 groups={
