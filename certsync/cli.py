@@ -28,7 +28,7 @@ def status(inventory: str, deploy: str | None, options: PyinfraOptions, json_out
         print(f"certsync status: {error}", file=sys.stderr)
         return EXIT_UNKNOWN
     if not fleet.states:
-        print("certsync status: no targeted host has certificate names", file=sys.stderr)
+        print("certsync status: no host matched, or none has certificate names", file=sys.stderr)
         return EXIT_UNKNOWN
     now = dt.datetime.now(dt.timezone.utc)
     report = fleet_report(fleet.settings, fleet.states, now)
