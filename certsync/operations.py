@@ -299,9 +299,9 @@ def synced(stage: str | None = None, **settings: Any):
         pyinfra inventory.py certsync.operations.synced names='["mail.example.com"]'
 
     Installs the host program, its settings and the cron job when they differ, then runs the
-    host program for the names that differ (it validates, backs up, installs, restarts mox once
-    and verifies). Reads only, in one command, when everything is already in sync. A host
-    without names is left alone.
+    host program for the names not in sync (for every name with ``force``, or when only those
+    files differ; it validates, backs up, installs, restarts mox once and verifies). Reads only,
+    in one command, when everything is already in sync. A host without names is left alone.
     """
     try:
         own = operation_settings(stage, settings)
