@@ -34,6 +34,7 @@ import hashlib
 import os
 import sys
 
+sys.dont_write_bytecode = True  # the unpacked folder's bytecode is written with it (appdir)
 pyz = os.path.abspath(sys.argv[0])
 with open(pyz, "rb") as file:
     sha = hashlib.sha256(file.read()).hexdigest()[:16]
@@ -54,6 +55,7 @@ sys.exit(main())
 # One line: sudo and the logs quote a command line by line.
 BOOTSTRAP = (
     "import base64,os,sys,zlib;"
+    "sys.dont_write_bytecode=True;"
     "n=4+int(sys.argv[3]);"
     "fd=os.memfd_create('certsync');"
     "os.write(fd,zlib.decompress(base64.b64decode(''.join(sys.argv[4:n]))));"
@@ -77,6 +79,7 @@ NOT_INSTALLED = "certsync: this version is not installed here"
 # else can have written a file in it: appdir.py); its files' names and sizes are then those of
 # this version (appdir.complete), or the command prints NOT_INSTALLED and imports nothing more.
 INSTALLED_SOURCE = f"""import os, stat, sys
+sys.dont_write_bytecode = True
 app = sys.argv[1]
 package = app + "/{HOST_PACKAGE}"
 
@@ -99,12 +102,13 @@ if usable:
     try:
         from {HOST_PACKAGE} import appdir
         usable = appdir.complete(app, sys.argv[2])
+        if usable:
+            from {HOST_PACKAGE}.cli import main
     except Exception:
         usable = False
 if not usable:
     print({NOT_INSTALLED!r})
     sys.exit(0)
-from {HOST_PACKAGE}.cli import main
 sys.exit(main(sys.argv[3:]))
 """
 # One line, as BOOTSTRAP

@@ -12,7 +12,9 @@ A host that has this version installed is read with one small command; one that 
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from typing import Any
 
 from paramiko import SSHException
@@ -89,20 +91,23 @@ def read_state(
     arguments = connector_arguments(host)
     # a deadline the host cannot stretch: the controller stops waiting (the host's `timeout`
     # ends the command a little before)
-    arguments["_timeout"] = settings.state_timeout_seconds + STATE_TIMEOUT_MARGIN
+    bound = settings.state_timeout_seconds + STATE_TIMEOUT_MARGIN
+    deadline = time.monotonic() + bound
     where = "certsync could not read the host's state"
     try:
         for carry in (False, True):  # the installed program's, else the one the command carries
             command = fact.command(
                 settings=settings, files=files, force=force, all_ports=all_ports, carry=carry
             )
+            # both commands within the one bound: a host cannot double it by answering late
+            arguments["_timeout"] = max(1, math.ceil(deadline - time.monotonic()))
             ok, output = _run(host, command, arguments)
             if not (ok and output.stdout_lines == [program.NOT_INSTALLED]):
                 break
+            if time.monotonic() >= deadline:
+                raise TimeoutError
     except TimeoutError:
-        return (
-            f"{where}: no answer within {arguments['_timeout']} s (certsync_state_timeout_seconds)"
-        )
+        return f"{where}: no answer within {bound} s (certsync_state_timeout_seconds)"
     except EOFError:  # pyinfra's getpass, with nobody to answer
         return f"{where}: sudo asks for a password and standard input ended (--use-sudo-password)"
     except CONNECTION_ERRORS as error:

@@ -1,5 +1,5 @@
-"""The installed zipapp's sources unpacked beside it, in `app-<sha256 of the zipapp>/`, where
-python3 keeps their bytecode (it cannot for modules imported from a zip).
+"""The installed zipapp's sources unpacked beside it, in `app-<sha256 of the zipapp>/`, with
+their bytecode (python3 can keep none for modules imported from a zip).
 
 Root imports them: the folder is made under umask 077, every file and folder of it written to
 disk (fsync) before it is renamed into place whole, and it is used only when every level of it is
@@ -11,10 +11,10 @@ The state read (program.INSTALLED) checks less, for its cost (hashing every sour
 an in-sync read): the levels, and each file's name, size, owner and mode (complete). What the
 digest adds is no defence against the mox user, who can write nothing where every level is
 root's and not writable by others; it would catch a folder torn by a power loss, and none can be:
-a folder is in place only after all it holds is on disk, and nothing writes into it afterwards
-but python3 (root's bytecode, which python3 checks itself). A folder changed by root by hand
-with the same sizes is root's own doing: the next sync (the cron job's) finds it and makes it
-anew.
+a folder is in place only after all it holds, its bytecode included, is on disk, and nothing
+writes into it afterwards (the commands that import from it set sys.dont_write_bytecode). A
+folder changed by root by hand with the same sizes is root's own doing: the next sync (the cron
+job's) finds it and makes it anew.
 """
 
 from __future__ import annotations
@@ -118,12 +118,28 @@ def _unpack(pyz: str, app: str) -> None:
             with zipfile.ZipFile(pyz) as archive:
                 names = [n for n in archive.namelist() if n.startswith(PACKAGE + "/")]
                 archive.extractall(temp, names)
+            _compile(os.path.join(temp, PACKAGE))
             _to_disk(temp)
             os.rename(temp, app)  # another run may have done it meanwhile: OSError
         except (OSError, ValueError):
             shutil.rmtree(temp, ignore_errors=True)
     finally:
         os.umask(previous)
+
+
+def _compile(package: str) -> None:
+    """The package's bytecode, written now to be on disk with the sources (_to_disk): python3
+    writes no bytecode into the folder afterwards (the commands set sys.dont_write_bytecode), so
+    no power loss can leave a torn one there, which python3 would not tell from a whole one."""
+    import py_compile
+
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py"):
+            source = os.path.join(package, name)
+            try:
+                py_compile.compile(source, doraise=True)
+            except py_compile.PyCompileError as error:
+                raise ValueError(str(error)) from None
 
 
 def _to_disk(folder: str) -> None:
@@ -154,7 +170,8 @@ def unpacked(pyz: str, app: str, digest: str) -> str | None:
         return None
     folder = os.path.dirname(app)
     for entry in os.listdir(folder):
-        if entry.startswith(PREFIX) and entry != os.path.basename(app):
+        # other versions' folders, and what an unpack that was killed left (.unpacking-*)
+        if entry.startswith((PREFIX, ".unpacking-")) and entry != os.path.basename(app):
             import shutil
 
             shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)

@@ -101,7 +101,10 @@ def sha256_hex(data: bytes) -> str:
     try:
         import _sha256 as sha  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # Python 3.12+
-        import _sha2 as sha  # type: ignore[import-not-found,no-redef,unused-ignore]
+        try:
+            import _sha2 as sha  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:  # a Python built without them (hashlib's OpenSSL only)
+            import hashlib as sha  # type: ignore[no-redef,unused-ignore]
     return str(sha.sha256(data).hexdigest())
 
 

@@ -40,7 +40,7 @@ def test_the_folder_is_made_root_only_and_imported_from(installed):
     assert stat.S_IMODE(app.stat().st_mode) == 0o700
     sources = list((app / PACKAGE).glob("*.py"))
     assert sources and {stat.S_IMODE(p.stat().st_mode) for p in sources} == {0o600}
-    assert list((app / PACKAGE / "__pycache__").glob("cli.*.pyc"))  # imported from there
+    assert list((app / PACKAGE / "__pycache__").glob("cli.*.pyc"))  # its bytecode with it
 
 
 @pytest.mark.parametrize("change", ["contents", "group writable", "extra module"])
@@ -85,9 +85,17 @@ def test_a_folder_root_does_not_own_is_never_imported_nor_removed(
     assert app.is_symlink() if planted == "link" else app.stat().st_uid == mox_ids[0]
 
 
+def imported_from(folder: Path, result: subprocess.CompletedProcess[str]) -> bool:
+    """Whether the host program's `cli` module was imported from `folder` (python3 -v)."""
+    return f"{folder}/{PACKAGE}/cli.py" in result.stderr or (
+        f"{folder}/{PACKAGE}/__pycache__/cli." in result.stderr
+    )
+
+
 def bootstrap(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The state read's command: the program carried in it, the unpacked folder named."""
-    command = [HOST_PYTHON, *ISOLATED, "-c", program.BOOTSTRAP]
+    """The state read's command: the program carried in it, the unpacked folder named (run with
+    python3 -v: its imports on stderr)."""
+    command = [HOST_PYTHON, *ISOLATED, "-v", "-c", program.BOOTSTRAP]
     command += [*program.bootstrap_arguments(str(app)), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
@@ -95,21 +103,24 @@ def bootstrap(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_state_read_imports_a_usable_folder_and_never_a_changed_one(installed, tmp_path):
     pyz, app = installed
     run_ok(pyz)
-    cache = app / PACKAGE / "__pycache__"
-    shutil.rmtree(cache)
-    assert bootstrap(app, "--help").returncode == 0
-    assert list(cache.glob("cli.*.pyc"))  # imported from the folder
+    result = bootstrap(app, "--help")
+    assert result.returncode == 0
+    assert imported_from(app, result)
 
     marker = tmp_path / "marker"
     cli = app / PACKAGE / "cli.py"
     cli.write_text(EVIL.format(marker=str(marker)) + cli.read_text())
-    assert bootstrap(app, "--help").returncode == 0
-    assert not marker.exists()  # the program the command carries ran
+    result = bootstrap(app, "--help")
+    assert result.returncode == 0
+    assert not marker.exists() and not imported_from(app, result)  # the carried program ran
 
 
-def installed_read(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The state read's command on a host that has this version: nothing carried."""
-    command = [HOST_PYTHON, *ISOLATED, "-c", program.INSTALLED, str(app), program.source_shape()]
+def installed_read(app: Path, *args: str, verbose: bool = True) -> subprocess.CompletedProcess[str]:
+    """The state read's command on a host that has this version: nothing carried (`verbose`:
+    run with python3 -v, its imports on stderr)."""
+    command = [HOST_PYTHON, *ISOLATED, *(["-v"] if verbose else []), "-c", program.INSTALLED]
+    command.append(str(app))
+    command.append(program.source_shape())
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=60, check=False
     )
@@ -118,19 +129,35 @@ def installed_read(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_installed_read_runs_the_unpacked_folder(installed):
     pyz, app = installed
     run_ok(pyz)
-    shutil.rmtree(app / PACKAGE / "__pycache__")
 
     result = installed_read(app, "--help")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: certsync.pyz COMMAND [OPTIONS]")
-    assert list((app / PACKAGE / "__pycache__").glob("cli.*.pyc"))  # imported from there
+    assert imported_from(app, result)
+
+
+def test_the_folders_bytecode_is_written_with_it_and_never_after(installed):
+    # written before the folder is renamed into place (on disk with it): a power loss cannot
+    # leave a torn one, which python3 would load as it is
+    pyz, app = installed
+    run_ok(pyz)
+    cache = app / PACKAGE / "__pycache__"
+    sources = {path.stem for path in (app / PACKAGE).glob("*.py")}
+    assert {path.name.split(".")[0] for path in cache.glob("*.pyc")} == sources
+    (next(cache.glob("cli.*.pyc"))).unlink()
+
+    assert installed_read(app, "--help").returncode == 0
+    assert bootstrap(app, "--help").returncode == 0
+    run_ok(pyz)
+
+    assert not list(cache.glob("cli.*.pyc"))  # no command wrote one into the folder
 
 
 def test_without_the_folder_the_installed_read_says_so_and_runs_nothing(installed):
     _, app = installed  # the zipapp never ran: no folder
 
-    result = installed_read(app, "--help")
+    result = installed_read(app, "--help", verbose=False)
 
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
@@ -162,7 +189,7 @@ def test_a_torn_or_changed_folder_is_never_imported_by_the_installed_read(
 
     assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
     assert not marker.exists()
-    assert not list((package / "__pycache__").glob("cli.*.pyc"))  # nothing imported but appdir
+    assert not imported_from(app, result)  # nothing imported from it but appdir
 
 
 @pytest.mark.parametrize("planted", ["link", "folder of mox", "bytecode folder of mox"])
