@@ -32,9 +32,10 @@ from certsync.pyinfra_compat import connector_arguments
 from certsync.rollout import fail_no_wait_hosts, held_back, settings_at_call
 from certsync.stateread import read_state, run_quiet
 
-# The state read at change detection (or why it failed), reused when the operation runs (the
-# host program decides again under its lock): an in-sync host costs one command, with or without
-# --yes. Per run (State), by host and the settings it was read with.
+# The state read at change detection, or at the deploy call with --yes (read_ahead), or why it
+# failed: reused when the operation runs (the host program decides again under its lock), where
+# no operation comes before certsync's on the host: an in-sync host costs one command, with or
+# without --yes. Per run (State), by host and the settings it was read with.
 _state_of: WeakKeyDictionary[State, dict[tuple[str, str], dict[str, Any] | str]] = (
     WeakKeyDictionary()
 )
@@ -130,7 +131,9 @@ def _read_state(settings: HostSettings, paths: list[str]) -> dict[str, Any] | st
     if host.state.is_executing and key in of_run:
         return of_run.pop(key)
     state = read_state(host, settings, paths, force=settings.force)
-    if not host.state.is_executing:
+    # kept for the operation's run only when no operation comes before it on the host: one
+    # could change what it read (the operation then reads again when it runs)
+    if not host.state.is_executing and not host.state.get_meta_for_host(host).ops:
         of_run[key] = state
     return state
 
@@ -142,11 +145,8 @@ def read_ahead(settings: HostSettings) -> None:
     reads overlap, where the operations would read the canary hosts' first, alone, then the
     others'. Only when no operation comes before on this host (one could change the host)."""
     state = host.state
-    if state.should_check_for_changes() or state.is_executing:
-        return
-    if state.get_meta_for_host(host).ops:  # an earlier operation may change what it reads
-        return
-    _read_state(settings, settings.installed_files)
+    if not state.should_check_for_changes() and not state.get_meta_for_host(host).ops:
+        _read_state(settings, settings.installed_files)
 
 
 def host_problem(state: dict[str, Any] | str) -> str | None:

@@ -65,7 +65,7 @@ class Rollout(BaseStateCallback):
         # preview evaluates its operations then), and by (host, operation) once it ran
         self.at_call: dict[str, HostSettings] = {}
         self.of_operation: dict[tuple[str, str], HostSettings] = {}
-        self.order: list[str] = []  # the run's operation order (State.get_op_order), when asked
+        self.order: dict[str, int] = {}  # the run's operation order (State.get_op_order), asked
         self.finished: dict[str, set[str]] = {}  # operation -> hosts
         self.failed: dict[str, set[str]] = {}
         self._changed = Event()
@@ -79,7 +79,8 @@ class Rollout(BaseStateCallback):
         self, state: State, host: Any, op_hash: str, retry_count: int = 0
     ) -> None:
         self.finished.setdefault(op_hash, set()).add(host.name)
-        self.changed()
+        if op_hash in self.callers:  # a canary sync: what a gate waits for
+            self.changed()
 
     def operation_host_error(  # type: ignore[override]
         self, state: State, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0
@@ -213,21 +214,18 @@ def refuse_modes_that_cannot_wait(state: State, hosts: int, canaries: int, group
 def _position(rollout: Rollout, state: State, operation: str) -> int:
     """Where `operation` runs in the run's operation order (-1: not in it)."""
     if operation not in rollout.order:
-        rollout.order = list(state.get_op_order())
-    return rollout.order.index(operation) if operation in rollout.order else -1
+        rollout.order = {op: index for index, op in enumerate(state.get_op_order())}
+    return rollout.order.get(operation, -1)
 
 
 def _waited_for(
-    state: State, rollout: Rollout, others_op: str, canary_op: str, group: str
+    state: State, rollout: Rollout, others_op: str
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """What the gate of `others_op` waits for: each canary host's canary operations that run
-    before it (whichever certsync_deploy() call made them: a canary host may call it from
-    another line of the deploy), by host name; and the canary hosts it cannot wait for, whose
-    canary sync comes after `others_op` in the run's order.
-
-    The canary hosts: those that joined the run in their canary group, and those of `group`
-    that never reached certsync_deploy() and failed (unreachable, or an earlier operation
-    failed) while their data gives them names (a canary that failed before its sync)."""
+    """What the gate of `others_op` waits for of the canary hosts that joined the run: each one's
+    canary operations that run before it (whichever certsync_deploy() call made them: a canary
+    host may call it from another line of the deploy), by host name; and the canary hosts it
+    cannot wait for, whose canary sync comes after `others_op` in the run's order. Fixed once
+    the operations run."""
     here = _position(rollout, state, others_op)
     waited: dict[str, list[str]] = {}
     after: list[str] = []
@@ -241,16 +239,23 @@ def _waited_for(
             waited[name] = operations
         else:
             after.append(name)
-    defaults = rollout.defaults.get(canary_op, {})
-    for target in state.inventory.get_group(group, []):
-        if (
-            target.name not in rollout.synced
-            and state.is_host_in_limit(target)
-            and target in state.failed_hosts
-            and _has_names(state, target, defaults)
-        ):
-            waited[target.name] = []
     return waited, after
+
+
+def _failed_unjoined(
+    state: State, rollout: Rollout, group: str, defaults: Mapping[str, Any]
+) -> list[str]:
+    """The hosts of `group` that never reached certsync_deploy() and failed (unreachable, or an
+    earlier operation failed) while their data gives them names: canary hosts that failed
+    before their sync. Asked at each look: a host may fail while the gate waits."""
+    return [
+        target.name
+        for target in state.inventory.get_group(group, [])
+        if target in state.failed_hosts
+        and target.name not in rollout.synced
+        and state.is_host_in_limit(target)
+        and _has_names(state, target, defaults)
+    ]
 
 
 def _has_names(state: State, target: Any, defaults: Mapping[str, Any]) -> bool:
@@ -275,7 +280,7 @@ def held_back(state: State, host: Any, group: str) -> str | None:
             "the others' sync (stage='others') waits for the canary sync of the same"
             " certsync_deploy() call, and this run has none: call certsync_deploy()"
         )
-    waited, after = _waited_for(state, rollout, others_op, canary_op, group)
+    waited, after = _waited_for(state, rollout, others_op)
     if after:
         return (
             f"canary host {', '.join(sorted(after))} syncs after this host in the run's"
@@ -289,6 +294,7 @@ def held_back(state: State, host: Any, group: str) -> str | None:
     wait = max((s.sync_timeout_seconds for s in settings), default=0)
     wait += max((s.state_timeout_seconds for s in settings), default=0)
     deadline_seconds = wait + GATE_MARGIN_SECONDS
+    defaults = rollout.defaults.get(canary_op, {})
 
     def pending() -> list[str]:
         failed = {target.name for target in state.failed_hosts}
@@ -302,7 +308,6 @@ def held_back(state: State, host: Any, group: str) -> str | None:
     deadline = time.monotonic() + deadline_seconds
     while True:
         changed = rollout._changed  # taken before looking: a change after it wakes this wait
-        waited, _ = _waited_for(state, rollout, others_op, canary_op, group)
         waiting = pending()
         if not waiting:
             break
@@ -320,9 +325,15 @@ def held_back(state: State, host: Any, group: str) -> str | None:
         changed.wait(left)
     failed_hosts = {target.name for target in state.failed_hosts}
     failed_names = sorted(
-        name
-        for name, operations in waited.items()
-        if name in failed_hosts or any(name in rollout.failed.get(op, set()) for op in operations)
+        {
+            *(
+                name
+                for name, operations in waited.items()
+                if name in failed_hosts
+                or any(name in rollout.failed.get(op, set()) for op in operations)
+            ),
+            *_failed_unjoined(state, rollout, group, defaults),
+        }
     )
     return f"canary host {', '.join(failed_names)} failed" if failed_names else None
 

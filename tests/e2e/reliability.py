@@ -37,6 +37,7 @@ TEST_FILES = (
     "tests/unit/test_faults.py",
     "tests/unit/test_boot.py",
     "tests/unit/test_appdir.py",
+    "tests/unit/test_rollout_gate.py",
 )
 
 
@@ -449,6 +450,29 @@ ROWS: tuple[Row, ...] = (
         (
             "test_canary_first_holds_whatever_else_the_deploy_runs",
             "test_hosts_that_disagree_on_the_canary_group_are_refused_before_anything_runs",
+        ),
+    ),
+    Row(
+        "The canary hosts and the others call `certsync_deploy()` from two lines of the deploy,"
+        " and a canary host fails",
+        "the others wait for every canary host's canary sync that comes before theirs in the"
+        " run's order, whichever line called it, and are held back untouched, the canary named;"
+        " where a canary host's sync comes after theirs, they are held back, saying so",
+        (
+            "test_a_failed_canary_holds_back_hosts_that_call_certsync_deploy_elsewhere",
+            "test_a_canary_host_whose_sync_comes_after_the_gate_holds_it_back",
+        ),
+    ),
+    Row(
+        "An operation of your own changes the host before `certsync_deploy()` (removes the cron"
+        " job), with the preview or `--yes`; the deploy's code changes a host's data after the"
+        " call",
+        "certsync reads the host's state again when its operation runs (a read from before an"
+        " earlier operation is not used), and reinstalls what that operation removed; the call's"
+        " settings are the ones used",
+        (
+            "test_an_operation_before_certsync_is_seen_by_its_state_read",
+            "test_names_the_deploys_code_gives_each_host_at_its_turn_are_that_hosts",
         ),
     ),
     Row(

@@ -429,7 +429,8 @@ def test_a_failed_canary_holds_back_hosts_that_call_certsync_deploy_elsewhere(
         assert host.run(f"test -e {CONFIG_FILE}").returncode != 0, host.name
 
 
-def test_an_operation_before_certsync_is_seen_by_its_state_read_with_yes(fleet, inventory):
+@pytest.mark.parametrize("preview", [False, True], ids=["yes", "preview"])
+def test_an_operation_before_certsync_is_seen_by_its_state_read(fleet, inventory, preview):
     assert deploy(inventory).returncode == 0
     user_deploy = inventory.parent / "cron_removed_first.py"
     user_deploy.write_text(
@@ -437,8 +438,10 @@ def test_an_operation_before_certsync_is_seen_by_its_state_read_with_yes(fleet, 
         f"server.shell(name='remove the cron job', commands=['rm -f {CRON_FILE}'])\n"
         "certsync_deploy()\n"
     )
+    command = [str(inventory), str(user_deploy)]
 
-    run = pyinfra("-y", str(inventory), str(user_deploy), timeout=RUN_BOUND)
+    # the preview (its read before the removal), then Enter at pyinfra's question; or --yes
+    run = pyinfra(*command, answers="\n") if preview else pyinfra("-y", *command)
 
     assert run.returncode == 0, run.output
     for host in fleet:  # certsync read the host after the removal, and installed it again

@@ -34,7 +34,7 @@ def run() -> Iterator[tuple[State, dict[str, Any]]]:
         join(state, host, settings)
         called(state, host, settings, {}, CANARY_OP, OTHERS_OP)
     hosts["mail-2"].current_op_hash = OTHERS_OP  # as pyinfra sets it while evaluating
-    rollout_of(state).order = [CANARY_OP, OTHERS_OP]  # the run's operation order
+    rollout_of(state).order = {CANARY_OP: 0, OTHERS_OP: 1}  # the run's operation order
     yield state, hosts
 
 
@@ -111,7 +111,7 @@ def test_a_canary_host_calling_from_elsewhere_is_waited_for_when_its_sync_comes_
     # mail-1's canary sync comes from another certsync_deploy() call, before mail-2's gate
     rollout.callers[CANARY_OP].pop("mail-1")
     called(state, canary, settings, {}, "elsewhere-canary-op", "elsewhere-others-op")
-    rollout.order = ["elsewhere-canary-op", CANARY_OP, OTHERS_OP, "elsewhere-others-op"]
+    rollout.order = {"elsewhere-canary-op": 0, CANARY_OP: 1, OTHERS_OP: 2, "elsewhere-others-op": 3}
     waiting = gate(state, other)
 
     rollout.operation_host_success(state, canary, CANARY_OP)  # not mail-1's canary sync
@@ -132,7 +132,7 @@ def test_a_canary_host_whose_sync_comes_after_the_gate_holds_it_back(run):
     rollout = rollout_of(state)
     rollout.callers[CANARY_OP].pop("mail-1")
     called(state, hosts["mail-1"], settings, {}, "later-canary-op", "later-others-op")
-    rollout.order = [CANARY_OP, OTHERS_OP, "later-canary-op", "later-others-op"]
+    rollout.order = {CANARY_OP: 0, OTHERS_OP: 1, "later-canary-op": 2, "later-others-op": 3}
 
     reason = held_back(state, hosts["mail-2"], "canary") or ""
 
