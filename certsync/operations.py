@@ -292,7 +292,7 @@ def synced(stage: str | None = None, **settings: Any):
     + settings: certsync's settings by name, without the ``certsync_`` prefix (the README's
       table), e.g. ``names=["mail.example.com"]``: defaults for what the host's data does not
       set, as ``certsync_deploy()``'s arguments (the same call reaches every host, while data is
-      per host; ``--data certsync_x=...`` overrides for one run). An unknown name is refused.
+      per host; ``--data certsync_x=...`` overrides data). An unknown name is refused.
 
     On the command line (pyinfra reads each ``key=value`` as JSON when it parses, else as text)::
 
