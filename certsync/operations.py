@@ -196,9 +196,13 @@ def files_to_install(
 # path. No file goes through a name another user could create first, as pyinfra's uploads under
 # `_sudo` do (SFTP as the SSH user to /tmp/pyinfra-<sha1 of the path>, then `cp`).
 # The temporary name ends with `~`: cron and logrotate skip such files in their folders.
+# Then each folder's mtime is set again in a later second: cron rereads /etc/cron.d when its
+# mtime, in whole seconds, differs from what it saw at its last look (once a minute), so a file
+# renamed in during the very second of a look would never be read.
 # One line (exec of a string literal): sudo and the logs quote a command line by line.
 _WRITE_FILES_LINES = (
-    "import base64,os,sys",
+    "import base64,os,sys,time",
+    "folders=set()",
     "for line in sys.stdin:",
     "  path,mode,data=line.split()",
     "  folder,name=os.path.split(path)",
@@ -209,7 +213,9 @@ _WRITE_FILES_LINES = (
     "  view=memoryview(base64.b64decode(data))",
     "  while view:view=view[os.write(fd,view):]",
     "  os.fchown(fd,0,0);os.fchmod(fd,int(mode,8));os.fsync(fd);os.close(fd)",
-    "  os.rename(temp,path)",
+    "  os.rename(temp,path);folders.add(folder)",
+    "time.sleep(1.05-time.time()%1)",
+    "for folder in folders:os.utime(folder)",
 )
 WRITE_FILES = f"exec({json.dumps(chr(10).join(_WRITE_FILES_LINES))})"
 

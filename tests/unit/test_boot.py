@@ -58,3 +58,25 @@ def test_each_hosts_cron_job_mails_its_own_alert_addresses():
 
     assert mailto("a@example.com,b@example.com") == ["MAILTO=a@example.com,b@example.com"]
     assert mailto("c@example.com") == ["MAILTO=c@example.com"]  # not the first one's, cached
+
+
+def test_the_cron_folder_is_changed_in_a_later_second_than_the_job_written_into_it(tmp_path):
+    # cron rereads /etc/cron.d when its mtime in whole seconds changed since its last look: a
+    # job renamed in during the second of a look must still change the folder's mtime after it
+    import base64
+    import subprocess
+    import sys
+
+    from certsync.operations import WRITE_FILES
+
+    folder = tmp_path / "cron.d"
+    folder.mkdir()
+    job = folder / "certsync"
+    line = f"{job} 644 {base64.b64encode(b'* * * * * root true').decode()}\n"
+
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", WRITE_FILES], input=line, text=True, check=True
+    )
+
+    assert job.read_bytes() == b"* * * * * root true"
+    assert int(folder.stat().st_mtime) > int(job.stat().st_mtime)
