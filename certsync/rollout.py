@@ -50,7 +50,7 @@ class Rollout(BaseStateCallback):
     """One run's certsync hosts, as each joined at its own turn; the canary operations each called
     and which hosts finished each, and which of them failed. As a State callback: a host whose
     operation failed is a failed host in every run mode (pyinfra's --no-wait never marks it), and
-    every operation a host ends wakes the gates that wait."""
+    a canary sync's end or a failure wakes the gates that wait."""
 
     def __init__(self) -> None:
         self.groups: dict[str, dict[str, None]] = {}  # canary group -> hosts that joined with it
@@ -269,9 +269,9 @@ def held_back(state: State, host: Any, group: str) -> str | None:
     """The gate of the others' operation that runs now on `host` (its canary group `group`): once
     every canary host ended its canary syncs that come before this operation, the reason to hold
     back if one failed. Waits (without blocking other hosts) only while a canary sync can still
-    run, woken by each operation a host ends; at most the canary hosts' sync and state timeouts
-    and GATE_MARGIN_SECONDS. A canary host whose canary sync comes after this operation (its
-    certsync_deploy() call is elsewhere in the deploy) holds it back."""
+    run, woken when a canary sync ends or a host fails; at most the canary hosts' sync and state
+    timeouts and GATE_MARGIN_SECONDS. A canary host whose canary sync comes after this operation
+    (its certsync_deploy() call is elsewhere in the deploy) holds it back."""
     rollout = rollout_of(state)
     others_op = current_operation_hash(host) or ""
     canary_op = rollout.after.get((host.name, others_op))
