@@ -38,6 +38,7 @@ TEST_FILES = (
     "tests/unit/test_boot.py",
     "tests/unit/test_appdir.py",
     "tests/unit/test_rollout_gate.py",
+    "tests/e2e/test_propagation.py",
 )
 
 
@@ -473,6 +474,17 @@ ROWS: tuple[Row, ...] = (
         (
             "test_an_operation_before_certsync_is_seen_by_its_state_read",
             "test_names_the_deploys_code_gives_each_host_at_its_turn_are_that_hosts",
+        ),
+    ),
+    Row(
+        "The deploy writes the cron job during the second in which cron looks at `/etc/cron.d`"
+        " (cron rereads it when the folder's mtime, in whole seconds, changed)",
+        "after writing its files, the deploy sets each folder's mtime again in a later second:"
+        " cron reads the new job at its next look, and a renewal is served within two minutes"
+        " with a cron job every minute",
+        (
+            "test_the_cron_folder_is_changed_in_a_later_second_than_the_job_written_into_it",
+            "test_real_cron_serves_a_renewed_certificate_within_two_minutes",
         ),
     ),
     Row(
