@@ -55,6 +55,20 @@ class World:
     caddys: Issued
     old: Issued
 
+    @classmethod
+    def made(cls, ca: Ca, tmp_path: Path, mox_ids: tuple[int, int], config: Any) -> World:
+        """The world every case starts from, mox's files holding the older pair."""
+        world = cls(
+            ca,
+            tmp_path,
+            mox_ids,
+            config,
+            caddys=ca.issue([NAME], key=key_of("ec256", 30), not_before=NOW - DAY),
+            old=ca.issue([NAME], key=key_of("ec256", 34), not_before=NOW - 40 * DAY),
+        )
+        world.mox(world.old.cert_pem, world.old.key_pem)
+        return world
+
     @property
     def caddy_dir(self) -> Path:
         return self.tmp_path / "caddy"
@@ -213,15 +227,7 @@ def test_sync_does_what_state_planned(
     mox, config = fake_mox(
         **{k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in settings.items()}
     )
-    world = World(
-        ca,
-        tmp_path,
-        mox_ids,
-        config,
-        caddys=ca.issue([NAME], key=key_of("ec256", 30), not_before=NOW - DAY),
-        old=ca.issue([NAME], key=key_of("ec256", 34), not_before=NOW - 40 * DAY),
-    )
-    world.mox(world.old.cert_pem, world.old.key_pem)
+    world = World.made(ca, tmp_path, mox_ids, config)
     make(world)
     mox.start()
     served_before = mox.served(NAME)

@@ -82,15 +82,7 @@ def in_sync_world(
     made; mox on IMAPS and, with `submission`, SMTP submission), then read once: the record is
     there (unless not `record`)."""
     mox, config = fake_mox(submission=submission, **settings)
-    world = World(
-        ca,
-        tmp_path,
-        mox_ids,
-        config,
-        caddys=ca.issue([NAME], key=key_of("ec256", 30), not_before=NOW - DAY),
-        old=ca.issue([NAME], key=key_of("ec256", 34), not_before=NOW - 40 * DAY),
-    )
-    world.mox(world.old.cert_pem, world.old.key_pem)
+    world = World.made(ca, tmp_path, mox_ids, config)
     world.caddy(world.caddys.cert_pem, world.caddys.key_pem)
     mox.start()
     (outcome,) = run_sync(config, [NAME], False, Log(config.host, config.log_file))
