@@ -152,24 +152,7 @@ def locked(path: str, on_wait: Callable[[], object] | None = None) -> Held:
                         " refusing",
                         path,
                     )
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if stopping():
-                            raise LockTimeout(
-                                f"{stopping()} while waiting for {path}; nothing changed"
-                            ) from None
-                        if time.monotonic() >= deadline:
-                            raise LockTimeout(
-                                f"another sync holds {path} for over {LOCK_WAIT_SECONDS} s;"
-                                " nothing changed"
-                            ) from None
-                        if on_wait is not None:
-                            on_wait()
-                            on_wait = None
-                        time.sleep(0.1)
+                on_wait = _wait_for(fd, path, deadline, on_wait)
                 # the lock file may have been unlinked or replaced while this run waited: the
                 # lock held is then not the one the next run takes
                 try:
@@ -182,6 +165,29 @@ def locked(path: str, on_wait: Callable[[], object] | None = None) -> Held:
         finally:
             os.close(dir_fd)
         if now is not None and (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
-            break
+            return Held(fd)
         os.close(fd)
-    return Held(fd)
+
+
+def _wait_for(
+    fd: int, path: str, deadline: float, on_wait: Callable[[], object] | None
+) -> Callable[[], object] | None:
+    """flock `fd` (the lock file `path`), waiting until `deadline` (monotonic) or a stop signal;
+    `on_wait` called if it has to wait: returned when it was not (to be called at most once)."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return on_wait
+        except BlockingIOError:
+            if stopping():
+                raise LockTimeout(
+                    f"{stopping()} while waiting for {path}; nothing changed"
+                ) from None
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"another sync holds {path} for over {LOCK_WAIT_SECONDS} s; nothing changed"
+                ) from None
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
+            time.sleep(0.1)
