@@ -37,11 +37,11 @@ import sys
 sys.dont_write_bytecode = True  # the unpacked folder's bytecode is written with it (appdir)
 pyz = os.path.abspath(sys.argv[0])
 with open(pyz, "rb") as file:
-    sha = hashlib.sha256(file.read()).hexdigest()[:16]
+    data = file.read()
 from {HOST_PACKAGE} import appdir
 
-app = os.path.join(os.path.dirname(pyz), "{APP_PREFIX}" + sha)
-appdir.import_from(appdir.unpacked(pyz, app, "{{tree}}"))
+app = os.path.join(os.path.dirname(pyz), "{APP_PREFIX}" + hashlib.sha256(data).hexdigest()[:16])
+appdir.import_from(appdir.unpacked(data, app, "{{tree}}"))
 from {HOST_PACKAGE}.cli import main
 
 sys.exit(main())
@@ -62,7 +62,7 @@ BOOTSTRAP = (
     "carried='/proc/self/fd/%d'%fd;"
     "sys.path.insert(0,carried);"
     f"from {HOST_PACKAGE} import appdir;"
-    "appdir.import_from(sys.argv[1] if appdir.usable(sys.argv[1],sys.argv[2]) else None);"
+    "appdir.import_from(appdir.usable(sys.argv[1],sys.argv[2]));"
     f"from {HOST_PACKAGE}.cli import main;"
     "sys.exit(main(sys.argv[n:]))"
 )
@@ -75,12 +75,13 @@ NOT_INSTALLED = "certsync: this version is not installed here"
 
 # python3 -c INSTALLED <the unpacked folder of this version> <its shape> <command...>: the state
 # read of a host that has this version, the program carried nowhere. Nothing is imported from
-# the folder before every level of it is root's, not writable by others and not a link (nobody
-# else can have written a file in it: appdir.py); its files' names and sizes are then those of
-# this version (appdir.complete), or the command prints NOT_INSTALLED and imports nothing more.
+# the folder (by its real path) before every level of it is root's, not writable by others and
+# not a link, and no other user can rename a folder above it (appdir.held_by_root, inlined here:
+# nothing may be imported before); its files' names and sizes are then those of this version
+# (appdir.complete), or the command prints NOT_INSTALLED and imports nothing more.
 INSTALLED_SOURCE = f"""import os, stat, sys
 sys.dont_write_bytecode = True
-app = sys.argv[1]
+app = os.path.realpath(sys.argv[1])
 package = app + "/{HOST_PACKAGE}"
 
 def root_only(path, missing=False):
@@ -97,6 +98,22 @@ usable = (
     and all(root_only(path) for path in (os.path.dirname(app), app, package))
     and root_only(package + "/__pycache__", missing=True)
 )
+above = os.path.dirname(os.path.dirname(app))
+while usable:
+    try:
+        info = os.lstat(above)
+    except OSError:
+        info = None
+    mode = info.st_mode if info else 0
+    usable = (
+        stat.S_ISDIR(mode)
+        and info.st_uid == 0
+        and not (mode & 0o002 and not mode & stat.S_ISVTX)
+        and not (mode & 0o020 and info.st_gid != 0)
+    )
+    if os.path.dirname(above) == above:
+        break
+    above = os.path.dirname(above)
 if usable:
     sys.path.insert(0, app)
     try:

@@ -20,8 +20,9 @@ MOX_DEST=${MOX_DEST:-/usr/local/lib/certsync-test/bin}
 APT_PACKAGES="caddy pebble openssh-server openssh-client openssl python3 python3-pip
     python3-venv sudo ca-certificates util-linux procps iproute2 passwd cron"
 # setuptools and wheel: `pip wheel --no-build-isolation .` builds with what is installed.
-PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra paramiko ruff mypy
-    setuptools>=68 wheel"
+# pytest-xdist: scripts/test.sh runs the tests in parallel processes (most of a test waits).
+PIP_PACKAGES="pyinfra>=3.10,<3.11 cryptography pytest pytest-testinfra pytest-xdist paramiko ruff
+    mypy setuptools>=68 wheel"
 # logrotate, aiosmtpd, prometheus_client: the tests of the log rotation, alert mail and metrics.
 APT_PACKAGES="$APT_PACKAGES logrotate"
 # knot, knot-dnsutils (kdig, knsupdate): the test fleet's authoritative DNS server for the DANE
@@ -79,7 +80,8 @@ import shutil
 for dist in ("aiosmtpd", "prometheus_client"):
     md.version(dist)
 assert md.version("pyinfra").startswith("3.10.")  # the pyinfra certsync is tested with
-for dist in ("cryptography", "pytest", "pytest-testinfra", "paramiko", "ruff", "mypy", "wheel"):
+for dist in ("cryptography", "pytest", "pytest-testinfra", "pytest-xdist", "paramiko", "ruff",
+             "mypy", "wheel"):
     md.version(dist)
 assert int(md.version("setuptools").split(".")[0]) >= 68
 PY

@@ -75,7 +75,7 @@ def test_update_not_yet_at_the_secondary(dns_servers: DnsServers, conf: str) -> 
     assert tlsa.published_everywhere(lookup(conf), NEW)
 
 
-@pytest.mark.parametrize("server", [PRIMARY, SECONDARY])
+@pytest.mark.parametrize("server", [PRIMARY, SECONDARY], ids=["primary", "secondary"])
 def test_a_server_stopped(dns_servers: DnsServers, conf: str, server: str) -> None:
     """Stopped: its port refuses; an error at once. Started again, it has the update still."""
     dns_servers.add_tlsa(OWNER, OLD)
@@ -91,7 +91,7 @@ def test_one_at_a_time(dns_servers: DnsServers) -> None:
         DnsServers({"h1.test.": {}})
 
 
-@pytest.mark.parametrize("server", [PRIMARY, SECONDARY])
+@pytest.mark.parametrize("server", [PRIMARY, SECONDARY], ids=["primary", "secondary"])
 def test_a_server_silent(dns_servers: DnsServers, conf: str, server: str) -> None:
     """Silent (SIGSTOP): an error within the deadline, also when it is the first resolver."""
     dns_servers.add_tlsa(OWNER, OLD)

@@ -43,6 +43,31 @@ def _root_status(path: str, directory: bool) -> os.stat_result | None:
     return info if kind and info.st_uid == 0 and not info.st_mode & 0o022 else None
 
 
+def held_by_root(path: str) -> bool:
+    """A folder above the unpacked one: root's, and no other user can rename what it holds (not
+    writable by others but sticky, nor by a group other than root's: files.writable_by_others)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    mode = info.st_mode
+    return (
+        stat.S_ISDIR(mode)
+        and info.st_uid == 0
+        and not (mode & 0o002 and not mode & stat.S_ISVTX)
+        and not (mode & 0o020 and info.st_gid != 0)
+    )
+
+
+def _above(folder: str) -> list[str]:
+    """The folders above `folder`, up to /."""
+    found = []
+    while os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+        found.append(folder)
+    return found
+
+
 def tree_digest(sources: dict[str, bytes]) -> str:
     """The sha256 of the package's sources (file name -> bytes): the zipapp's MAIN holds it."""
     import hashlib
@@ -81,15 +106,19 @@ def complete(app: str, shape: str) -> bool:
     return shape_digest(sizes) == shape
 
 
-def usable(app: str, digest: str) -> bool:
-    """Whether root may import from `app`: every level root's, not writable by others, not a
-    link, and its sources those of `digest` (tree_digest), nothing more."""
+def usable(app: str, digest: str) -> str | None:
+    """The folder root may import from for `app` (its real path): every level root's, not
+    writable by others, not a link, no folder above it another user can rename, and its sources
+    those of `digest` (tree_digest), nothing more; else None."""
+    app = os.path.realpath(app)
     package = os.path.join(app, PACKAGE)
     if not all(_root_only(folder, True) for folder in (os.path.dirname(app), app, package)):
-        return False
+        return None
+    if not all(held_by_root(folder) for folder in _above(os.path.dirname(app))):
+        return None
     cache = os.path.join(package, "__pycache__")
     if os.path.lexists(cache) and not _root_only(cache, True):
-        return False
+        return None
     sources: dict[str, bytes] = {}
     try:
         for name in os.listdir(package):
@@ -97,16 +126,17 @@ def usable(app: str, digest: str) -> bool:
             if name == "__pycache__":
                 continue
             if not _root_only(path, False):
-                return False
+                return None
             with open(path, "rb") as file:
                 sources[name] = file.read(MAX_SOURCE_BYTES + 1)
     except OSError:  # e.g. not root: the files are root's alone
-        return False
-    return tree_digest(sources) == digest
+        return None
+    return app if tree_digest(sources) == digest else None
 
 
-def _unpack(pyz: str, app: str) -> None:
-    """Unpack the zipapp's sources into `app`, whole or not at all."""
+def _unpack(pyz: bytes, app: str) -> None:
+    """Unpack the zipapp's sources (its bytes) into `app`, whole or not at all."""
+    import io
     import shutil
     import tempfile
     import zipfile
@@ -115,7 +145,7 @@ def _unpack(pyz: str, app: str) -> None:
     try:
         temp = tempfile.mkdtemp(prefix=".unpacking-", dir=os.path.dirname(app))
         try:
-            with zipfile.ZipFile(pyz) as archive:
+            with zipfile.ZipFile(io.BytesIO(pyz)) as archive:
                 names = [n for n in archive.namelist() if n.startswith(PACKAGE + "/")]
                 archive.extractall(temp, names)
             _compile(os.path.join(temp, PACKAGE))
@@ -154,9 +184,10 @@ def _to_disk(folder: str) -> None:
                 os.close(fd)
 
 
-def unpacked(pyz: str, app: str, digest: str) -> str | None:
-    """`app` with the zipapp `pyz`'s sources, unpacked if missing (as root) and replaced if it
-    is not usable; None when it cannot be used."""
+def unpacked(pyz: bytes, app: str, digest: str) -> str | None:
+    """The folder to import from for `app`, with the sources of the zipapp whose bytes are `pyz`
+    (those it was named after, whatever replaced the file since), unpacked if missing (as root)
+    and made anew if it is not usable; None when it cannot be used."""
     if os.geteuid() != 0:
         return None
     if not os.path.lexists(app):
@@ -166,16 +197,17 @@ def unpacked(pyz: str, app: str, digest: str) -> str | None:
 
         shutil.rmtree(app, ignore_errors=True)  # root's own, half made or changed: anew
         _unpack(pyz, app)
-    if not usable(app, digest):
+    real = usable(app, digest)
+    if real is None:
         return None
-    folder = os.path.dirname(app)
+    folder = os.path.dirname(real)
     for entry in os.listdir(folder):
         # other versions' folders, and what an unpack that was killed left (.unpacking-*)
-        if entry.startswith((PREFIX, ".unpacking-")) and entry != os.path.basename(app):
+        if entry.startswith((PREFIX, ".unpacking-")) and entry != os.path.basename(real):
             import shutil
 
             shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
-    return app
+    return real
 
 
 def import_from(app: str | None) -> None:

@@ -435,6 +435,29 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        "A folder above the installed program's unpacked folder can be renamed by another user"
+        " (the mox user's, writable by every user without the sticky bit, or by a group other"
+        " than root's); or a link on the way there; or a deploy replaces `certsync.pyz` while a"
+        " run unpacks it",
+        "root imports nothing from the unpacked folder (the state read carries the program, the"
+        " cron job runs the zipapp itself); a link that only root can change is followed to the"
+        " real folder, whose every level is checked; a run unpacks the bytes it read and named"
+        " the folder after, never the file that replaced them",
+        (
+            "test_a_folder_above_that_another_user_can_rename_keeps_root_from_importing",
+            "test_a_link_above_that_only_root_can_change_is_followed_to_the_real_folder",
+            "test_a_sticky_folder_above_is_no_bar",
+            "test_the_folder_is_unpacked_from_the_bytes_that_named_it",
+        ),
+    ),
+    Row(
+        "`certsync_deploy()` is called from an operation (e.g. `python.call`), while pyinfra runs"
+        " operations",
+        "refused on each host, naming it and saying to call it from the deploy's code; nothing"
+        " on the hosts changes",
+        ("test_certsync_deploy_from_an_operation_is_refused_and_changes_nothing",),
+    ),
+    Row(
         "With `_sudo`, the `mox` user creates pyinfra's upload names first"
         " (`/tmp/pyinfra-<sha1 of the path>`, mode 0666), with `fs.protected_regular` 0 and 2",
         "certsync uploads nothing through a file: the contents go on the command's standard"

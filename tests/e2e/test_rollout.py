@@ -448,6 +448,25 @@ def test_an_operation_before_certsync_is_seen_by_its_state_read(fleet, inventory
         assert host.run(f"test -f {CRON_FILE}").returncode == 0, host.name
 
 
+def test_certsync_deploy_from_an_operation_is_refused_and_changes_nothing(fleet, inventory):
+    # the settings, the canary order and the state reads are made as the deploy's code runs
+    user_deploy = inventory.parent / "from_python_call.py"
+    user_deploy.write_text(
+        "from pyinfra.operations import python\n\nfrom certsync.deploy import certsync_deploy\n\n"
+        "python.call(name='certsync from an operation', function=certsync_deploy)\n"
+    )
+    before = {host.name: snapshot(host) for host in fleet}
+
+    run = pyinfra("-y", str(inventory), str(user_deploy))
+
+    assert run.returncode != 0, run.output
+    for host in fleet:
+        assert f"{host.name}: certsync_deploy() is called while pyinfra runs operations" in (
+            run.output
+        ), run.output
+        assert snapshot(host) == before[host.name], host.name
+
+
 def test_hosts_held_back_by_a_failed_canary_are_reported_as_held_back(fleet, tmp_path):
     inventory = failing_canary_inventory(fleet, tmp_path, refused_name=True)
 

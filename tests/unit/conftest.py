@@ -31,6 +31,17 @@ def _keep_umask() -> Iterator[None]:
     os.umask(mask)
 
 
+@pytest.fixture(autouse=True)
+def _no_warnings_of_other_tests() -> Iterator[None]:
+    """records.WARNINGS is the host program's, once per process (its sync logs them, its state
+    read reports them): each test starts without those of the tests before it."""
+    from certsync.host import records
+
+    del records.WARNINGS[:]
+    yield
+    del records.WARNINGS[:]
+
+
 @pytest.fixture(scope="session")
 def ca() -> Ca:
     """A root and an intermediate CA shared by the whole session."""

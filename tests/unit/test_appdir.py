@@ -223,3 +223,68 @@ def test_a_folder_root_does_not_own_is_never_imported_by_the_installed_read(
 
     assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("above", ["owned by mox", "writable by every user", "group writable"])
+def test_a_folder_above_that_another_user_can_rename_keeps_root_from_importing(
+    installed, tmp_path, mox_ids, above
+):
+    # the mox user could rename the folder that holds the unpacked one and put its own in place
+    pyz, app = installed
+    run_ok(pyz)
+    holder = tmp_path / "holder"
+    holder.mkdir()
+    (tmp_path / "lib").rename(holder / "lib")  # the zipapp and its unpacked folder, one deeper
+    pyz, app = holder / "lib" / pyz.name, holder / "lib" / app.name
+    if above == "owned by mox":
+        os.chown(holder, *mox_ids)
+    elif above == "writable by every user":
+        holder.chmod(0o777)
+    else:
+        os.chown(holder, 0, mox_ids[1])
+        holder.chmod(0o775)
+
+    result = installed_read(app, "--help")
+    assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
+    assert not imported_from(app, result)
+    result = bootstrap(app, "--help")
+    assert result.returncode == 0 and not imported_from(app, result), result.stderr
+
+
+def test_a_link_above_that_only_root_can_change_is_followed_to_the_real_folder(installed, tmp_path):
+    pyz, app = installed
+    run_ok(pyz)
+    (tmp_path / "linked").symlink_to(tmp_path / "lib")
+    real = app
+    app = tmp_path / "linked" / app.name
+
+    result = installed_read(app, "--help")
+    assert result.returncode == 0 and imported_from(real, result), result.stderr
+    result = bootstrap(app, "--help")
+    assert result.returncode == 0 and imported_from(real, result), result.stderr
+
+
+def test_a_sticky_folder_above_is_no_bar(installed, tmp_path):
+    # nobody but root can rename root's entries of a sticky folder (as /tmp)
+    pyz, app = installed
+    run_ok(pyz)
+    tmp_path.chmod(0o1777)
+
+    result = installed_read(app, "--help")
+    assert result.returncode == 0 and imported_from(app, result), result.stderr
+
+
+def test_the_folder_is_unpacked_from_the_bytes_that_named_it(tmp_path, mox_ids):
+    # a deploy may replace certsync.pyz between the run's read of it and the unpack: the folder
+    # named after the bytes read holds their sources, never the new file's
+    from certsync.host import appdir
+
+    folder = tmp_path / "lib"
+    folder.mkdir(mode=0o755)
+    (folder / "certsync.pyz").write_bytes(b"another version")
+    app = program.unpacked_folder(str(folder))
+
+    found = appdir.unpacked(program.zipapp(), app, program.tree_sha256())
+
+    assert found == app
+    assert appdir.usable(app, program.tree_sha256()) == app
