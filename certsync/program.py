@@ -76,12 +76,13 @@ NOT_INSTALLED = "certsync: this version is not installed here"
 # python3 -c INSTALLED <the unpacked folder of this version> <its shape> <command...>: the state
 # read of a host that has this version, the program carried nowhere. Nothing is imported from
 # the folder (by its real path) before every level of it is root's, not writable by others and
-# not a link, and no other user can rename a folder above it (appdir.held_by_root, inlined here:
-# nothing may be imported before); its files' names and sizes are then those of this version
-# (appdir.complete), or the command prints NOT_INSTALLED and imports nothing more.
+# not a link, and no other user can change where its path leads (appdir.held_by_root, inlined
+# here: nothing may be imported before); its files' names and sizes are then those of this
+# version (appdir.complete), or the command prints NOT_INSTALLED and imports nothing more.
 INSTALLED_SOURCE = f"""import os, stat, sys
 sys.dont_write_bytecode = True
-app = os.path.realpath(sys.argv[1])
+given = sys.argv[1]
+app = os.path.realpath(given)
 package = app + "/{HOST_PACKAGE}"
 
 def root_only(path, missing=False):
@@ -93,27 +94,39 @@ def root_only(path, missing=False):
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022
 
-usable = (
-    os.geteuid() == 0
-    and all(root_only(path) for path in (os.path.dirname(app), app, package))
-    and root_only(package + "/__pycache__", missing=True)
-)
-above = os.path.dirname(os.path.dirname(app))
-while usable:
+def held(path, link):
     try:
-        info = os.lstat(above)
+        info = os.lstat(path)
     except OSError:
-        info = None
-    mode = info.st_mode if info else 0
-    usable = (
+        return False
+    mode = info.st_mode
+    if link and stat.S_ISLNK(mode):
+        return True
+    if mode & 0o020 and info.st_gid == 0:
+        try:
+            if "system.posix_acl_access" in os.listxattr(path, follow_symlinks=False):
+                return False
+        except OSError:
+            return False
+    return (
         stat.S_ISDIR(mode)
         and info.st_uid == 0
         and not (mode & 0o002 and not mode & stat.S_ISVTX)
         and not (mode & 0o020 and info.st_gid != 0)
     )
-    if os.path.dirname(above) == above:
-        break
-    above = os.path.dirname(above)
+
+def above(path):
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        yield path
+
+usable = (
+    os.geteuid() == 0
+    and all(root_only(path) for path in (os.path.dirname(app), app, package))
+    and root_only(package + "/__pycache__", missing=True)
+    and all(held(path, False) for path in above(os.path.dirname(app)))
+    and all(held(path, True) for path in above(given))
+)
 if usable:
     sys.path.insert(0, app)
     try:

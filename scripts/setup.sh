@@ -183,4 +183,4 @@ install_python_packages
 install_mox
 install_caddy
 ensure_mox_user
-log "done. Run: CERTSYNC_REQUIRE_E2E=1 $PYTHON -m pytest"
+log "done. Run: bash scripts/test.sh (the whole suite, in 3 processes)"

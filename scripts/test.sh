@@ -6,6 +6,7 @@ bash scripts/setup.sh
 ruff check .
 mypy .
 # In CERTSYNC_TEST_PROCESSES processes (3: most of an end-to-end test waits for sshd, mox, Caddy
-# or cron; each process runs its own fleet on a loopback block of its own), a test file's tests in
-# one process (they share its fleet). -n 0: in this one.
+# or cron; each process runs its own pebble, Caddy and fleets on a loopback block of its own), a
+# test file's tests in one process (they share its module fixtures). `-n 0`: in pytest's own
+# process (which -s and --pdb need).
 python3 -m pytest -n "${CERTSYNC_TEST_PROCESSES:-3}" --dist loadfile "$@"

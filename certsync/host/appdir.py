@@ -2,10 +2,13 @@
 their bytecode (python3 can keep none for modules imported from a zip).
 
 Root imports them: the folder is made under umask 077, every file and folder of it written to
-disk (fsync) before it is renamed into place whole, and it is used only when every level of it is
-root's, not writable by others and not a link, and its sources are byte for byte the zipapp's own
-(usable, what the zipapp's own run checks: it makes the folder anew otherwise); otherwise the
-zipapp itself is used.
+disk (fsync) before it is renamed into place whole, and it is used (by its real path) only when
+every level of it is root's, not writable by others and not a link, no other user can change
+where its path leads (held_above), and its sources are byte for byte the zipapp's own (usable,
+what the zipapp's own run checks: it makes the folder anew otherwise, from the bytes it read and
+only when they hold its own version); otherwise the zipapp itself is used. Another version's
+folder is removed a day after this one is in place: a run of that version may still be importing
+from it, lazily, until it ends.
 
 The state read (program.INSTALLED) checks less, for its cost (hashing every source is a quarter of
 an in-sync read): the levels, and each file's name, size, owner and mode (complete). What the
@@ -43,14 +46,20 @@ def _root_status(path: str, directory: bool) -> os.stat_result | None:
     return info if kind and info.st_uid == 0 and not info.st_mode & 0o022 else None
 
 
-def held_by_root(path: str) -> bool:
+def held_by_root(path: str, link: bool = False) -> bool:
     """A folder above the unpacked one: root's, and no other user can rename what it holds (not
-    writable by others but sticky, nor by a group other than root's: files.writable_by_others)."""
+    writable by others but sticky, nor by a group other than root's, nor through an access ACL:
+    files.writable_by_others); `link`: or a link (in a folder checked the same way, it is root's
+    to change)."""
     try:
         info = os.lstat(path)
     except OSError:
         return False
     mode = info.st_mode
+    if link and stat.S_ISLNK(mode):
+        return True
+    if mode & 0o020 and info.st_gid == 0 and has_access_acl(path):
+        return False
     return (
         stat.S_ISDIR(mode)
         and info.st_uid == 0
@@ -59,13 +68,34 @@ def held_by_root(path: str) -> bool:
     )
 
 
-def _above(folder: str) -> list[str]:
-    """The folders above `folder`, up to /."""
+def has_access_acl(path: str) -> bool:
+    """Whether the file has a POSIX access ACL (whose named entries the group bits then mask):
+    True when that cannot be read."""
+    try:
+        return "system.posix_acl_access" in os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return True
+
+
+def _above(path: str) -> list[str]:
+    """The folders above `path`, up to /."""
     found = []
-    while os.path.dirname(folder) != folder:
-        folder = os.path.dirname(folder)
-        found.append(folder)
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        found.append(path)
     return found
+
+
+def held_above(app: str) -> str | None:
+    """`app`'s real path when no user but root can change where `app` leads: every folder above
+    it, on its real path and on the path as given (where a link is root's to change), is
+    held_by_root; else None."""
+    real = os.path.realpath(app)
+    if all(held_by_root(f) for f in _above(os.path.dirname(real))) and all(
+        held_by_root(f, link=True) for f in _above(app)
+    ):
+        return real
+    return None
 
 
 def tree_digest(sources: dict[str, bytes]) -> str:
@@ -110,11 +140,11 @@ def usable(app: str, digest: str) -> str | None:
     """The folder root may import from for `app` (its real path): every level root's, not
     writable by others, not a link, no folder above it another user can rename, and its sources
     those of `digest` (tree_digest), nothing more; else None."""
-    app = os.path.realpath(app)
-    package = os.path.join(app, PACKAGE)
-    if not all(_root_only(folder, True) for folder in (os.path.dirname(app), app, package)):
+    real = held_above(app)
+    if real is None:
         return None
-    if not all(held_by_root(folder) for folder in _above(os.path.dirname(app))):
+    app, package = real, os.path.join(real, PACKAGE)
+    if not all(_root_only(folder, True) for folder in (os.path.dirname(app), app, package)):
         return None
     cache = os.path.join(package, "__pycache__")
     if os.path.lexists(cache) and not _root_only(cache, True):
@@ -151,7 +181,7 @@ def _unpack(pyz: bytes, app: str) -> None:
             _compile(os.path.join(temp, PACKAGE))
             _to_disk(temp)
             os.rename(temp, app)  # another run may have done it meanwhile: OSError
-        except (OSError, ValueError):
+        except Exception:  # a torn zipapp too (zipfile.BadZipFile, zlib.error, EOFError)
             shutil.rmtree(temp, ignore_errors=True)
     finally:
         os.umask(previous)
@@ -187,27 +217,71 @@ def _to_disk(folder: str) -> None:
 def unpacked(pyz: bytes, app: str, digest: str) -> str | None:
     """The folder to import from for `app`, with the sources of the zipapp whose bytes are `pyz`
     (those it was named after, whatever replaced the file since), unpacked if missing (as root)
-    and made anew if it is not usable; None when it cannot be used."""
-    if os.geteuid() != 0:
-        return None
-    if not os.path.lexists(app):
-        _unpack(pyz, app)
-    elif not usable(app, digest) and _root_only(app, True):
-        import shutil
-
-        shutil.rmtree(app, ignore_errors=True)  # root's own, half made or changed: anew
-        _unpack(pyz, app)
-    real = usable(app, digest)
+    and made anew if it is not usable; None when it cannot be used. Nothing is written where
+    another user could rename it away (held_above), nor from bytes whose sources are not those of
+    `digest` (the running program's: a zipapp replaced between its start and its read)."""
+    real = held_above(app) if os.geteuid() == 0 else None
     if real is None:
         return None
-    folder = os.path.dirname(real)
-    for entry in os.listdir(folder):
-        # other versions' folders, and what an unpack that was killed left (.unpacking-*)
-        if entry.startswith((PREFIX, ".unpacking-")) and entry != os.path.basename(real):
-            import shutil
+    if not os.path.lexists(real):
+        if _holds(pyz, digest):
+            _unpack(pyz, real)
+    elif usable(real, digest) is None and _root_only(real, True) and _holds(pyz, digest):
+        import shutil
 
-            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+        shutil.rmtree(real, ignore_errors=True)  # root's own, half made or changed: anew
+        _unpack(pyz, real)
+    if usable(real, digest) is None:
+        return None
+    _remove_stale(real)
     return real
+
+
+def _holds(pyz: bytes, digest: str) -> bool:
+    """Whether the zipapp's bytes hold the package's sources of `digest` (tree_digest)."""
+    import io
+    import zipfile
+
+    prefix = PACKAGE + "/"
+    try:
+        with zipfile.ZipFile(io.BytesIO(pyz)) as archive:
+            sources = {
+                name[len(prefix) :]: archive.read(name)
+                for name in archive.namelist()
+                if name.startswith(prefix)
+            }
+    except Exception:  # not a zip, torn
+        return False
+    return tree_digest(sources) == digest
+
+
+STALE_SECONDS = 86400  # a run lasts far less: none of another version's can import from it then
+UNPACKING_STALE_SECONDS = 3600
+
+
+def _remove_stale(real: str) -> None:
+    """Other versions' folders once this one has been in place for STALE_SECONDS (a run of the
+    version it replaced may still import from its own, lazily, until it ends), and what unpacks
+    killed long ago left (.unpacking-*)."""
+    import shutil
+    import time
+
+    now = time.time()
+    folder, own = os.path.split(real)
+    own_age = now - os.lstat(real).st_ctime
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if entry.startswith(PREFIX) and entry != own and len(entry) == len(own):
+            stale = own_age > STALE_SECONDS
+        elif entry.startswith(".unpacking-"):
+            try:
+                stale = now - os.lstat(path).st_ctime > UNPACKING_STALE_SECONDS
+            except OSError:
+                continue
+        else:
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def import_from(app: str | None) -> None:

@@ -11,6 +11,7 @@ import os
 import pwd
 import stat
 
+from .appdir import has_access_acl
 from .crashpoint import step
 from .errors import SymlinkedFolder, printable
 from .record import Record
@@ -276,6 +277,8 @@ def writable_by_others(path: str) -> list[str]:
                 found.append(f"{current} is writable by every user")
             elif info.st_mode & 0o020 and info.st_gid != 0 and not link:
                 found.append(f"{current} is writable by group {info.st_gid}")
+            elif info.st_mode & 0o020 and not link and has_access_acl(current):
+                found.append(f"{current} has an access ACL: writable by the users it names")
             parent = os.path.dirname(current)
             if parent == current:
                 break

@@ -37,6 +37,7 @@ TEST_FILES = (
     "tests/unit/test_faults.py",
     "tests/unit/test_boot.py",
     "tests/unit/test_appdir.py",
+    "tests/unit/test_files.py",
     "tests/unit/test_rollout_gate.py",
     "tests/e2e/test_propagation.py",
 )
@@ -436,18 +437,27 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "A folder above the installed program's unpacked folder can be renamed by another user"
-        " (the mox user's, writable by every user without the sticky bit, or by a group other"
-        " than root's); or a link on the way there; or a deploy replaces `certsync.pyz` while a"
-        " run unpacks it",
+        " (the mox user's, writable by every user without the sticky bit, by a group other than"
+        " root's, or through an access ACL), or a link on the way there can; a deploy replaces"
+        " `certsync.pyz` while a run reads or unpacks it; a new version replaces the one a"
+        " running sync imports from",
         "root imports nothing from the unpacked folder (the state read carries the program, the"
-        " cron job runs the zipapp itself); a link that only root can change is followed to the"
-        " real folder, whose every level is checked; a run unpacks the bytes it read and named"
-        " the folder after, never the file that replaced them",
+        " cron job runs the zipapp itself), and neither removes nor remakes it; a link that only"
+        " root can change is followed to the real folder, whose every level is checked; a run"
+        " unpacks the bytes it read, and only when they hold its own version's sources; another"
+        " version's folder is removed a day after the new one is in place, once no run of the"
+        " old one can still import from it; the deploy warns of such a folder above the program",
         (
             "test_a_folder_above_that_another_user_can_rename_keeps_root_from_importing",
+            "test_a_folder_above_whose_acl_lets_another_user_write_keeps_root_from_importing",
+            "test_a_link_on_the_way_that_another_user_can_replace_keeps_root_from_importing",
             "test_a_link_above_that_only_root_can_change_is_followed_to_the_real_folder",
             "test_a_sticky_folder_above_is_no_bar",
+            "test_a_folder_above_that_fails_is_neither_removed_nor_unpacked_again",
             "test_the_folder_is_unpacked_from_the_bytes_that_named_it",
+            "test_bytes_of_another_version_never_replace_a_folder",
+            "test_other_versions_folders_are_removed_a_day_after_this_one_was_put_in_place",
+            "test_a_folder_whose_acl_lets_another_user_write_is_named",
         ),
     ),
     Row(

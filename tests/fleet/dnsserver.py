@@ -216,6 +216,8 @@ class DnsServers:
         process = self._processes[address]
         os.kill(process.pid, signal.SIGSTOP)
         try:
+            # the signal is delivered to each of its threads in turn (late on a loaded machine)
+            wait_for(lambda: _all_threads_stopped(process.pid), 10, f"knotd of {address} stopped")
             yield
         finally:
             os.kill(process.pid, signal.SIGCONT)
@@ -341,3 +343,12 @@ def _check_record(record: str) -> str:
     if not TLSA_TEXT_RE.fullmatch(record):
         raise ValueError(f"not a TLSA record: {record!r}")
     return record
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of the process is stopped (state T in /proc/PID/task/*/stat)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        states.append(stat[stat.rindex(")") + 2])
+    return bool(states) and all(state == "T" for state in states)

@@ -2,7 +2,8 @@
 
 Slot s uses 127.0.s.1 for pebble and Caddy and 127.0.s.(10+i) for host i. A slot is held by an
 flock on a file for the life of the process; the first free one is taken (slot 0 when alone:
-127.0.0.11, 127.0.0.12, ...).
+127.0.0.11, 127.0.0.12, ...). Under pytest-xdist each process takes one, the parent of the
+workers too (it imports the conftest), though it runs no test.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _in_use(address: str) -> bool:
 
 
 SLOTS_DIR = Path("/tmp/certsync-e2e-slots")
-MAX_SLOTS = 8
+MAX_SLOTS = 32  # test processes at once on one machine
 
 
 def _acquire() -> int:

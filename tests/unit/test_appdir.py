@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import subprocess
 from pathlib import Path
 
@@ -288,3 +289,109 @@ def test_the_folder_is_unpacked_from_the_bytes_that_named_it(tmp_path, mox_ids):
 
     assert found == app
     assert appdir.usable(app, program.tree_sha256()) == app
+
+
+def acl_letting_write(path: Path, uid: int) -> None:
+    """A POSIX access ACL on `path` (mode 0775, root's) with an entry `user:<uid>:rwx`: the
+    group bits show the mask, so only the ACL tells that this user may write there."""
+
+    def entry(tag: int, perm: int, ident: int = 0xFFFFFFFF) -> bytes:
+        return struct.pack("<HHI", tag, perm, ident)
+
+    # version 2; user::rwx, user:<uid>:rwx, group::r-x, mask::rwx, other::r-x
+    data = struct.pack("<I", 2) + entry(1, 7) + entry(2, 7, uid) + entry(4, 5)
+    os.setxattr(path, "system.posix_acl_access", data + entry(0x10, 7) + entry(0x20, 5))
+
+
+def test_a_folder_above_whose_acl_lets_another_user_write_keeps_root_from_importing(
+    installed, tmp_path, mox_ids
+):
+    pyz, app = installed
+    run_ok(pyz)
+    acl_letting_write(tmp_path, mox_ids[0])
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o775 and tmp_path.stat().st_gid == 0
+
+    result = installed_read(app, "--help")
+    assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
+    result = bootstrap(app, "--help")
+    assert result.returncode == 0 and not imported_from(app, result), result.stderr
+
+
+def test_a_link_on_the_way_that_another_user_can_replace_keeps_root_from_importing(
+    installed, tmp_path, mox_ids
+):
+    pyz, app = installed
+    run_ok(pyz)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, *mox_ids)
+    (theirs / "lib").symlink_to(tmp_path / "lib")  # the mox user may point it anywhere
+
+    result = installed_read(theirs / "lib" / app.name, "--help")
+    assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
+
+
+def test_a_folder_above_that_fails_is_neither_removed_nor_unpacked_again(
+    installed, tmp_path, mox_ids
+):
+    # a root:staff 2775 /usr/local of an old Debian: every run would otherwise remake it
+    from certsync.host import appdir
+
+    pyz, app = installed
+    run_ok(pyz)
+    os.chown(tmp_path, 0, mox_ids[1])
+    tmp_path.chmod(0o2775)
+    cli = app / PACKAGE / "cli.py"
+    before = cli.stat()
+
+    assert appdir.unpacked(pyz.read_bytes(), str(app), program.tree_sha256()) is None
+    run_ok(pyz)  # the zipapp itself runs
+
+    assert (cli.stat().st_ino, cli.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_bytes_of_another_version_never_replace_a_folder(installed, tmp_path):
+    # a zipapp replaced between the program's start and its read of the file: another tree
+    from certsync.host import appdir
+
+    pyz, app = installed
+    run_ok(pyz)
+    cli = app / PACKAGE / "cli.py"
+    before = cli.stat()
+    other = tmp_path / "other"
+    other.mkdir()
+
+    assert appdir.unpacked(b"not this version", str(app), program.tree_sha256()) == str(app)
+    assert appdir.unpacked(pyz.read_bytes(), str(other / app.name), "0" * 64) is None
+
+    assert cli.stat().st_ino == before.st_ino
+    assert not (other / app.name).exists()
+
+
+def test_other_versions_folders_are_removed_a_day_after_this_one_was_put_in_place(
+    installed, monkeypatch
+):
+    # a run of the version this one replaced may still import from its folder, lazily
+    import time
+
+    from certsync.host import appdir
+
+    pyz, app = installed
+    run_ok(pyz)
+    older = app.parent / (program.APP_PREFIX + "0" * 16)
+    older.mkdir()
+    killed = app.parent / ".unpacking-abcdef"
+    killed.mkdir()
+    data, digest = pyz.read_bytes(), program.tree_sha256()
+
+    assert appdir.unpacked(data, str(app), digest) == str(app)
+    assert older.exists() and killed.exists()
+
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + appdir.UNPACKING_STALE_SECONDS + 1)
+    assert appdir.unpacked(data, str(app), digest) == str(app)
+    assert older.exists() and not killed.exists()
+
+    monkeypatch.setattr(time, "time", lambda: now + appdir.STALE_SECONDS + 1)
+    assert appdir.unpacked(data, str(app), digest) == str(app)
+    assert not older.exists() and app.exists()

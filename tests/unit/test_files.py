@@ -326,3 +326,16 @@ def test_who_can_replace_the_binary_is_named(tmp_path, mox_ids):
     assert f"{shared} is writable by every user" in writable_by_others(str(link))
     shared.chmod(0o1777)  # sticky, as /tmp: others cannot replace root's file in it
     assert writable_by_others(str(link)) == []
+
+
+def test_a_folder_whose_acl_lets_another_user_write_is_named(tmp_path, mox_ids):
+    from tests.unit.test_appdir import acl_letting_write
+
+    folder = tmp_path / "bin"
+    folder.mkdir(mode=0o755)
+    binary = folder / "mox"
+    binary.write_bytes(b"#!/bin/sh\n")
+    acl_letting_write(folder, mox_ids[0])
+    assert writable_by_others(str(binary)) == [
+        f"{folder} has an access ACL: writable by the users it names"
+    ]
