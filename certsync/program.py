@@ -41,7 +41,7 @@ with open(pyz, "rb") as file:
 from {HOST_PACKAGE} import appdir
 
 app = os.path.join(os.path.dirname(pyz), "{APP_PREFIX}" + hashlib.sha256(data).hexdigest()[:16])
-appdir.import_from(appdir.unpacked(data, app, "{{tree}}"))
+appdir.import_from(appdir.unpacked(data, app, "{{tree}}", pyz))
 from {HOST_PACKAGE}.cli import main
 
 sys.exit(main())
@@ -101,7 +101,7 @@ def held(path, link):
         return False
     mode = info.st_mode
     if link and stat.S_ISLNK(mode):
-        return True
+        return info.st_uid == 0
     if mode & 0o020 and info.st_gid == 0:
         try:
             if "system.posix_acl_access" in os.listxattr(path, follow_symlinks=False):

@@ -49,15 +49,15 @@ def _root_status(path: str, directory: bool) -> os.stat_result | None:
 def held_by_root(path: str, link: bool = False) -> bool:
     """A folder above the unpacked one: root's, and no other user can rename what it holds (not
     writable by others but sticky, nor by a group other than root's, nor through an access ACL:
-    files.writable_by_others); `link`: or a link (in a folder checked the same way, it is root's
-    to change)."""
+    files.writable_by_others); `link`: or root's link (in a folder checked the same way, only
+    root can change it)."""
     try:
         info = os.lstat(path)
     except OSError:
         return False
     mode = info.st_mode
     if link and stat.S_ISLNK(mode):
-        return True
+        return info.st_uid == 0  # another user's can be replaced by it in a sticky folder
     if mode & 0o020 and info.st_gid == 0 and has_access_acl(path):
         return False
     return (
@@ -172,19 +172,30 @@ def _unpack(pyz: bytes, app: str) -> None:
     import zipfile
 
     previous = os.umask(0o077)
+    temp = None
     try:
         temp = tempfile.mkdtemp(prefix=".unpacking-", dir=os.path.dirname(app))
-        try:
-            with zipfile.ZipFile(io.BytesIO(pyz)) as archive:
-                names = [n for n in archive.namelist() if n.startswith(PACKAGE + "/")]
-                archive.extractall(temp, names)
-            _compile(os.path.join(temp, PACKAGE))
-            _to_disk(temp)
-            os.rename(temp, app)  # another run may have done it meanwhile: OSError
-        except Exception:  # a torn zipapp too (zipfile.BadZipFile, zlib.error, EOFError)
+        with zipfile.ZipFile(io.BytesIO(pyz)) as archive:
+            names = [n for n in archive.namelist() if n.startswith(PACKAGE + "/")]
+            archive.extractall(temp, names)
+        _compile(os.path.join(temp, PACKAGE))
+        _root_alone(temp)
+        _to_disk(temp)
+        os.rename(temp, app)  # another run may have done it meanwhile: OSError
+    except Exception:  # a full or read-only disk; a torn zipapp (BadZipFile, zlib.error...)
+        if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     finally:
         os.umask(previous)
+
+
+def _root_alone(folder: str) -> None:
+    """Folders 0700 and files 0600 under `folder`, whatever the umask left them: a default ACL
+    of the folder above overrides it (and chmod masks the ACL's named entries to nothing)."""
+    for parent, _, files in os.walk(folder):  # root's alone since made: no link in it
+        os.chmod(parent, 0o700)
+        for name in files:
+            os.chmod(os.path.join(parent, name), 0o600)
 
 
 def _compile(package: str) -> None:
@@ -214,14 +225,15 @@ def _to_disk(folder: str) -> None:
                 os.close(fd)
 
 
-def unpacked(pyz: bytes, app: str, digest: str) -> str | None:
+def unpacked(pyz: bytes, app: str, digest: str, installed: str) -> str | None:
     """The folder to import from for `app`, with the sources of the zipapp whose bytes are `pyz`
-    (those it was named after, whatever replaced the file since), unpacked if missing (as root)
-    and made anew if it is not usable; None when it cannot be used. Nothing is written where
-    another user could rename it away (held_above), nor from bytes whose sources are not those of
-    `digest` (the running program's: a zipapp replaced between its start and its read)."""
+    (those it was named after, whatever replaced the file `installed` since), unpacked if missing
+    (as root) and made anew if it is not usable; None when it cannot be used. Nothing is written
+    where another user could rename it away (held_above, the folder holding `app` root's alone),
+    nor from bytes whose sources are not those of `digest` (the running program's: a zipapp
+    replaced between its start and its read)."""
     real = held_above(app) if os.geteuid() == 0 else None
-    if real is None:
+    if real is None or not _root_only(os.path.dirname(real), True):
         return None
     if not os.path.lexists(real):
         if _holds(pyz, digest):
@@ -233,7 +245,10 @@ def unpacked(pyz: bytes, app: str, digest: str) -> str | None:
         _unpack(pyz, real)
     if usable(real, digest) is None:
         return None
-    _remove_stale(real)
+    try:
+        _remove_stale(real, pyz, installed)
+    except OSError:  # another run removed them meanwhile
+        pass
     return real
 
 
@@ -257,31 +272,36 @@ def _holds(pyz: bytes, digest: str) -> bool:
 
 STALE_SECONDS = 86400  # a run lasts far less: none of another version's can import from it then
 UNPACKING_STALE_SECONDS = 3600
+HEX = frozenset("0123456789abcdef")
 
 
-def _remove_stale(real: str) -> None:
-    """Other versions' folders once this one has been in place for STALE_SECONDS (a run of the
-    version it replaced may still import from its own, lazily, until it ends), and what unpacks
-    killed long ago left (.unpacking-*)."""
+def _remove_stale(real: str, pyz: bytes, installed: str) -> None:
+    """Other versions' folders, once this version has been the installed one (`installed` holds
+    its bytes) for STALE_SECONDS: a run of the version it replaced may still import from its own,
+    lazily, until it ends; and what unpacks killed long ago left (.unpacking-*)."""
     import shutil
     import time
 
     now = time.time()
     folder, own = os.path.split(real)
-    own_age = now - os.lstat(real).st_ctime
+    versions, unpacking = [], []
     for entry in os.listdir(folder):
         path = os.path.join(folder, entry)
-        if entry.startswith(PREFIX) and entry != own and len(entry) == len(own):
-            stale = own_age > STALE_SECONDS
-        elif entry.startswith(".unpacking-"):
-            try:
-                stale = now - os.lstat(path).st_ctime > UNPACKING_STALE_SECONDS
-            except OSError:
-                continue
-        else:
-            continue
-        if stale:
-            shutil.rmtree(path, ignore_errors=True)
+        if entry != own and entry.startswith(PREFIX) and set(entry[len(PREFIX) :]) <= HEX:
+            if len(entry) == len(own):
+                versions.append(path)
+        elif entry.startswith(".unpacking-") and now - os.lstat(path).st_ctime > (
+            UNPACKING_STALE_SECONDS
+        ):
+            unpacking.append(path)
+    if versions:
+        since = max(os.lstat(real).st_ctime, os.lstat(installed).st_ctime)
+        with open(installed, "rb") as file:
+            current = file.read() == pyz
+        if current and now - since > STALE_SECONDS:
+            unpacking += versions
+    for path in unpacking:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def import_from(app: str | None) -> None:

@@ -278,7 +278,7 @@ def writable_by_others(path: str) -> list[str]:
             elif info.st_mode & 0o020 and info.st_gid != 0 and not link:
                 found.append(f"{current} is writable by group {info.st_gid}")
             elif info.st_mode & 0o020 and not link and has_access_acl(current):
-                found.append(f"{current} has an access ACL: writable by the users it names")
+                found.append(f"{current} has an access ACL (or one that cannot be read)")
             parent = os.path.dirname(current)
             if parent == current:
                 break

@@ -445,8 +445,9 @@ ROWS: tuple[Row, ...] = (
         " cron job runs the zipapp itself), and neither removes nor remakes it; a link that only"
         " root can change is followed to the real folder, whose every level is checked; a run"
         " unpacks the bytes it read, and only when they hold its own version's sources; another"
-        " version's folder is removed a day after the new one is in place, once no run of the"
-        " old one can still import from it; the deploy warns of such a folder above the program",
+        " version's folder is removed a day after the new one became the installed one, once no"
+        " run of the old one can still import from it; the deploy warns of such a folder above"
+        " the program",
         (
             "test_a_folder_above_that_another_user_can_rename_keeps_root_from_importing",
             "test_a_folder_above_whose_acl_lets_another_user_write_keeps_root_from_importing",
@@ -458,6 +459,8 @@ ROWS: tuple[Row, ...] = (
             "test_bytes_of_another_version_never_replace_a_folder",
             "test_other_versions_folders_are_removed_a_day_after_this_one_was_put_in_place",
             "test_a_folder_whose_acl_lets_another_user_write_is_named",
+            "test_a_folder_holding_it_that_is_not_root_s_alone_is_not_remade_at_every_run",
+            "test_a_default_acl_above_leaves_the_folder_root_s_alone",
         ),
     ),
     Row(

@@ -285,7 +285,9 @@ def test_the_folder_is_unpacked_from_the_bytes_that_named_it(tmp_path, mox_ids):
     (folder / "certsync.pyz").write_bytes(b"another version")
     app = program.unpacked_folder(str(folder))
 
-    found = appdir.unpacked(program.zipapp(), app, program.tree_sha256())
+    found = appdir.unpacked(
+        program.zipapp(), app, program.tree_sha256(), str(folder / "certsync.pyz")
+    )
 
     assert found == app
     assert appdir.usable(app, program.tree_sha256()) == app
@@ -344,7 +346,7 @@ def test_a_folder_above_that_fails_is_neither_removed_nor_unpacked_again(
     cli = app / PACKAGE / "cli.py"
     before = cli.stat()
 
-    assert appdir.unpacked(pyz.read_bytes(), str(app), program.tree_sha256()) is None
+    assert appdir.unpacked(pyz.read_bytes(), str(app), program.tree_sha256(), str(pyz)) is None
     run_ok(pyz)  # the zipapp itself runs
 
     assert (cli.stat().st_ino, cli.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -361,8 +363,9 @@ def test_bytes_of_another_version_never_replace_a_folder(installed, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
 
-    assert appdir.unpacked(b"not this version", str(app), program.tree_sha256()) == str(app)
-    assert appdir.unpacked(pyz.read_bytes(), str(other / app.name), "0" * 64) is None
+    digest = program.tree_sha256()
+    assert appdir.unpacked(b"not this version", str(app), digest, str(pyz)) == str(app)
+    assert appdir.unpacked(pyz.read_bytes(), str(other / app.name), "0" * 64, str(pyz)) is None
 
     assert cli.stat().st_ino == before.st_ino
     assert not (other / app.name).exists()
@@ -384,14 +387,53 @@ def test_other_versions_folders_are_removed_a_day_after_this_one_was_put_in_plac
     killed.mkdir()
     data, digest = pyz.read_bytes(), program.tree_sha256()
 
-    assert appdir.unpacked(data, str(app), digest) == str(app)
+    assert appdir.unpacked(data, str(app), digest, str(pyz)) == str(app)
     assert older.exists() and killed.exists()
 
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + appdir.UNPACKING_STALE_SECONDS + 1)
-    assert appdir.unpacked(data, str(app), digest) == str(app)
+    assert appdir.unpacked(data, str(app), digest, str(pyz)) == str(app)
     assert older.exists() and not killed.exists()
 
     monkeypatch.setattr(time, "time", lambda: now + appdir.STALE_SECONDS + 1)
-    assert appdir.unpacked(data, str(app), digest) == str(app)
+    assert appdir.unpacked(data, str(app), digest, str(pyz)) == str(app)
     assert not older.exists() and app.exists()
+
+    older.mkdir()  # a run of this version while a deploy has put another one in place
+    pyz.write_bytes(b"the next version")
+    assert appdir.unpacked(data, str(app), digest, str(pyz)) == str(app)
+    assert older.exists()
+
+
+@pytest.mark.parametrize("holder", ["group writable", "sticky"])
+def test_a_folder_holding_it_that_is_not_root_s_alone_is_not_remade_at_every_run(installed, holder):
+    from certsync.host import appdir
+
+    pyz, app = installed
+    run_ok(pyz)
+    app.parent.chmod(0o775 if holder == "group writable" else 0o1777)
+    cli = app / PACKAGE / "cli.py"
+    before = cli.stat()
+
+    for _ in range(2):
+        assert appdir.unpacked(pyz.read_bytes(), str(app), program.tree_sha256(), str(pyz)) is None
+
+    assert (cli.stat().st_ino, cli.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_default_acl_above_leaves_the_folder_root_s_alone(installed, mox_ids):
+    # the ACL's default entries override the umask: the unpack sets the modes itself
+    pyz, app = installed
+    folder = app.parent
+
+    def entry(tag: int, perm: int, ident: int = 0xFFFFFFFF) -> bytes:
+        return struct.pack("<HHI", tag, perm, ident)
+
+    data = struct.pack("<I", 2) + entry(1, 7) + entry(2, 7, mox_ids[0]) + entry(4, 5)
+    os.setxattr(folder, "system.posix_acl_default", data + entry(0x10, 7) + entry(0x20, 5))
+    run_ok(pyz)
+
+    result = installed_read(app, "--help")
+    assert result.returncode == 0 and imported_from(app, result), result.stderr
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (app / PACKAGE).rglob("*")}
+    assert modes <= {0o600, 0o700}, modes
