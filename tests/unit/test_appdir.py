@@ -293,16 +293,17 @@ def test_the_folder_is_unpacked_from_the_bytes_that_named_it(tmp_path, mox_ids):
     assert appdir.usable(app, program.tree_sha256()) == app
 
 
-def acl_letting_write(path: Path, uid: int) -> None:
-    """A POSIX access ACL on `path` (mode 0775, root's) with an entry `user:<uid>:rwx`: the
-    group bits show the mask, so only the ACL tells that this user may write there."""
+def acl_letting_write(path: Path, uid: int, kind: str = "access") -> None:
+    """A POSIX ACL on the folder `path` (root's, mode 0775 with it) with an entry
+    `user:<uid>:rwx`: the group bits show the mask, so only the ACL tells that this user may
+    write there; `kind` "default": what is made in the folder gets it."""
 
     def entry(tag: int, perm: int, ident: int = 0xFFFFFFFF) -> bytes:
         return struct.pack("<HHI", tag, perm, ident)
 
     # version 2; user::rwx, user:<uid>:rwx, group::r-x, mask::rwx, other::r-x
     data = struct.pack("<I", 2) + entry(1, 7) + entry(2, 7, uid) + entry(4, 5)
-    os.setxattr(path, "system.posix_acl_access", data + entry(0x10, 7) + entry(0x20, 5))
+    os.setxattr(path, f"system.posix_acl_{kind}", data + entry(0x10, 7) + entry(0x20, 5))
 
 
 def test_a_folder_above_whose_acl_lets_another_user_write_keeps_root_from_importing(
@@ -424,13 +425,7 @@ def test_a_folder_holding_it_that_is_not_root_s_alone_is_not_remade_at_every_run
 def test_a_default_acl_above_leaves_the_folder_root_s_alone(installed, mox_ids):
     # the ACL's default entries override the umask: the unpack sets the modes itself
     pyz, app = installed
-    folder = app.parent
-
-    def entry(tag: int, perm: int, ident: int = 0xFFFFFFFF) -> bytes:
-        return struct.pack("<HHI", tag, perm, ident)
-
-    data = struct.pack("<I", 2) + entry(1, 7) + entry(2, 7, mox_ids[0]) + entry(4, 5)
-    os.setxattr(folder, "system.posix_acl_default", data + entry(0x10, 7) + entry(0x20, 5))
+    acl_letting_write(app.parent, mox_ids[0], kind="default")
     run_ok(pyz)
 
     result = installed_read(app, "--help")
