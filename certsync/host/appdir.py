@@ -7,8 +7,8 @@ every level of it is root's, not writable by others and not a link, no other use
 where its path leads (held_above), and its sources are byte for byte the zipapp's own (usable,
 what the zipapp's own run checks: it makes the folder anew otherwise, from the bytes it read and
 only when they hold its own version); otherwise the zipapp itself is used. Another version's
-folder is removed a day after this one is in place: a run of that version may still be importing
-from it, lazily, until it ends.
+folder is removed a day after this version became the installed one: a run of that version may
+still be importing from it, lazily, until it ends.
 
 The state read (program.INSTALLED) checks less, for its cost (hashing every source is a quarter of
 an in-sync read): the levels, and each file's name, size, owner and mode (complete). What the
