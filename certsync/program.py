@@ -41,7 +41,12 @@ with open(pyz, "rb") as file:
 from {HOST_PACKAGE} import appdir
 
 app = os.path.join(os.path.dirname(pyz), "{APP_PREFIX}" + hashlib.sha256(data).hexdigest()[:16])
-appdir.import_from(appdir.unpacked(data, app, "{{tree}}", pyz))
+found = appdir.unpacked(data, app, "{{tree}}", pyz)
+if found is None:  # the bytes read, not the file a deploy may replace while this runs
+    fd = os.memfd_create("certsync")
+    os.write(fd, data)
+    found = "/proc/self/fd/%d" % fd
+appdir.import_from(found)
 from {HOST_PACKAGE}.cli import main
 
 sys.exit(main())

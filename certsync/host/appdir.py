@@ -26,6 +26,10 @@ import os
 import stat
 import sys
 
+TYPE_CHECKING = False  # typing's costs an import on every run
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 PACKAGE = "certsync_host"  # program.HOST_PACKAGE
 PREFIX = "app-"  # program.APP_PREFIX
 MAX_SOURCE_BYTES = 1 << 20
@@ -120,7 +124,8 @@ def shape_digest(sizes: dict[str, int]) -> str:
 
 def complete(app: str, shape: str) -> bool:
     """Whether `app`'s package holds the files of `shape` (shape_digest), each root's, regular
-    and not writable by others, and nothing more (the levels are the caller's to check)."""
+    and not writable by others, and nothing more, with this python3's bytecode of each (the
+    levels are the caller's to check)."""
     package = os.path.join(app, PACKAGE)
     sizes: dict[str, int] = {}
     try:
@@ -133,7 +138,21 @@ def complete(app: str, shape: str) -> bool:
             sizes[name] = info.st_size
     except OSError:
         return False
-    return shape_digest(sizes) == shape
+    return shape_digest(sizes) == shape and compiled(package, sizes)
+
+
+def compiled(package: str, sources: Iterable[str]) -> bool:
+    """Whether the package's bytecode folder holds this python3's bytecode of each source (after
+    an upgrade of python3, the folder's is another version's: unused, every run would compile
+    every module anew, as nothing writes bytecode into the folder)."""
+    tag = sys.implementation.cache_tag
+    if tag is None:  # a python3 that keeps no bytecode
+        return True
+    try:
+        found = set(os.listdir(os.path.join(package, "__pycache__")))
+    except OSError:
+        return False
+    return all(f"{name[:-3]}.{tag}.pyc" in found for name in sources if name.endswith(".py"))
 
 
 def usable(app: str, digest: str) -> str | None:
@@ -161,7 +180,7 @@ def usable(app: str, digest: str) -> str | None:
                 sources[name] = file.read(MAX_SOURCE_BYTES + 1)
     except OSError:  # e.g. not root: the files are root's alone
         return None
-    return app if tree_digest(sources) == digest else None
+    return app if tree_digest(sources) == digest and compiled(package, sources) else None
 
 
 def _unpack(pyz: bytes, app: str) -> None:

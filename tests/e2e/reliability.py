@@ -422,8 +422,9 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "The installed program's unpacked folder (`app-<sha256>/`, which the state read runs) is"
-        " missing, torn by a power loss, a module missing, added or of another size, or not"
-        " root's alone (a link, the mox user's folder, its bytecode folder)",
+        " missing, torn by a power loss, a module missing, added or of another size, its"
+        " bytecode another python3's (python3 upgraded) or missing, or not root's alone (a link,"
+        " the mox user's folder, its bytecode folder)",
         "the state read imports nothing from it: it answers that this version is not installed,"
         " and the same fact reads again with the program carried in the command; the folder is"
         " written to disk before it is renamed into place, and the zipapp's own run (the cron"
@@ -433,6 +434,7 @@ ROWS: tuple[Row, ...] = (
             "test_a_torn_or_changed_folder_is_never_imported_by_the_installed_read",
             "test_a_folder_root_does_not_own_is_never_imported_by_the_installed_read",
             "test_root_s_folder_changed_is_made_anew",
+            "test_a_folder_without_this_python3_s_bytecode_is_made_anew",
         ),
     ),
     Row(

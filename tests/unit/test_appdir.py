@@ -9,6 +9,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,11 +149,28 @@ def test_the_folders_bytecode_is_written_with_it_and_never_after(installed):
     assert {path.name.split(".")[0] for path in cache.glob("*.pyc")} == sources
     (next(cache.glob("cli.*.pyc"))).unlink()
 
-    assert installed_read(app, "--help").returncode == 0
+    assert installed_read(app, "--help").stdout == program.NOT_INSTALLED + "\n"
     assert bootstrap(app, "--help").returncode == 0
-    run_ok(pyz)
 
     assert not list(cache.glob("cli.*.pyc"))  # no command wrote one into the folder
+    run_ok(pyz)  # the zipapp's own run makes the folder anew, its bytecode with it
+    assert list(cache.glob("cli.*.pyc"))
+
+
+def test_a_folder_without_this_python3_s_bytecode_is_made_anew(installed):
+    # python3 upgraded (3.11 to 3.13): the folder's bytecode is another version's, unused
+    pyz, app = installed
+    run_ok(pyz)
+    cache = app / PACKAGE / "__pycache__"
+    for compiled in cache.glob("*.pyc"):
+        compiled.rename(cache / compiled.name.replace(sys.implementation.cache_tag, "cpython-30"))
+
+    result = installed_read(app, "--help")
+    assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
+    run_ok(pyz)
+    result = installed_read(app, "--help")
+    assert result.returncode == 0 and imported_from(app, result), result.stderr
+    assert list(cache.glob(f"cli.{sys.implementation.cache_tag}.pyc"))
 
 
 def test_without_the_folder_the_installed_read_says_so_and_runs_nothing(installed):
