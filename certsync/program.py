@@ -81,9 +81,10 @@ NOT_INSTALLED = "certsync: this version is not installed here"
 # python3 -c INSTALLED <the unpacked folder of this version> <its shape> <command...>: the state
 # read of a host that has this version, the program carried nowhere. Nothing is imported from
 # the folder (by its real path) before every level of it is root's, not writable by others and
-# not a link, and no other user can change where its path leads (appdir.held_by_root, inlined
-# here: nothing may be imported before); its files' names and sizes are then those of this
-# version (appdir.complete), or the command prints NOT_INSTALLED and imports nothing more.
+# not a link (install_dir: appdir.holder_ok), and no other user can change where its path leads
+# (appdir.held_by_root, inlined here: nothing may be imported before); its files' names and
+# sizes are then those of this version (appdir.complete), or the command prints NOT_INSTALLED
+# and imports nothing more.
 INSTALLED_SOURCE = f"""import os, stat, sys
 sys.dont_write_bytecode = True
 given = sys.argv[1]
@@ -127,7 +128,9 @@ def above(path):
 
 usable = (
     os.geteuid() == 0
-    and all(root_only(path) for path in (os.path.dirname(app), app, package))
+    and held(os.path.dirname(app), False)
+    and not os.lstat(os.path.dirname(app)).st_mode & 0o002
+    and all(root_only(path) for path in (app, package))
     and root_only(package + "/__pycache__", missing=True)
     and all(held(path, False) for path in above(os.path.dirname(app)))
     and all(held(path, True) for path in above(given))

@@ -3,8 +3,8 @@ their bytecode (python3 can keep none for modules imported from a zip).
 
 Root imports them: the folder is made under umask 077, every file and folder of it written to
 disk (fsync) before it is renamed into place whole, and it is used (by its real path) only when
-every level of it is root's, not writable by others and not a link, no other user can change
-where its path leads (held_above), and its sources are byte for byte the zipapp's own (usable,
+every level of it is root's, not writable by others (install_dir: by root's group at most,
+holder_ok) and not a link, no other user can change where its path leads (held_above), and its sources are byte for byte the zipapp's own (usable,
 what the zipapp's own run checks: it makes the folder anew otherwise, from the bytes it read and
 only when they hold its own version); otherwise the zipapp itself is used. Another version's
 folder is removed a day after this version became the installed one: a run of that version may
@@ -70,6 +70,16 @@ def held_by_root(path: str, link: bool = False) -> bool:
         and not (mode & 0o002 and not mode & stat.S_ISVTX)
         and not (mode & 0o020 and info.st_gid != 0)
     )
+
+
+def holder_ok(path: str) -> bool:
+    """install_dir, which holds the unpacked folder: held_by_root, and no other user can make an
+    entry in it (not writable by every user, sticky or not: the mox user could make the folder's
+    name first, its own)."""
+    try:
+        return held_by_root(path) and not os.lstat(path).st_mode & 0o002
+    except OSError:
+        return False
 
 
 def has_access_acl(path: str) -> bool:
@@ -163,7 +173,9 @@ def usable(app: str, digest: str) -> str | None:
     if real is None:
         return None
     app, package = real, os.path.join(real, PACKAGE)
-    if not all(_root_only(folder, True) for folder in (os.path.dirname(app), app, package)):
+    if not (
+        holder_ok(os.path.dirname(app)) and _root_only(app, True) and _root_only(package, True)
+    ):
         return None
     cache = os.path.join(package, "__pycache__")
     if os.path.lexists(cache) and not _root_only(cache, True):
@@ -252,7 +264,7 @@ def unpacked(pyz: bytes, app: str, digest: str, installed: str) -> str | None:
     nor from bytes whose sources are not those of `digest` (the running program's: a zipapp
     replaced between its start and its read)."""
     real = held_above(app) if os.geteuid() == 0 else None
-    if real is None or not _root_only(os.path.dirname(real), True):
+    if real is None or not holder_ok(os.path.dirname(real)):
         return None
     if not os.path.lexists(real):
         if _holds(pyz, digest):

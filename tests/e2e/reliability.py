@@ -449,7 +449,8 @@ ROWS: tuple[Row, ...] = (
         " unpacks the bytes it read, and only when they hold its own version's sources; another"
         " version's folder is removed a day after the new one became the installed one, once no"
         " run of the old one can still import from it; the deploy warns of such a folder above"
-        " the program",
+        " the program; an install_dir root's group may write (as the deploy's check allows) is"
+        " used",
         (
             "test_a_folder_above_that_another_user_can_rename_keeps_root_from_importing",
             "test_a_folder_above_whose_acl_lets_another_user_write_keeps_root_from_importing",
@@ -463,6 +464,7 @@ ROWS: tuple[Row, ...] = (
             "test_a_folder_whose_acl_lets_another_user_write_is_named",
             "test_a_folder_holding_it_that_is_not_root_s_alone_is_not_remade_at_every_run",
             "test_a_default_acl_above_leaves_the_folder_root_s_alone",
+            "test_a_folder_holding_it_that_root_s_group_may_write_is_used",
         ),
     ),
     Row(

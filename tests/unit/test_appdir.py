@@ -424,20 +424,36 @@ def test_other_versions_folders_are_removed_a_day_after_this_one_was_put_in_plac
     assert older.exists()
 
 
-@pytest.mark.parametrize("holder", ["group writable", "sticky"])
-def test_a_folder_holding_it_that_is_not_root_s_alone_is_not_remade_at_every_run(installed, holder):
+@pytest.mark.parametrize("holder", ["writable by another group", "sticky"])
+def test_a_folder_holding_it_that_is_not_root_s_alone_is_not_remade_at_every_run(
+    installed, mox_ids, holder
+):
     from certsync.host import appdir
 
     pyz, app = installed
     run_ok(pyz)
-    app.parent.chmod(0o775 if holder == "group writable" else 0o1777)
+    if holder == "writable by another group":
+        os.chown(app.parent, 0, mox_ids[1])
+    app.parent.chmod(0o775 if holder == "writable by another group" else 0o1777)
     cli = app / PACKAGE / "cli.py"
     before = cli.stat()
 
     for _ in range(2):
         assert appdir.unpacked(pyz.read_bytes(), str(app), program.tree_sha256(), str(pyz)) is None
+    result = installed_read(app, "--help")
+    assert (result.returncode, result.stdout) == (0, program.NOT_INSTALLED + "\n"), result.stderr
 
     assert (cli.stat().st_ino, cli.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_folder_holding_it_that_root_s_group_may_write_is_used(installed):
+    # as the deploy's check of who can replace the program (files.writable_by_others) has it
+    pyz, app = installed
+    app.parent.chmod(0o775)  # root:root
+    run_ok(pyz)
+
+    result = installed_read(app, "--help")
+    assert result.returncode == 0 and imported_from(app, result), result.stderr
 
 
 def test_a_default_acl_above_leaves_the_folder_root_s_alone(installed, mox_ids):
