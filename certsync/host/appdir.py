@@ -4,9 +4,10 @@ their bytecode (python3 can keep none for modules imported from a zip).
 Root imports them: the folder is made under umask 077, every file and folder of it written to
 disk (fsync) before it is renamed into place whole, and it is used (by its real path) only when
 every level of it is root's, not writable by others (install_dir: by root's group at most,
-holder_ok) and not a link, no other user can change where its path leads (held_above), and its sources are byte for byte the zipapp's own (usable,
-what the zipapp's own run checks: it makes the folder anew otherwise, from the bytes it read and
-only when they hold its own version); otherwise the zipapp itself is used. Another version's
+holder_ok) and not a link, no other user can change where its path leads (held_above), and its
+sources are byte for byte the zipapp's own with this python3's bytecode (usable, what the
+zipapp's own run checks: it makes the folder anew otherwise, from the bytes it read and only
+when they hold its own version); otherwise the zipapp itself is used. Another version's
 folder is removed a day after this version became the installed one: a run of that version may
 still be importing from it, lazily, until it ends.
 
