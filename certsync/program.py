@@ -100,7 +100,7 @@ def root_only(path, missing=False):
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022
 
-def held(path, link):
+def held(path, link, sticky=True):
     try:
         info = os.lstat(path)
     except OSError:
@@ -117,7 +117,7 @@ def held(path, link):
     return (
         stat.S_ISDIR(mode)
         and info.st_uid == 0
-        and not (mode & 0o002 and not mode & stat.S_ISVTX)
+        and not (mode & 0o002 and not (sticky and mode & stat.S_ISVTX))
         and not (mode & 0o020 and info.st_gid != 0)
     )
 
@@ -128,8 +128,7 @@ def above(path):
 
 usable = (
     os.geteuid() == 0
-    and held(os.path.dirname(app), False)
-    and not os.lstat(os.path.dirname(app)).st_mode & 0o002
+    and held(os.path.dirname(app), False, sticky=False)
     and all(root_only(path) for path in (app, package))
     and root_only(package + "/__pycache__", missing=True)
     and all(held(path, False) for path in above(os.path.dirname(app)))

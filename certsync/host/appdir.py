@@ -51,11 +51,11 @@ def _root_status(path: str, directory: bool) -> os.stat_result | None:
     return info if kind and info.st_uid == 0 and not info.st_mode & 0o022 else None
 
 
-def held_by_root(path: str, link: bool = False) -> bool:
+def held_by_root(path: str, link: bool = False, sticky: bool = True) -> bool:
     """A folder above the unpacked one: root's, and no other user can rename what it holds (not
-    writable by others but sticky, nor by a group other than root's, nor through an access ACL:
-    files.writable_by_others); `link`: or root's link (in a folder checked the same way, only
-    root can change it)."""
+    writable by others but sticky (`sticky`), nor by a group other than root's, nor through an
+    access ACL: files.writable_by_others); `link`: or root's link (in a folder checked the same
+    way, only root can change it)."""
     try:
         info = os.lstat(path)
     except OSError:
@@ -68,7 +68,7 @@ def held_by_root(path: str, link: bool = False) -> bool:
     return (
         stat.S_ISDIR(mode)
         and info.st_uid == 0
-        and not (mode & 0o002 and not mode & stat.S_ISVTX)
+        and not (mode & 0o002 and not (sticky and mode & stat.S_ISVTX))
         and not (mode & 0o020 and info.st_gid != 0)
     )
 
@@ -77,10 +77,7 @@ def holder_ok(path: str) -> bool:
     """install_dir, which holds the unpacked folder: held_by_root, and no other user can make an
     entry in it (not writable by every user, sticky or not: the mox user could make the folder's
     name first, its own)."""
-    try:
-        return held_by_root(path) and not os.lstat(path).st_mode & 0o002
-    except OSError:
-        return False
+    return held_by_root(path, sticky=False)
 
 
 def has_access_acl(path: str) -> bool:
