@@ -109,7 +109,10 @@ def assert_pair_loads(host: TestHost, name: str, why: str) -> None:
 def assert_converges(host: TestHost, pki, name: str, why: str, command: str) -> None:
     result = host.run(command, timeout=180)
     if result.returncode != 0:  # all it said, and mox's own words (pytest shortens the message)
-        mox_log = host.run("tail -n 30 /run/certsync-e2e/mox.log").stdout
+        mox_log = host.run(
+            "grep -v -e 'new connection' -e 'connection closed' -e 'command ioerror'"
+            " /run/certsync-e2e/mox.log | tail -n 40; ps -eo pid,sid,stat,args | grep '[m]ox'"
+        ).stdout
         print(f"{why}: exit {result.returncode}\n{result.stdout}{result.stderr}\nmox:\n{mox_log}")
     assert result.returncode == 0, (why, result.stdout + result.stderr)
     assert_serves_caddys(host, pki, name)
