@@ -32,6 +32,7 @@ MAX_ACCOUNT_CHARS = 32
 SAFE_PATH_CHARACTERS = frozenset(ALNUM + "._/@+-")
 IDENTIFIER_FIRST = frozenset(LETTERS + LETTERS.upper() + "_")
 IDENTIFIER_CHARACTERS = frozenset(ALNUM + "_")
+CONTROL_CHARACTERS = frozenset(map(chr, [*range(32), 127]))
 
 
 def _all_in(value: str, allowed: frozenset[str]) -> bool:
@@ -41,7 +42,7 @@ def _all_in(value: str, allowed: frozenset[str]) -> bool:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if not CONTROL_CHARACTERS.isdisjoint(value):
         raise ValueError(f"{value!r} has a control character")
     return value
 

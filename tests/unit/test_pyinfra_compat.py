@@ -5,6 +5,7 @@ virtual environment (tests/test_package.py)."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from pyinfra.api.operation import OperationMeta, add_op
 from pyinfra.context import ctx_state
 from pyinfra.operations import server
 
+import contextlib
 import importlib
 
 from pyinfra.api import util
@@ -36,6 +38,9 @@ assert compat.unsupported() is None, compat.unsupported()
 # what compat.cheaper_operation_calls replaces
 operation = importlib.import_module("pyinfra.api.operation")
 assert operation.get_operation_order_from_stack is util.get_operation_order_from_stack
+from pyinfra.api import arguments as pyinfra_arguments
+for module in (operation, importlib.import_module("pyinfra.api.deploy")):
+    assert module.pop_global_arguments is pyinfra_arguments.pop_global_arguments
 assert compat.operation_hash(OperationMeta("op-hash", False)) == "op-hash"
 assert compat.cli_state() is None  # no command line ran in this process
 with ctx_state.use(State()):
@@ -62,6 +67,56 @@ arguments = compat.connector_arguments(host)
 assert arguments["_sudo"] is True and arguments["_sudo_user"] == "mox", arguments
 assert "_ignore_errors" not in arguments and arguments["_timeout"] is None, arguments
 assert compat.current_operation_hash(host) is None  # outside an operation
+# in a @deploy function, outside an operation: what pyinfra's popping gives there
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+host.current_op_global_arguments = None
+host.data._use_sudo_login = True
+deploy_kwargs, _ = pop_global_arguments(state, host, {"_sudo": True, "_env": {"A": "1"}})
+with host.deploy("a deploy", deploy_kwargs, None):
+    popped, _ = pop_global_arguments(state, host, {})
+    wanted = {k: v for k, v in popped.items() if k in CONNECTOR_ARGUMENT_KEYS}
+    in_deploy = compat.connector_arguments(host)
+    assert in_deploy == wanted and in_deploy["_sudo"] and in_deploy["_use_sudo_login"], in_deploy
+    assert in_deploy["_env"]["A"] == "1", in_deploy
+del host.data.override_datas["_use_sudo_login"]
+# popping with the data merged once: pyinfra's answer, with every layer of data in play
+layered = Inventory(
+    (["mail-2"], {"_sudo_user": "from-all", "_shell_executable": "from-all"}),
+    canary=(["mail-2"], {"_sudo": True, "_success_exit_codes": [0, 3], "_chdir": "/group"}),
+    mail=(["mail-2"], {"_chdir": "/mail-group", "_su_user": None}),
+)
+layered_state = State(layered, Config(SUDO_USER="from-config", ENV={"FROM_CONFIG": "1"}))
+other = layered.get_host("mail-2")
+other.data._timeout = 7
+popping = compat._popping_with_data_merged_once(pop_global_arguments)
+outer, _ = pop_global_arguments(layered_state, other, {"_if": lambda: True, "_env": {"B": "2"}})
+contexts = {
+    "no deploy": lambda: contextlib.nullcontext(),
+    "a deploy's data": lambda: other.deploy("a deploy", None, {"_retries": 2}),
+    "a deploy's arguments": lambda: other.deploy("a deploy", outer, {"_chdir": "/deploy"}),
+    "host.when": lambda: other.when(lambda: True),
+    "host.arguments": lambda: other.arguments(_sudo_user="from-arguments", _env={"C": "3"}),
+}
+for given in ({}, {"_sudo": False, "_timeout": 9, "_env": {"D": "4"}}):
+    for where, context in contexts.items():
+        with context():
+            ours, ours_keys = popping(layered_state, other, dict(given))
+            theirs, their_keys = pop_global_arguments(layered_state, other, dict(given))
+            in_context = compat.connector_arguments(other)  # outside an operation
+        assert (ours, ours_keys) == (theirs, their_keys), (where, ours, theirs)
+        if not given:
+            assert in_context == {k: theirs[k] for k in CONNECTOR_ARGUMENT_KEYS}, where
+        assert ours["_chdir"] == "/mail-group" and ours["_env"]["FROM_CONFIG"] == "1", ours
+        assert ours["_timeout"] == given.get("_timeout", 7), ours
+        # each call its own copy of a list in the data, as pyinfra's HostData gives it
+        ours["_success_exit_codes"].append(9)
+        assert other.data._success_exit_codes == [0, 3]
+# a layer that is a mapping of its own (it may answer a key it does not list): pyinfra's data
+from collections import defaultdict
+kind = type(other.data)
+odd = kind(other, lambda: defaultdict(lambda: "from-missing"))
+assert compat._data_merged_once(odd) is odd
+assert type(compat._data_merged_once(other.data)) is not kind
 host.data.certsync_names = ["mail.example.com"]  # as a deploy's code assigns it
 assert compat.assigned_data(host) == {"certsync_names": ["mail.example.com"]}
 
@@ -157,6 +212,12 @@ def test_global_arguments_are_pyinfras_own_after_caching():
 
     before = arguments.all_global_arguments()
     cheaper_operation_calls()
+    for name in ("pyinfra.api.operation", "pyinfra.api.deploy"):
+        popping = importlib.import_module(name).pop_global_arguments
+        assert popping.__wrapped__ is arguments.pop_global_arguments, name
+    assert importlib.import_module("pyinfra.api.operation").get_operation_order_from_stack is (
+        pyinfra_compat._operation_order
+    )
     first = arguments.all_global_arguments()
     first.append(("mutated", str))  # a caller's change to its list stays its own
     assert arguments.all_global_arguments() == before

@@ -13,9 +13,10 @@ from pyinfra.api.exceptions import FactProcessError
 
 from certsync import preview, status
 from certsync.facts import MAX_STATE_CHARS, CertsyncState
+from certsync.host.output import parse_utc
 from certsync.host.settings import SETTINGS
 from certsync.hostdata import HostSettings
-from certsync.stateschema import SchemaError, checked_state
+from certsync.stateschema import MAX_DEPTH, MAX_STRING, SchemaError, checked_state
 from tests.unit.certs import DAY, NOW, key_of
 from tests.unit.fakemox import write_mox_files
 from tests.unit.test_state import NAME, caddys, state_command  # noqa: F401 (fixture)
@@ -111,6 +112,73 @@ def test_a_state_that_says_why_it_cannot_be_read_keeps_only_that():
         "error": "no\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b[1A\\x1b[2K",
         "names": {},
     }
+
+
+def _nested(levels: int, leaf: Any) -> Any:
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("leaf", ["x", 1, None, {"k": "v"}])
+def test_nesting_is_refused_past_its_limit_whatever_the_leaf(real_state, leaf):
+    # the state is level 0, its field level 1: MAX_DEPTH levels of lists below it pass
+    within = _poisoned(
+        real_state, ("later",), _nested(MAX_DEPTH - 1 - isinstance(leaf, dict), leaf)
+    )
+    assert checked_state(within)["later"] == within["later"]
+    deeper = _poisoned(real_state, ("later",), _nested(MAX_DEPTH - isinstance(leaf, dict), leaf))
+    with pytest.raises(SchemaError, match=f"nested more than {MAX_DEPTH} levels"):
+        checked_state(deeper)
+    empty = _poisoned(real_state, ("later",), _nested(MAX_DEPTH - 1, []))
+    assert checked_state(empty)["later"] == empty["later"]
+
+
+def test_a_long_string_is_cut_wherever_it_is(real_state):
+    long = "a" * (MAX_STRING + 5)
+    state = _poisoned(real_state, ("names", NAME, "detail"), long)
+    state["warnings"] = [long]
+    state["later"] = {long: long}
+    checked = checked_state(state)
+    cut = "a" * (MAX_STRING - 1) + "…"
+    assert checked["names"][NAME]["detail"] == cut and checked["warnings"] == [cut]
+    assert checked["later"] == {cut: cut}
+
+
+TIME_EDGES = [
+    f"{year}-{month}-{day}T{hour}:{minute}:{second}Z"
+    for year in ("0000", "0001", "2031", "2032", "9999", "２０３１")
+    for month in ("00", "01", "02", "2", "12", "13")
+    for day in ("00", "28", "29", "30", "31", "32")
+    for hour, minute, second in (
+        ("00", "00", "00"),
+        ("23", "59", "59"),
+        ("24", "00", "00"),
+        ("23", "60", "00"),
+        ("23", "59", "60"),
+        ("23", "59", "61"),
+    )
+] + ["2031-02-28T23:59:59", "2031-02-28 23:59:59Z", " 2031-02-28T23:59:59Z", "", "Z"]
+
+
+def test_a_time_is_what_the_renderers_can_read(real_state):
+    """The schema's check of a time agrees with parse_utc, which the preview, the status report
+    and the metrics read times with."""
+    seen = set()
+    for value in TIME_EDGES:
+        try:
+            parse_utc(value)
+            fits = True
+        except ValueError:
+            fits = False
+        seen.add(fits)
+        state = _poisoned(real_state, ("names", NAME, "caddy", "cert", "not_after"), value)
+        if fits:
+            assert checked_state(state)["names"][NAME]["caddy"]["cert"]["not_after"] == value
+        else:
+            with pytest.raises(SchemaError, match="not_after: not a time"):
+                checked_state(state)
+    assert seen == {True, False}
 
 
 @pytest.mark.parametrize("answer", [[], "x", None, {"certsync_state": 2}, {"error": "x"}])
