@@ -9,7 +9,9 @@ import os
 import pwd
 
 from .errors import printable
-from .files import FileState
+from .files import FileState, is_temp_name
+from .layout import data_link, is_generation
+from .names import storage_name
 from .settings import Config
 
 TYPE_CHECKING = False  # typing's costs an import on every run
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 CERT_MODE = 0o644
 KEY_MODE = 0o600
 DIR_MODE = 0o700
+MAX_SHOWN = 3  # entries named in a refusal
 
 
 def file_meta_json(state: FileState) -> dict[str, Any]:
@@ -53,20 +56,49 @@ def mox_ids(config: Config) -> tuple[int, int]:
 
 
 def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
-    """Why certsync will not make mox's certificate folder mox's: it is another user's, holds
-    something, and sits in a folder where another user than root can rename folders (mox, owning
-    /home/mox, can move any folder of root's there into its place; an empty one it could have
-    made itself)."""
+    """Why certsync will not make mox's certificate folder mox's: it is another user's and holds
+    something, and either sits in a folder where another user than root can rename folders
+    (mox, owning /home/mox, can move any folder of root's there into its place; an empty one it
+    could have made itself), or holds more than mox's certificate files of the host's names
+    (certsync_mox_cert_dir naming a folder such as /etc or /etc/ssl/private by mistake: handed
+    to mox, mox could replace what it holds)."""
     info = os.fstat(dir_fd)
-    if info.st_uid == uid or not os.listdir(dir_fd):
+    if info.st_uid == uid:
+        return None
+    entries = os.listdir(dir_fd)
+    if not entries:
         return None
     parent = os.stat("..", dir_fd=dir_fd, follow_symlinks=False)  # of this very folder
-    if parent.st_uid == 0 and not parent.st_mode & 0o002 and not parent.st_mode & 0o020:
+    if parent.st_uid != 0 or parent.st_mode & 0o022:
+        writer = _user(parent.st_uid) if parent.st_uid != 0 else "other users than root"
+        return (
+            f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and not"
+            f" empty, in a folder that {writer} can write: certsync hands {config.mox_user} such"
+            f" a folder only when it is empty (chown {config.mox_user}: it, or set"
+            f" certsync_mox_cert_dir)"
+        )
+    others = sorted(entry for entry in entries if not _certificate_entry(entry, config.names))
+    if not others:
         return None
-    writer = _user(parent.st_uid) if parent.st_uid != 0 else "other users than root"
+    shown = ", ".join(printable(entry) for entry in others[:MAX_SHOWN])
+    more = f" and {len(others) - MAX_SHOWN} more" if len(others) > MAX_SHOWN else ""
     return (
-        f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and not empty,"
-        f" in a folder that {writer} can write: certsync hands {config.mox_user}"
-        f" such a folder only when it is empty (chown {config.mox_user}: it, or set"
-        f" certsync_mox_cert_dir)"
+        f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and holds"
+        f" what is not mox's certificate files of {', '.join(config.names)} ({shown}{more}):"
+        f" certsync hands {config.mox_user} a folder of root's only when it holds nothing else"
+        f" (is certsync_mox_cert_dir the folder mox.conf names? if so, chown"
+        f" {config.mox_user}: it)"
     )
+
+
+def _certificate_entry(entry: str, names: list[str]) -> bool:
+    """Whether `entry` of mox's folder is one of mox's certificate files of `names`, as layout
+    makes them (with what a crash leaves of them)."""
+    for name in names:
+        stored = storage_name(name)
+        own = (f"{stored}.crt", f"{stored}.key", data_link(stored))
+        if entry in own or is_generation(stored, entry):
+            return True
+        if any(is_temp_name(entry, made) for made in own):
+            return True
+    return False

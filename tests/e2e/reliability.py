@@ -340,6 +340,17 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        "`certsync_mox_cert_dir` names a folder of root's that holds more than mox's certificate"
+        " files of the host's names (`/etc`, `/etc/ssl/private`, by mistake)",
+        "every name refused, in the preview and the sync, naming the folder and up to 3 of the"
+        " entries that are not mox's; the folder's owner, mode and entries untouched (handed to"
+        " mox, mox could replace what it holds); exit 1",
+        (
+            "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe",
+            "test_sync_does_what_state_planned",
+        ),
+    ),
+    Row(
         "A rollback puts mox's own symlinks back, and the mox user renames a hard link to a"
         " file of root's over each new link",
         "links are made by their owner (never chowned by name): the file keeps its owner; the"

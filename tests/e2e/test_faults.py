@@ -595,6 +595,39 @@ def test_a_folder_of_roots_moved_into_the_place_of_mox_s_folder_is_not_handed_ov
     assert served_fingerprints(host, name) == served
 
 
+def test_a_mox_cert_dir_naming_a_folder_of_roots_that_holds_more_is_not_handed_over(
+    make_fleet, tmp_path
+):
+    """certsync_mox_cert_dir set by mistake to a folder of root's that holds more than mox's
+    certificate files (as /etc/ssl/private does), in a folder only root can write: certsync
+    refuses every name, and the folder keeps its owner, mode and entries (handed to mox, mox
+    could replace what it holds)."""
+    fleet, host, name, inventory = one_host(make_fleet, tmp_path)
+    private = "/etc/certsync/private"
+    setup = host.run(
+        f"install -d -o root -g root -m 0710 {private}"
+        f" && echo key > {private}/ssl-cert-snakeoil.key && echo x > {private}/other"
+    )
+    assert setup.returncode == 0, setup.stderr
+    served = served_fingerprints(host, name)
+    why = re.escape(
+        f"{private} is root's, not mox's, and holds what is not mox's certificate files of"
+        f" {name} (other, ssl-cert-snakeoil.key): certsync hands mox a folder of root's only"
+        f" when it holds nothing else"
+    )
+
+    shown = preview(inventory, "--data", f"certsync_mox_cert_dir={private}")
+    run = deploy(inventory, "--data", f"certsync_mox_cert_dir={private}")
+
+    assert re.search(rf"{re.escape(name)}.*refuse.*{why}", shown.output), shown.output
+    assert_refused(run, host, name, why)
+    folder = host.source_of(private)
+    info = folder.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o710)
+    assert sorted(p.name for p in folder.iterdir()) == ["other", "ssl-cert-snakeoil.key"]
+    assert served_fingerprints(host, name) == served
+
+
 # --- 10: hostile settings ---------------------------------------------------------------------
 
 

@@ -177,6 +177,14 @@ def _mox_folder_of_roots(w: World) -> None:
     os.chown(w.cert_dir, 0, 0)
 
 
+def _mox_folder_of_roots_holding_other_files(w: World) -> None:
+    """certsync_mox_cert_dir naming a folder of root's that holds more (/etc/ssl/private)."""
+    _in_sync(w)
+    os.chown(w.cert_dir.parent, 0, 0)
+    os.chown(w.cert_dir, 0, 0)
+    (w.cert_dir / "ssl-cert-snakeoil.key").write_text("not mox's\n")
+
+
 def _no_mox_folder(w: World) -> None:
     _in_sync(w)
     shutil.rmtree(w.cert_dir)
@@ -206,6 +214,12 @@ CASES: list[tuple[str, str, dict[str, Any], Callable[[World], None]]] = [
     ("symlinked log folder", "refuse", {}, _symlinked("log")),
     ("symlinked lock folder", "refuse", {}, _symlinked("run")),
     ("mox folder of root's, not empty", "refuse", {}, _mox_folder_of_roots),
+    (
+        "mox folder of root's, holding other files",
+        "refuse",
+        {},
+        _mox_folder_of_roots_holding_other_files,
+    ),
     ("no mox folder yet", "install", {}, _no_mox_folder),
     ("backup folder's parent missing", "refuse", {"backup_dir": "{tmp}/lib/backups"}, _in_sync),
     # a first sync on a host: /var/lib/certsync (the lock's folder) holds the backups' folder

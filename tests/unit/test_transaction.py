@@ -474,17 +474,37 @@ def test_the_check_after_a_restart_ends_at_its_timeout_however_many_ports_stall(
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("case", ["empty", "not empty", "not empty, in a folder of root's"])
+FOLDER_CASES = [
+    "empty",
+    "not empty",
+    "not empty, in a folder of root's",
+    "holding other files, in a folder of root's",
+    "holding what a crash left, in a folder of root's",
+]
+
+
+@pytest.mark.parametrize("case", FOLDER_CASES)
 def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe(
     host, mox_ids, case
 ):
     """mox owns the folder above its certificate folder, so it can rename any folder of root's
     there into that place: certsync makes such a folder mox's only when it is empty (as mox could
     make it itself); otherwise every name is refused and the folder keeps its owner and mode. In
-    a folder that only root can write, an admin made it: it becomes mox's."""
+    a folder that only root can write, an admin made it: it becomes mox's when it holds mox's
+    certificate files of the host's names and nothing else (certsync_mox_cert_dir naming /etc or
+    /etc/ssl/private by mistake must not hand mox what they hold)."""
     if case == "empty":
         shutil.rmtree(host.cert_dir)
         host.cert_dir.mkdir()
+    if case.startswith("holding other files"):
+        (host.cert_dir / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+        (host.cert_dir / "ssl-cert-snakeoil.key").write_text("not mox's\n")
+        (host.cert_dir / "\x1b[2Jcron.d").mkdir()
+        (host.cert_dir / "z-other.example.com.crt").write_text("another name's\n")
+    if case.startswith("holding what a crash left"):
+        stored = host.config.names[0]
+        (host.cert_dir / f".{stored}.crt.certsync-123.tmp").write_text("staged\n")
+        (host.cert_dir / f"..{stored}.g{'0' * 16}").mkdir()
     parent_owner = (0, 0) if case.endswith("of root's") else mox_ids
     os.chown(host.cert_dir.parent, *parent_owner)
     os.chown(host.cert_dir, 0, 0)
@@ -494,15 +514,23 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
     (outcome,) = host.sync()
 
     info = host.cert_dir.stat()
-    if case == "not empty":
+    if case in ("not empty", "holding other files, in a folder of root's"):
         assert (outcome.status, outcome.exit_status) == ("refused", 1)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o755)
+        assert host.entries() == before and host.mox.restarts == 0
+    if case == "not empty":
         assert outcome.detail == (
             f"{host.cert_dir} is root's, not mox's, and not empty, in a folder that mox can"
             f" write: certsync hands mox such a folder only when it is empty (chown mox: it, or"
             f" set certsync_mox_cert_dir)"
         )
-        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o755)
-        assert host.entries() == before and host.mox.restarts == 0
+    elif case.startswith("holding other files"):
+        assert outcome.detail == (
+            f"{host.cert_dir} is root's, not mox's, and holds what is not mox's certificate files"
+            f" of {host.config.names[0]} (\\x1b[2Jcron.d, passwd, ssl-cert-snakeoil.key and 1"
+            f" more): certsync hands mox a folder of root's only when it holds nothing else (is"
+            f" certsync_mox_cert_dir the folder mox.conf names? if so, chown mox: it)"
+        )
     else:
         assert outcome.status == "installed", outcome.detail
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (*mox_ids, 0o700)
