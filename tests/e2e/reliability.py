@@ -346,6 +346,7 @@ ROWS: tuple[Row, ...] = (
         " entries that are not mox's; the folder's owner, mode and entries untouched (handed to"
         " mox, mox could replace what it holds); exit 1",
         (
+            "test_a_mox_cert_dir_naming_a_folder_of_roots_that_holds_more_is_not_handed_over",
             "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe",
             "test_sync_does_what_state_planned",
         ),
