@@ -183,4 +183,4 @@ install_python_packages
 install_mox
 install_caddy
 ensure_mox_user
-log "done. Run: bash scripts/test.sh (the whole suite, in 3 processes)"
+log "done: bash scripts/demo.sh runs the demo fleet, bash scripts/test.sh the whole suite (in 3 processes)"

@@ -84,9 +84,9 @@ def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
     more = f" and {len(others) - MAX_SHOWN} more" if len(others) > MAX_SHOWN else ""
     return (
         f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and holds"
-        f" what is not mox's certificate files of {', '.join(config.names)} ({shown}{more}):"
-        f" certsync hands {config.mox_user} a folder of root's only when it holds nothing else"
-        f" (is certsync_mox_cert_dir the folder mox.conf names? if so, chown"
+        f" files other than mox's certificate files for {', '.join(config.names)} ({shown}{more}):"
+        f" certsync hands {config.mox_user} such a folder only when it holds nothing else (set"
+        f" certsync_mox_cert_dir to the folder mox.conf names; if it is that folder, chown"
         f" {config.mox_user}: it)"
     )
 

@@ -343,8 +343,8 @@ ROWS: tuple[Row, ...] = (
         "`certsync_mox_cert_dir` names a folder of root's that holds more than mox's certificate"
         " files of the host's names (`/etc`, `/etc/ssl/private`, by mistake)",
         "every name refused, in the preview and the sync, naming the folder and up to 3 of the"
-        " entries that are not mox's; the folder's owner, mode and entries untouched (handed to"
-        " mox, mox could replace what it holds); exit 1",
+        " entries that are not mox's; the folder's owner, mode and entries untouched (were it"
+        " handed to mox, mox could replace what it holds); exit 1",
         (
             "test_a_mox_cert_dir_naming_a_folder_of_roots_that_holds_more_is_not_handed_over",
             "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe",

@@ -611,8 +611,8 @@ def test_a_mox_cert_dir_naming_a_folder_of_roots_that_holds_more_is_not_handed_o
     assert setup.returncode == 0, setup.stderr
     served = served_fingerprints(host, name)
     why = re.escape(
-        f"{private} is root's, not mox's, and holds what is not mox's certificate files of"
-        f" {name} (other, ssl-cert-snakeoil.key): certsync hands mox a folder of root's only"
+        f"{private} is root's, not mox's, and holds files other than mox's certificate files"
+        f" for {name} (other, ssl-cert-snakeoil.key): certsync hands mox such a folder only"
         f" when it holds nothing else"
     )
 

@@ -526,10 +526,11 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
         )
     elif case.startswith("holding other files"):
         assert outcome.detail == (
-            f"{host.cert_dir} is root's, not mox's, and holds what is not mox's certificate files"
-            f" of {host.config.names[0]} (\\x1b[2Jcron.d, passwd, ssl-cert-snakeoil.key and 1"
-            f" more): certsync hands mox a folder of root's only when it holds nothing else (is"
-            f" certsync_mox_cert_dir the folder mox.conf names? if so, chown mox: it)"
+            f"{host.cert_dir} is root's, not mox's, and holds files other than mox's certificate"
+            f" files for {host.config.names[0]} (\\x1b[2Jcron.d, passwd, ssl-cert-snakeoil.key"
+            f" and 1 more): certsync hands mox such a folder only when it holds nothing else (set"
+            f" certsync_mox_cert_dir to the folder mox.conf names; if it is that folder, chown"
+            f" mox: it)"
         )
     else:
         assert outcome.status == "installed", outcome.detail
