@@ -7,6 +7,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 
 from .errors import printable
 from .files import FileState, is_temp_name
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 CERT_MODE = 0o644
 KEY_MODE = 0o600
 DIR_MODE = 0o700
+# mox's folder as certsync makes it, until it has made it mox's: what a crash leaves is told
+# from a folder of an admin's (none has no permission at all)
+UNCLAIMED_MODE = 0o000
 MAX_SHOWN = 3  # entries named in a refusal
 
 
@@ -56,38 +60,51 @@ def mox_ids(config: Config) -> tuple[int, int]:
 
 
 def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
-    """Why certsync will not make mox's certificate folder mox's: it is another user's and holds
-    something, and either sits in a folder where another user than root can rename folders
-    (mox, owning /home/mox, can move any folder of root's there into its place; an empty one it
-    could have made itself), or holds more than mox's certificate files of the host's names
-    (certsync_mox_cert_dir naming a folder such as /etc or /etc/ssl/private by mistake: handed
-    to mox, mox could replace what it holds)."""
+    """Why certsync will not make mox's certificate folder mox's, when it is another user's:
+    - in a folder where another user than root can rename folders, it holds something (mox,
+      owning /home/mox, can move any folder of root's there into its place; an empty one it
+      could have made itself);
+    - in a folder only root can write, it is empty and certsync did not make it, or it holds
+      more than mox's certificate files of the host's names: certsync_mox_cert_dir naming a
+      folder such as /var/tmp, /etc or /etc/ssl/private by mistake; were it mox's, mox could
+      replace what it holds."""
     info = os.fstat(dir_fd)
     if info.st_uid == uid:
         return None
     entries = os.listdir(dir_fd)
-    if not entries:
-        return None
     parent = os.stat("..", dir_fd=dir_fd, follow_symlinks=False)  # of this very folder
+    owner, mox = _user(info.st_uid), config.mox_user
+    fix = (
+        f"set certsync_mox_cert_dir to the folder mox.conf names; if it is that folder, chown"
+        f" {mox}: it"
+    )
     if parent.st_uid != 0 or parent.st_mode & 0o022:
+        if not entries:
+            return None
         writer = _user(parent.st_uid) if parent.st_uid != 0 else "other users than root"
         return (
-            f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and not"
-            f" empty, in a folder that {writer} can write: certsync hands {config.mox_user} such"
-            f" a folder only when it is empty (chown {config.mox_user}: it, or set"
-            f" certsync_mox_cert_dir)"
+            f"{config.mox_cert_dir} is {owner}'s, not {mox}'s, and not empty, in a folder that"
+            f" {writer} can write: certsync hands {mox} such a folder only when it is empty"
+            f" (chown {mox}: it, or set certsync_mox_cert_dir)"
+        )
+    if not entries:
+        if info.st_uid == 0 and stat.S_IMODE(info.st_mode) == UNCLAIMED_MODE:
+            return None  # certsync made it (a crash stopped it before it made it mox's)
+        return (
+            f"{config.mox_cert_dir} is {owner}'s, not {mox}'s, and empty: certsync makes such a"
+            f" folder {mox}'s only when it made it ({fix})"
         )
     others = sorted(entry for entry in entries if not _certificate_entry(entry, config.names))
     if not others:
         return None
     shown = ", ".join(printable(entry) for entry in others[:MAX_SHOWN])
     more = f" and {len(others) - MAX_SHOWN} more" if len(others) > MAX_SHOWN else ""
+    names = ", ".join(config.names[:MAX_SHOWN])
+    names += f" and {len(config.names) - MAX_SHOWN} more" if len(config.names) > MAX_SHOWN else ""
     return (
-        f"{config.mox_cert_dir} is {_user(info.st_uid)}'s, not {config.mox_user}'s, and holds"
-        f" files other than mox's certificate files for {', '.join(config.names)} ({shown}{more}):"
-        f" certsync hands {config.mox_user} such a folder only when it holds nothing else (set"
-        f" certsync_mox_cert_dir to the folder mox.conf names; if it is that folder, chown"
-        f" {config.mox_user}: it)"
+        f"{config.mox_cert_dir} is {owner}'s, not {mox}'s, and holds files other than {mox}'s"
+        f" certificate files for {names} ({shown}{more}): certsync hands {mox} such a folder"
+        f" only when it holds nothing else ({fix})"
     )
 
 

@@ -32,6 +32,7 @@ from .moxconf import Target
 from .names import server_name, storage_name
 from .outcome import HELD, INTERRUPTED, Outcome
 from .output import Log, stopping
+from .owners import UNCLAIMED_MODE
 from .plan import (
     CERT_MODE,
     DIR_MODE,
@@ -104,7 +105,7 @@ class Sync:
         try:
             # Refuse early, before anything changes, when a folder certsync writes is unsafe.
             os.close(open_dir(self.config.backup_dir, create_mode=DIR_MODE))
-            dir_fd = open_dir(folder, create_mode=DIR_MODE)
+            dir_fd = open_dir(folder, create_mode=UNCLAIMED_MODE)
         except (OSError, ValueError) as error:
             return [Outcome(name, "refused", reason(error)) for name in names]
         try:

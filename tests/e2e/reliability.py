@@ -331,8 +331,7 @@ ROWS: tuple[Row, ...] = (
         "The mox user moves a folder of root's that holds something into the place of its"
         " certificate folder",
         "every name refused, in the preview and the sync, naming the folder and its owner; its"
-        " owner and mode untouched (it becomes mox's when empty, as mox could make it, or when"
-        " only root can write the folder above it); exit 1",
+        " owner and mode untouched (it becomes mox's when empty, as mox could make it); exit 1",
         (
             "test_a_folder_of_roots_moved_into_the_place_of_mox_s_folder_is_not_handed_over",
             "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe",
@@ -340,11 +339,14 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
-        "`certsync_mox_cert_dir` names a folder of root's that holds more than mox's certificate"
-        " files of the host's names (`/etc`, `/etc/ssl/private`, by mistake)",
+        "`certsync_mox_cert_dir` names, by mistake, a folder of root's in a folder only root can"
+        " write that holds more than mox's certificate files of the host's names (`/etc`,"
+        " `/etc/ssl/private`), or that is empty and certsync did not make it (`/var/tmp`)",
         "every name refused, in the preview and the sync, naming the folder and up to 3 of the"
         " entries that are not mox's; the folder's owner, mode and entries untouched (were it"
-        " handed to mox, mox could replace what it holds); exit 1",
+        " handed to mox, mox could replace what it holds). A folder of mox's certificate files"
+        " an admin made, or one certsync made (a crash may leave it empty, with no permission),"
+        " becomes mox's; exit 1",
         (
             "test_a_mox_cert_dir_naming_a_folder_of_roots_that_holds_more_is_not_handed_over",
             "test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe",

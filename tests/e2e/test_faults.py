@@ -627,6 +627,15 @@ def test_a_mox_cert_dir_naming_a_folder_of_roots_that_holds_more_is_not_handed_o
     assert sorted(p.name for p in folder.iterdir()) == ["other", "ssl-cert-snakeoil.key"]
     assert served_fingerprints(host, name) == served
 
+    # emptied (as /etc/ssl/private is without ssl-cert): certsync did not make it, so no
+    assert host.run(f"rm {private}/other {private}/ssl-cert-snakeoil.key").returncode == 0
+    run = deploy(inventory, "--data", f"certsync_mox_cert_dir={private}")
+    why = re.escape(f"{private} is root's, not mox's, and empty: certsync makes such a folder")
+    assert_refused(run, host, name, why)
+    info = folder.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o710)
+    assert served_fingerprints(host, name) == served
+
 
 # --- 10: hostile settings ---------------------------------------------------------------------
 

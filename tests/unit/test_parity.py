@@ -185,6 +185,14 @@ def _mox_folder_of_roots_holding_other_files(w: World) -> None:
     (w.cert_dir / "ssl-cert-snakeoil.key").write_text("not mox's\n")
 
 
+def _mox_folder_of_roots_empty_not_certsync_s(w: World) -> None:
+    """certsync_mox_cert_dir naming an empty folder of root's (/etc/ssl/private, /var/tmp)."""
+    _in_sync(w)
+    shutil.rmtree(w.cert_dir)
+    w.cert_dir.mkdir(mode=0o700)
+    os.chown(w.cert_dir.parent, 0, 0)
+
+
 def _no_mox_folder(w: World) -> None:
     _in_sync(w)
     shutil.rmtree(w.cert_dir)
@@ -219,6 +227,12 @@ CASES: list[tuple[str, str, dict[str, Any], Callable[[World], None]]] = [
         "refuse",
         {},
         _mox_folder_of_roots_holding_other_files,
+    ),
+    (
+        "mox folder of root's, empty, not certsync's",
+        "refuse",
+        {},
+        _mox_folder_of_roots_empty_not_certsync_s,
     ),
     ("no mox folder yet", "install", {}, _no_mox_folder),
     ("backup folder's parent missing", "refuse", {"backup_dir": "{tmp}/lib/backups"}, _in_sync),

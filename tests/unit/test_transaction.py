@@ -474,13 +474,18 @@ def test_the_check_after_a_restart_ends_at_its_timeout_however_many_ports_stall(
     assert time.monotonic() - started < 3
 
 
-FOLDER_CASES = [
-    "empty",
-    "not empty",
-    "not empty, in a folder of root's",
-    "holding other files, in a folder of root's",
-    "holding what a crash left, in a folder of root's",
-]
+# case -> whether certsync makes the folder mox's (else every name is refused, nothing changes)
+FOLDER_CASES = {
+    "empty": True,
+    "not empty": False,
+    "not empty, in a folder of root's": True,
+    "missing, in a folder of root's": True,
+    "left empty by a crash before it was mox's, in a folder of root's": True,
+    "empty, in a folder of root's": False,
+    "holding other files, in a folder of root's": False,
+    "holding what a crash left, in a folder of root's": True,
+    "holding a folder named almost as a generation, in a folder of root's": False,
+}
 
 
 @pytest.mark.parametrize("case", FOLDER_CASES)
@@ -491,50 +496,85 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
     there into that place: certsync makes such a folder mox's only when it is empty (as mox could
     make it itself); otherwise every name is refused and the folder keeps its owner and mode. In
     a folder that only root can write, an admin made it: it becomes mox's when it holds mox's
-    certificate files of the host's names and nothing else (certsync_mox_cert_dir naming /etc or
-    /etc/ssl/private by mistake must not hand mox what they hold)."""
-    if case == "empty":
+    certificate files of the host's names and nothing else, or when certsync made it (empty, no
+    permission at all, as a crash leaves it): certsync_mox_cert_dir naming /var/tmp, /etc or
+    /etc/ssl/private by mistake must not hand mox what they hold."""
+    stored = host.config.names[0]
+    mode = 0o755
+    if case.startswith(("empty", "left empty", "missing")):
         shutil.rmtree(host.cert_dir)
         host.cert_dir.mkdir()
+    if case.startswith("left empty by a crash"):
+        mode = 0o000  # as certsync makes it, until it makes it mox's
     if case.startswith("holding other files"):
         (host.cert_dir / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
         (host.cert_dir / "ssl-cert-snakeoil.key").write_text("not mox's\n")
         (host.cert_dir / "\x1b[2Jcron.d").mkdir()
         (host.cert_dir / "z-other.example.com.crt").write_text("another name's\n")
     if case.startswith("holding what a crash left"):
-        stored = host.config.names[0]
-        (host.cert_dir / f".{stored}.crt.certsync-123.tmp").write_text("staged\n")
+        for made in (f"{stored}.crt", f"{stored}.key", f"..{stored}.data"):
+            (host.cert_dir / f".{made}.certsync-123.tmp").write_text("staged\n")
         (host.cert_dir / f"..{stored}.g{'0' * 16}").mkdir()
+    if case.startswith("holding a folder named almost"):
+        (host.cert_dir / f"..{stored}.gXYZ").mkdir()
     parent_owner = (0, 0) if case.endswith("of root's") else mox_ids
     os.chown(host.cert_dir.parent, *parent_owner)
     os.chown(host.cert_dir, 0, 0)
-    host.cert_dir.chmod(0o755)
-    before = host.entries()
+    host.cert_dir.chmod(mode)
+    if case.startswith("missing"):
+        host.cert_dir.rmdir()
+    before = host.entries() if host.cert_dir.exists() else None
 
     (outcome,) = host.sync()
 
     info = host.cert_dir.stat()
-    if case in ("not empty", "holding other files, in a folder of root's"):
+    if not FOLDER_CASES[case]:
         assert (outcome.status, outcome.exit_status) == ("refused", 1)
-        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o755)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, mode)
         assert host.entries() == before and host.mox.restarts == 0
+    else:
+        assert outcome.status == "installed", outcome.detail
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (*mox_ids, 0o700)
+        assert not host.staged() and not [e for e in host.entries() if e.endswith(".g" + "0" * 16)]
+    fix = "set certsync_mox_cert_dir to the folder mox.conf names; if it is that folder, chown mox:"
+    fix += " it"
     if case == "not empty":
         assert outcome.detail == (
             f"{host.cert_dir} is root's, not mox's, and not empty, in a folder that mox can"
             f" write: certsync hands mox such a folder only when it is empty (chown mox: it, or"
             f" set certsync_mox_cert_dir)"
         )
+    elif case == "empty, in a folder of root's":
+        assert outcome.detail == (
+            f"{host.cert_dir} is root's, not mox's, and empty: certsync makes such a folder"
+            f" mox's only when it made it ({fix})"
+        )
     elif case.startswith("holding other files"):
         assert outcome.detail == (
             f"{host.cert_dir} is root's, not mox's, and holds files other than mox's certificate"
-            f" files for {host.config.names[0]} (\\x1b[2Jcron.d, passwd, ssl-cert-snakeoil.key"
-            f" and 1 more): certsync hands mox such a folder only when it holds nothing else (set"
-            f" certsync_mox_cert_dir to the folder mox.conf names; if it is that folder, chown"
-            f" mox: it)"
+            f" files for {stored} (\\x1b[2Jcron.d, passwd, ssl-cert-snakeoil.key and 1 more):"
+            f" certsync hands mox such a folder only when it holds nothing else ({fix})"
         )
-    else:
-        assert outcome.status == "installed", outcome.detail
-        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (*mox_ids, 0o700)
+
+
+@pytest.mark.parametrize(
+    ("entry", "names", "mox_s"),
+    [
+        ("wildcard_.example.com.crt", ["*.example.com"], True),
+        ("..wildcard_.example.com.data", ["*.example.com"], True),
+        (".wildcard_.example.com.key.certsync-7.tmp", ["*.example.com"], True),
+        ("*.example.com.crt", ["*.example.com"], False),
+        ("mail.example.com.key", ["a.example.com", "mail.example.com"], True),
+        ("mail.example.com.pem", ["mail.example.com"], False),
+        (".mail.example.com.key.certsync-x.tmp", ["mail.example.com"], False),
+        ("..mail.example.com.g" + "0" * 15, ["mail.example.com"], False),
+        ("mail.example.com.crt", [], False),
+    ],
+)
+def test_what_counts_as_mox_s_certificate_files_of_the_names(entry, names, mox_s):
+    from certsync.host.owners import _certificate_entry
+
+    assert _certificate_entry(entry, names) is mox_s
 
 
 # --- SIGTERM / SIGINT (a shutdown): stop where nothing is half-done -----------------------------
