@@ -88,7 +88,8 @@ def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
             f" (chown {mox}: it, or set certsync_mox_cert_dir)"
         )
     if not entries:
-        if info.st_uid == 0 and stat.S_IMODE(info.st_mode) == UNCLAIMED_MODE:
+        # (a folder made in a setgid folder is setgid itself)
+        if info.st_uid == 0 and stat.S_IMODE(info.st_mode) & ~stat.S_ISGID == UNCLAIMED_MODE:
             return None  # certsync made it (a crash stopped it before it made it mox's)
         return (
             f"{config.mox_cert_dir} is {owner}'s, not {mox}'s, and empty: certsync makes such a"

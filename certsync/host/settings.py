@@ -514,7 +514,40 @@ def check_settings(
             checked[setting.name] = setting.check(value)
         except ValueError as error:
             raise SettingError(f"{host}: {setting.key}: {error}") from None
+    _mox_folder_apart(host, checked)
     return checked
+
+
+# certsync's own folders: the setting, and its folder from the setting's value
+CERTSYNC_FOLDERS = (
+    ("backup_dir", lambda value: value),
+    ("lock_file", lambda value: value.rsplit("/", 1)[0] or "/"),
+    ("log_file", lambda value: value.rsplit("/", 1)[0] or "/"),
+)
+
+
+def _mox_folder_apart(host: str, checked: Mapping[str, Any]) -> None:
+    """Refuse mox's certificate folder at, in or above one of certsync's own folders: the sync
+    makes those first, and mox's folder becomes mox's."""
+    mox = checked.get("mox_cert_dir")
+    if mox is None:
+        return
+    for name, folder_of in CERTSYNC_FOLDERS:
+        if name not in checked:
+            continue
+        folder = folder_of(checked[name])
+        if mox == folder:
+            where = "is"
+        elif folder.startswith(mox.rstrip("/") + "/"):
+            where = "holds"
+        elif mox.startswith(folder.rstrip("/") + "/"):
+            where = "is inside"
+        else:
+            continue
+        raise SettingError(
+            f"{host}: {PREFIX}mox_cert_dir: {mox} {where} the folder of {PREFIX}{name} ({folder}):"
+            f" mox's certificate folder becomes mox's; set it apart from certsync's own folders"
+        )
 
 
 class Config:

@@ -193,6 +193,19 @@ def _mox_folder_of_roots_empty_not_certsync_s(w: World) -> None:
     os.chown(w.cert_dir.parent, 0, 0)
 
 
+def _mox_folder_left_by_a_crash(owner: str) -> Callable[[World], None]:
+    """What a crash leaves between the folder's mkdir (no permission) and its chmod."""
+
+    def make(w: World) -> None:
+        _no_mox_folder(w)
+        os.chown(w.cert_dir.parent, 0, 0)
+        w.cert_dir.mkdir(mode=0o000)
+        os.chown(w.cert_dir, *(w.mox_ids if owner == "mox" else (0, 0)))
+        w.cert_dir.chmod(0o000)
+
+    return make
+
+
 def _no_mox_folder(w: World) -> None:
     _in_sync(w)
     shutil.rmtree(w.cert_dir)
@@ -235,6 +248,13 @@ CASES: list[tuple[str, str, dict[str, Any], Callable[[World], None]]] = [
         _mox_folder_of_roots_empty_not_certsync_s,
     ),
     ("no mox folder yet", "install", {}, _no_mox_folder),
+    (
+        "mox folder made, killed before its chown",
+        "install",
+        {},
+        _mox_folder_left_by_a_crash("root"),
+    ),
+    ("mox folder made, killed before its chmod", "install", {}, _mox_folder_left_by_a_crash("mox")),
     ("backup folder's parent missing", "refuse", {"backup_dir": "{tmp}/lib/backups"}, _in_sync),
     # a first sync on a host: /var/lib/certsync (the lock's folder) holds the backups' folder
     (

@@ -131,6 +131,42 @@ def test_every_other_check_refuses_hostile_values(setting, value):
     assert refusal({setting: value}).startswith(f"{HOST}: certsync_{setting}: ")
 
 
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ({"mox_cert_dir": "/var/lib/certsync/backups"}, "is the folder of certsync_backup_dir"),
+        ({"mox_cert_dir": "/var/lib/certsync"}, "holds the folder of certsync_backup_dir"),
+        ({"mox_cert_dir": "/"}, "holds the folder of certsync_backup_dir"),
+        (
+            {"mox_cert_dir": "/srv/run", "lock_file": "/srv/run/lock"},
+            "is the folder of certsync_lock",
+        ),
+        ({"mox_cert_dir": "/var/log/certsync/mox"}, "is inside the folder of certsync_log_file"),
+        (
+            {"mox_cert_dir": "/srv/m", "backup_dir": "/srv/m/b"},
+            "holds the folder of certsync_backup",
+        ),
+    ],
+)
+def test_mox_s_folder_is_apart_from_certsync_s_own(values, said):
+    """The sync makes certsync's own folders first, then makes mox's folder mox's: one inside
+    the other would hand mox the backups, the lock or the log (or refuse forever)."""
+    message = refusal(values)
+    assert message.startswith(f"{HOST}: certsync_mox_cert_dir: {values['mox_cert_dir']} {said}")
+    assert message.endswith("set it apart from certsync's own folders")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"mox_cert_dir": "/var/lib/certsync-mox"},  # a name that starts the same
+        {"mox_cert_dir": "/home/mox/certs", "backup_dir": "/home/mox-backups"},
+    ],
+)
+def test_folders_beside_each_other_are_apart(values):
+    assert check_settings(HOST, {"names": ["mail.example.com"], **values})
+
+
 def test_a_refusal_shows_the_value_escaped():
     """Control characters are shown as escapes: the message is one line on the terminal."""
     message = refusal({"restart_command": "systemctl restart mox\ntouch /tmp/pwned"})

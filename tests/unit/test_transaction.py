@@ -485,6 +485,9 @@ FOLDER_CASES = {
     "holding other files, in a folder of root's": False,
     "holding what a crash left, in a folder of root's": True,
     "holding a folder named almost as a generation, in a folder of root's": False,
+    "missing, in a setgid folder of root's": True,
+    "left empty with no permission, another user's, in a folder of root's": False,
+    "not empty, in a folder of root's that its group can write": False,
 }
 
 
@@ -517,9 +520,16 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
         (host.cert_dir / f"..{stored}.g{'0' * 16}").mkdir()
     if case.startswith("holding a folder named almost"):
         (host.cert_dir / f"..{stored}.gXYZ").mkdir()
-    parent_owner = (0, 0) if case.endswith("of root's") else mox_ids
+    if case.startswith("left empty with no permission"):
+        mode = 0o000
+    parent_owner = (0, 0) if "of root's" in case else mox_ids
     os.chown(host.cert_dir.parent, *parent_owner)
-    os.chown(host.cert_dir, 0, 0)
+    if "that its group can write" in case:
+        os.chown(host.cert_dir.parent, 0, 50)  # root:staff 0775
+        host.cert_dir.parent.chmod(0o775)
+    if "setgid" in case:
+        host.cert_dir.parent.chmod(0o2755)
+    os.chown(host.cert_dir, 65534 if "another user's" in case else 0, 0)
     host.cert_dir.chmod(mode)
     if case.startswith("missing"):
         host.cert_dir.rmdir()
@@ -530,7 +540,8 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
     info = host.cert_dir.stat()
     if not FOLDER_CASES[case]:
         assert (outcome.status, outcome.exit_status) == ("refused", 1)
-        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, mode)
+        owner = 65534 if "another user's" in case else 0
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (owner, 0, mode)
         assert host.entries() == before and host.mox.restarts == 0
     else:
         assert outcome.status == "installed", outcome.detail
