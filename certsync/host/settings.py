@@ -518,17 +518,28 @@ def check_settings(
     return checked
 
 
-# certsync's own folders: the setting, and its folder from the setting's value
+def _folder(value: str) -> str:
+    return value.rsplit("/", 1)[0] or "/"
+
+
+# certsync's own folders: the setting, and its folder from the setting's value ("": unset). The
+# sync makes the backup, lock and log folders; the deploy writes the others' files, which decide
+# what root runs.
 CERTSYNC_FOLDERS = (
     ("backup_dir", lambda value: value),
-    ("lock_file", lambda value: value.rsplit("/", 1)[0] or "/"),
-    ("log_file", lambda value: value.rsplit("/", 1)[0] or "/"),
+    ("lock_file", _folder),
+    ("log_file", _folder),
+    ("install_dir", lambda value: value),
+    ("config_file", _folder),
+    ("cron_file", _folder),
+    ("logrotate_file", _folder),
+    ("metrics_file", lambda value: _folder(value) if value else ""),
 )
 
 
 def _mox_folder_apart(host: str, checked: Mapping[str, Any]) -> None:
-    """Refuse mox's certificate folder at, in or above one of certsync's own folders: the sync
-    makes those first, and mox's folder becomes mox's."""
+    """Refuse mox's certificate folder at, in or above one of certsync's own folders: mox's
+    folder becomes mox's, and mox could then replace what they hold."""
     mox = checked.get("mox_cert_dir")
     if mox is None:
         return
@@ -536,6 +547,8 @@ def _mox_folder_apart(host: str, checked: Mapping[str, Any]) -> None:
         if name not in checked:
             continue
         folder = folder_of(checked[name])
+        if not folder:
+            continue
         if mox == folder:
             where = "is"
         elif folder.startswith(mox.rstrip("/") + "/"):

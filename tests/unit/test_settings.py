@@ -146,11 +146,20 @@ def test_every_other_check_refuses_hostile_values(setting, value):
             {"mox_cert_dir": "/srv/m", "backup_dir": "/srv/m/b"},
             "holds the folder of certsync_backup",
         ),
+        ({"mox_cert_dir": "/etc/certsync"}, "is the folder of certsync_config_file"),
+        ({"mox_cert_dir": "/etc/cron.d"}, "is the folder of certsync_cron_file"),
+        ({"mox_cert_dir": "/usr/local"}, "holds the folder of certsync_install_dir"),
+        ({"mox_cert_dir": "/etc/logrotate.d/x"}, "is inside the folder of certsync_logrotate"),
+        (
+            {"mox_cert_dir": "/var/lib/prometheus/node-exporter"},
+            "is the folder of certsync_metrics_file",
+        ),
     ],
 )
 def test_mox_s_folder_is_apart_from_certsync_s_own(values, said):
-    """The sync makes certsync's own folders first, then makes mox's folder mox's: one inside
-    the other would hand mox the backups, the lock or the log (or refuse forever)."""
+    """mox's folder becomes mox's: at, in or above one of certsync's own folders, mox could
+    replace the backups, the lock, the log, or what root runs (the program, its config, the cron
+    job); and the sync makes its own folders first (then refuses mox's forever)."""
     message = refusal(values)
     assert message.startswith(f"{HOST}: certsync_mox_cert_dir: {values['mox_cert_dir']} {said}")
     assert message.endswith("set it apart from certsync's own folders")
@@ -161,6 +170,7 @@ def test_mox_s_folder_is_apart_from_certsync_s_own(values, said):
     [
         {"mox_cert_dir": "/var/lib/certsync-mox"},  # a name that starts the same
         {"mox_cert_dir": "/home/mox/certs", "backup_dir": "/home/mox-backups"},
+        {"mox_cert_dir": "/var/lib/prometheus/node-exporter", "metrics_file": ""},
     ],
 )
 def test_folders_beside_each_other_are_apart(values):
