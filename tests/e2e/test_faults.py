@@ -603,7 +603,7 @@ def test_a_mox_cert_dir_naming_a_folder_of_roots_that_holds_more_is_not_handed_o
     refuses every name, and the folder keeps its owner, mode and entries (handed to mox, mox
     could replace what it holds)."""
     fleet, host, name, inventory = one_host(make_fleet, tmp_path)
-    private = "/etc/certsync/private"
+    private = "/home/ssl-private"  # /home: root's, 0755, and private to the test host
     setup = host.run(
         f"install -d -o root -g root -m 0710 {private}"
         f" && echo key > {private}/ssl-cert-snakeoil.key && echo x > {private}/other"

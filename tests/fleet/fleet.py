@@ -46,6 +46,7 @@ MOX_PORTS = (25, 465, 587, 993)
 START_TIMEOUT = 20.0
 HOST_RUN_DIR = "/run/certsync-e2e"  # inside a host: its run_dir (moxctl's pid file and mox.log)
 COPY_ATTEMPTS = 5  # of Caddy's storage, which Caddy may change while it is copied
+MAX_KILL_ROUNDS = 5  # of what is left in a closed host's mount namespace
 CROND_PID = Path("/run/crond.pid")  # Debian's cron locks it: each host has its own
 # A host's resolv.conf unless its spec gives one: nothing answers there, so a DNS lookup fails at
 # once instead of leaving the machine.
@@ -87,6 +88,15 @@ def ensure_users() -> None:
 def _only_child(process: subprocess.Popen[bytes]) -> int | None:
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     return int(children[0]) if len(children) == 1 else None
+
+
+def _open_namespace(pid: int) -> int | None:
+    """A descriptor of `pid`'s mount namespace (it keeps the namespace, and its number, alive),
+    or None when the process is gone."""
+    try:
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+    except OSError:
+        return None
 
 
 class TestHost:
@@ -427,9 +437,21 @@ class TestHost:
         if self._init_pid is not None:
             namespace = rundirs.mount_namespace(self._init_pid)
             # Anything that entered only the mount namespace, found while it lives: once freed,
-            # its number goes to the next new namespace, maybe another test run's host.
-            entered = rundirs.pids_in_mount_namespace(namespace) if namespace else []
-            rundirs.kill_pids([self._init_pid, *entered])
+            # its number goes to the next new namespace, maybe another test run's host. Held
+            # open here, it is not freed while this looks for what is left in it (what one of
+            # them forked after it was listed: an sshd session starting).
+            held = _open_namespace(self._init_pid)
+            try:
+                entered = rundirs.pids_in_mount_namespace(namespace) if namespace else []
+                rundirs.kill_pids([self._init_pid, *entered])
+                for _ in range(MAX_KILL_ROUNDS if held is not None else 0):
+                    left = rundirs.pids_in_mount_namespace(namespace) if namespace else []
+                    if not left:
+                        break
+                    rundirs.kill_pids(left)
+            finally:
+                if held is not None:
+                    os.close(held)
         rundirs.kill_pids([self._unshare.pid])
         self._unshare.wait()
         self._unshare = None
