@@ -206,7 +206,7 @@ def clean(dir_fd: int, stored: str, keep: tuple[str, ...] = ()) -> list[str]:
     problems = []
     for entry in os.listdir(dir_fd):
         try:
-            staged = any(is_temp_name(entry, n) for n in _names(stored))
+            staged = any(is_temp_name(entry, n) for n in entry_names(stored))
             old = is_generation(stored, entry) and entry != current and entry not in keep
             if staged or old:
                 _remove(dir_fd, entry)
@@ -220,8 +220,20 @@ def clean(dir_fd: int, stored: str, keep: tuple[str, ...] = ()) -> list[str]:
     return problems
 
 
-def _names(stored: str) -> tuple[str, ...]:
+def entry_names(stored: str) -> tuple[str, ...]:
+    """The names layout keeps for `stored` in mox's folder (each generation's aside)."""
     return (stored + ".crt", stored + ".key", data_link(stored))
+
+
+def is_entry_of(stored: str, entry: str) -> bool:
+    """Whether `entry` of mox's folder is one layout makes for `stored`, or what a crash leaves
+    of one (a staged file, a generation)."""
+    names = entry_names(stored)
+    return (
+        entry in names
+        or is_generation(stored, entry)
+        or any(is_temp_name(entry, name) for name in names)
+    )
 
 
 def _remove(dir_fd: int, entry: str) -> None:

@@ -10,8 +10,8 @@ import pwd
 import stat
 
 from .errors import printable
-from .files import FileState, is_temp_name
-from .layout import data_link, is_generation
+from .files import FileState
+from .layout import is_entry_of
 from .names import storage_name
 from .settings import Config
 
@@ -110,13 +110,5 @@ def foreign_folder(config: Config, dir_fd: int, uid: int) -> str | None:
 
 
 def _certificate_entry(entry: str, names: list[str]) -> bool:
-    """Whether `entry` of mox's folder is one of mox's certificate files of `names`, as layout
-    makes them (with what a crash leaves of them)."""
-    for name in names:
-        stored = storage_name(name)
-        own = (f"{stored}.crt", f"{stored}.key", data_link(stored))
-        if entry in own or is_generation(stored, entry):
-            return True
-        if any(is_temp_name(entry, made) for made in own):
-            return True
-    return False
+    """Whether `entry` of mox's folder is one of mox's certificate files of `names`."""
+    return any(is_entry_of(storage_name(name), entry) for name in names)

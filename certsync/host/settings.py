@@ -537,6 +537,10 @@ CERTSYNC_FOLDERS = (
 )
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
+
+
 def _mox_folder_apart(host: str, checked: Mapping[str, Any]) -> None:
     """Refuse mox's certificate folder at, in or above one of certsync's own folders: mox's
     folder becomes mox's, and mox could then replace what they hold."""
@@ -551,9 +555,9 @@ def _mox_folder_apart(host: str, checked: Mapping[str, Any]) -> None:
             continue
         if mox == folder:
             where = "is"
-        elif folder.startswith(mox.rstrip("/") + "/"):
+        elif _inside(folder, mox):
             where = "holds"
-        elif mox.startswith(folder.rstrip("/") + "/"):
+        elif _inside(mox, folder):
             where = "is inside"
         else:
             continue
