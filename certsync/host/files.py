@@ -134,7 +134,12 @@ def is_temp_name(entry: str, name: str) -> bool:
     """Whether `entry` is a file staged for `name` by some run of certsync (a crash leaves it)."""
     prefix, suffix = f".{name}.certsync-", ".tmp"
     middle = entry[len(prefix) : -len(suffix)]
-    return entry.startswith(prefix) and entry.endswith(suffix) and middle.isdigit()
+    return (
+        entry.startswith(prefix)
+        and entry.endswith(suffix)
+        and middle.isascii()
+        and middle.isdigit()  # a pid: str.isdigit alone takes other scripts' digits too
+    )
 
 
 def _stage(dir_fd: int, name: str, wanted: FileState) -> str:

@@ -206,9 +206,7 @@ def clean(dir_fd: int, stored: str, keep: tuple[str, ...] = ()) -> list[str]:
     problems = []
     for entry in os.listdir(dir_fd):
         try:
-            staged = any(is_temp_name(entry, n) for n in entry_names(stored))
-            old = is_generation(stored, entry) and entry != current and entry not in keep
-            if staged or old:
+            if is_leftover_of(stored, entry) and entry != current and entry not in keep:
                 _remove(dir_fd, entry)
         except OSError as error:
             problems.append(f"{entry}: {error.strerror}")
@@ -225,15 +223,17 @@ def entry_names(stored: str) -> tuple[str, ...]:
     return (stored + ".crt", stored + ".key", data_link(stored))
 
 
-def is_entry_of(stored: str, entry: str) -> bool:
-    """Whether `entry` of mox's folder is one layout makes for `stored`, or what a crash leaves
-    of one (a staged file, a generation)."""
-    names = entry_names(stored)
-    return (
-        entry in names
-        or is_generation(stored, entry)
-        or any(is_temp_name(entry, name) for name in names)
+def is_leftover_of(stored: str, entry: str) -> bool:
+    """Whether `entry` of mox's folder is what a run or a crash leaves for `stored` (a staged
+    file, a generation): clean removes those, but the current generation and `keep`."""
+    return is_generation(stored, entry) or any(
+        is_temp_name(entry, name) for name in entry_names(stored)
     )
+
+
+def is_entry_of(stored: str, entry: str) -> bool:
+    """Whether `entry` of mox's folder is one layout makes for `stored`, or a leftover of one."""
+    return entry in entry_names(stored) or is_leftover_of(stored, entry)
 
 
 def _remove(dir_fd: int, entry: str) -> None:

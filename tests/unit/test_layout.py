@@ -90,6 +90,32 @@ def test_what_a_crash_leaves_is_removed_and_the_pair_in_use_kept(tmp_path, dir_f
     assert mox_reads(tmp_path) == (b"cert in use", b"key in use")
 
 
+def test_clean_removes_only_the_leftovers_of_its_own_name(tmp_path, dir_fd):
+    """Another name's (a prefix or suffix of this one, a wildcard) generations, staged files and
+    links stay, and so do names that only look like a staged file."""
+    others = ["example.com", "a.mail.example.com", "wildcard_.example.com"]
+    for other in others:
+        layout.switch_to(dir_fd, other, pair(other.encode()))
+        layout.make_generation(dir_fd, other, *pair(b"never switched to"))
+        (tmp_path / f".{other}.key.certsync-7.tmp").write_bytes(b"staged")
+    looks_staged = [f".{STORED}.key.certsync-\u0661.tmp", f".{STORED}.key.certsync-.tmp"]
+    for entry in looks_staged:
+        (tmp_path / entry).write_bytes(b"not a pid")
+    kept = sorted(os.listdir(tmp_path))
+    gen = layout.switch_to(dir_fd, STORED, pair(b"in use"))
+    half = layout.make_generation(dir_fd, STORED, *pair(b"never switched to"))
+    staged = f"...{STORED}.data.certsync-12.tmp"
+    os.symlink("anywhere", tmp_path / staged)
+
+    assert layout.clean(dir_fd, STORED, keep=(half,)) == []
+    assert (tmp_path / half).is_dir() and not (tmp_path / staged).is_symlink()
+    assert layout.clean(dir_fd, STORED) == []
+    mine = [f"{STORED}.crt", f"{STORED}.key", f"..{STORED}.data", gen]
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + mine)
+    for other in others:
+        assert layout.read_pair(dir_fd, other)[0].data == b"cert " + other.encode()
+
+
 def test_a_data_link_nothing_uses_is_removed(tmp_path, dir_fd):
     layout.switch_to(dir_fd, STORED, pair(b"x"))
     for suffix in (".crt", ".key"):  # mox's files replaced by regular files (by hand)

@@ -580,6 +580,12 @@ def test_a_folder_of_roots_in_place_of_mox_s_folder_is_made_mox_s_only_when_safe
         (".mail.example.com.key.certsync-x.tmp", ["mail.example.com"], False),
         ("..mail.example.com.g" + "0" * 15, ["mail.example.com"], False),
         ("mail.example.com.crt", [], False),
+        ("..mail.example.com.g" + "0123456789abcdef", ["mail.example.com"], True),
+        ("..mail.example.com.g" + "0123456789ABCDEF", ["mail.example.com"], False),
+        ("..example.com.g" + "0" * 16, ["mail.example.com"], False),
+        ("mail.example.com.crt", ["example.com"], False),
+        ("...mail.example.com.data.certsync-7.tmp", ["mail.example.com"], True),
+        (".mail.example.com.key.certsync-\u0661\u0662.tmp", ["mail.example.com"], False),
     ],
 )
 def test_what_counts_as_mox_s_certificate_files_of_the_names(entry, names, mox_s):
