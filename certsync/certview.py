@@ -6,8 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from certsync.host.output import parse_utc
-from certsync.host.validity import ago
+from certsync.host.output import ago, parse_utc
 
 SHORT = 16  # hex digits of a fingerprint shown
 MAX_SANS = 3

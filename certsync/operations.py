@@ -24,8 +24,8 @@ from pyinfra.api import (
 from pyinfra.operations.util.files import generate_color_diff
 
 from certsync import program
+from certsync.host.actions import IN_SYNC
 from certsync.host.errors import printable
-from certsync.host.plan import IN_SYNC
 from certsync.hostdata import HostSettings, SettingsError, settings_of_host
 from certsync.preview import host_lines
 from certsync.pyinfra_compat import connector_arguments

@@ -8,8 +8,8 @@ import datetime as dt
 from typing import Any
 
 from certsync.certview import expiry, sans, short, tlsa_record
+from certsync.host.actions import HOLD, IN_SYNC, INSTALL
 from certsync.host.errors import printable
-from certsync.host.plan import HOLD, IN_SYNC, INSTALL
 
 LABEL_WIDTH = 12
 MAX_COLUMN = 48

@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from certsync.host.actions import HOLD
 from certsync.host.errors import printable
 from certsync.host.names import is_host_name
 from certsync.host.output import parse_utc
-from certsync.host.plan import HOLD
 
 MAX_STRING = 4000  # characters of one string (a refusal names a few paths and reasons)
 MAX_DEPTH = 12

@@ -66,6 +66,16 @@ def parse_utc(stamp: str) -> dt.datetime:
     return dt.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
 
 
+def ago(delta: dt.timedelta) -> str:
+    """'3 days', '5 hours', '12 minutes' (whole units, rounded down)."""
+    seconds = int(abs(delta.total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
 class Log:
     """Lines to stdout (pyinfra, a terminal) or stderr (failures, unless `failures_to_stderr`
     is off), and to the log file."""

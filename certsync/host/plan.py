@@ -10,6 +10,7 @@ import os
 import stat
 
 from . import backoff, records
+from .actions import HOLD, IN_SYNC, INSTALL, REFUSE, REPAIR, RESTART  # noqa: F401 (plan's API too)
 from .caddy import Choice, Pair, choose_pair
 from .dane import Dane, DaneRun
 from .errors import printable, reason
@@ -35,10 +36,6 @@ from .x509 import CertInfo, cert_info, check_key_matches, parse_chain
 TYPE_CHECKING = False  # typing's costs an import on every run
 if TYPE_CHECKING:
     from typing import Any
-
-
-IN_SYNC, REPAIR, INSTALL, RESTART, REFUSE = "in sync", "repair", "install", "restart", "refuse"
-HOLD = "held for DANE"  # a key change waits for its TLSA record (dane.py); mox keeps its files
 
 
 class Current(Record):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .names import name_covered
+from .output import ago
 from .x509 import CertInfo
 
 
@@ -25,16 +26,6 @@ def validity_problem(
             f" within the minimum validity of {hours} h"
         )
     return None
-
-
-def ago(delta: dt.timedelta) -> str:
-    """'3 days', '5 hours', '12 minutes' (whole units, rounded down)."""
-    seconds = int(abs(delta.total_seconds()))
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} seconds"
 
 
 def unprotected_because(info: CertInfo, name: str, now: dt.datetime) -> str | None:
