@@ -176,18 +176,16 @@ def _operation_order(state: Any) -> list[int]:
 class _DataMergedOnce:
     """A host's data as pyinfra's HostData gives each key (a shallow copy of the value of the
     first layer that has it, AttributeError when none has), from its layers merged once:
-    HostData walks every layer, and merges the host's groups' data, at each key it is asked."""
+    HostData walks every layer, and merges the host's groups' data, at each key it is asked.
+    Each key is an attribute, copied when this is made: it serves one popping of the global
+    arguments, which reads each key once; and a key no layer has is missing without an
+    AttributeError raised for it (getattr with a default: most of the 32 arguments)."""
 
     def __init__(self, layers: list[dict[str, Any]]) -> None:
-        self._merged: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
         for layer in reversed(layers):
-            self._merged.update(layer)
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return copy.copy(self._merged[key])
-        except KeyError:
-            raise AttributeError(key) from None
+            merged.update(layer)
+        self.__dict__.update({key: copy.copy(value) for key, value in merged.items()})
 
 
 def _data_merged_once(data: Any) -> Any:

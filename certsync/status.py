@@ -15,9 +15,10 @@ import json
 from typing import Any
 
 from certsync.certview import expiry, short, tlsa_record
+from certsync.host.actions import HOLD, REFUSE
 from certsync.host.errors import printable
 from certsync.host.output import ago, parse_utc
-from certsync.host.plan import CERT_MODE, DIR_MODE, HOLD, KEY_MODE, REFUSE, mox_files
+from certsync.host.plan import CERT_MODE, DIR_MODE, KEY_MODE, mox_files
 from certsync.hostdata import HostSettings
 from certsync.operations import files_to_install, host_files, host_problem
 from certsync.preview import dane_fields

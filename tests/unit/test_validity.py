@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from certsync.host.output import ago
 from certsync.host.validity import (
-    ago,
     describe,
     downgrade_problem,
     unprotected_because,
