@@ -227,8 +227,8 @@ def measure(pki: Pki, count: int, repeat: int, renewal: bool) -> None:
             f"   floor of a state read in Python: `exec -- {' '.join(PYTHON_START)}`"
             f" {median(exec_python):.2f} s / `exec -- true` {median(exec_true):.2f} s"
             f" = {median(exec_python) / median(exec_true):.2f}\n"
-            "   the least a state read in Python does (start python3, import os, print 3 kB of a"
-            f" file): {median(exec_least):.2f} s / `exec -- true` {median(exec_true):.2f} s"
+            "   the least a state read in Python does (start python3, import os, print a line of"
+            f" 3 kB): {median(exec_least):.2f} s / `exec -- true` {median(exec_true):.2f} s"
             f" = {median(exec_least) / median(exec_true):.2f}",
             flush=True,
         )
